@@ -1,0 +1,279 @@
+// The local SQLite catalog (node:sqlite, WAL mode): a cache of backups, copies and runs, rebuildable from regions.
+import { mkdirSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { dirname } from 'node:path';
+import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
+import type { Clock } from '../clock.ts';
+import { CofreError } from '../errors/index.ts';
+import { MIGRATIONS } from './migrations.ts';
+
+export type BackupStatus = 'running' | 'completed' | 'degraded' | 'failed' | 'interrupted';
+export type CopyStatus = 'writing' | 'complete' | 'owed' | 'abandoned';
+export type RunStatus = 'running' | 'completed' | 'failed' | 'interrupted';
+
+export interface BackupRow {
+  id: string;
+  source: string;
+  type: 'full' | 'diff' | 'incr';
+  method: string;
+  status: BackupStatus;
+  parent: string | null;
+  runId: string;
+  startedAt: string;
+  finishedAt: string | null;
+  sizeBytes: number;
+  storedBytes: number;
+  files: number;
+  manifestSha256: string | null;
+  error: string | null;
+  cleanedAt: string | null;
+}
+
+export interface CopyRow {
+  backupId: string;
+  region: string;
+  status: CopyStatus;
+  error: string | null;
+  updatedAt: string;
+}
+
+export interface RunRow {
+  id: string;
+  kind: string;
+  source: string | null;
+  backupId: string | null;
+  status: RunStatus;
+  pid: number;
+  host: string;
+  startedAt: string;
+  finishedAt: string | null;
+  error: string | null;
+}
+
+type Row = Record<string, SQLInputValue>;
+
+const BACKUP_COLUMNS = `id, source, type, method, status, parent, run_id AS runId, started_at AS startedAt, finished_at AS finishedAt,
+  size_bytes AS sizeBytes, stored_bytes AS storedBytes, files, manifest_sha256 AS manifestSha256, error, cleaned_at AS cleanedAt`;
+const RUN_COLUMNS = `id, kind, source, backup_id AS backupId, status, pid, host, started_at AS startedAt, finished_at AS finishedAt, error`;
+
+/** Is a process of this host still alive? Signal 0 checks without touching it. */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export class Catalog {
+  readonly db: DatabaseSync;
+  readonly path: string;
+  private readonly clock: Clock;
+  readonly host = hostname();
+
+  constructor(path: string, clock: Clock) {
+    this.path = path;
+    this.clock = clock;
+    try {
+      if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+      this.db = new DatabaseSync(path);
+      this.db.exec('PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL;');
+      this.migrate();
+    } catch (err) {
+      throw new CofreError('CATALOG_FAILED', `cannot open catalog ${path}: ${(err as Error).message}`, {
+        op: 'catalog.open', path, cause: err, hint: 'check the path is writable; the catalog can be rebuilt from the regions if it is lost',
+      });
+    }
+  }
+
+  private migrate(): void {
+    const current = (this.db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version;
+    if (current > MIGRATIONS.length) {
+      throw new Error(`catalog schema version ${current} is newer than this cofre (${MIGRATIONS.length}); upgrade cofre`);
+    }
+    for (let v = current; v < MIGRATIONS.length; v++) {
+      this.transaction(() => {
+        this.db.exec(MIGRATIONS[v]!);
+        this.db.exec(`PRAGMA user_version = ${v + 1}`);
+      });
+    }
+  }
+
+  transaction<T>(fn: () => T): T {
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      const out = fn();
+      this.db.exec('COMMIT');
+      return out;
+    } catch (err) {
+      this.db.exec('ROLLBACK');
+      throw err;
+    }
+  }
+
+  close(): void {
+    if (this.db.isOpen) this.db.close();
+  }
+
+  private now(): string {
+    return this.clock.now().toISOString();
+  }
+
+  getMeta(key: string): string | null {
+    const row = this.db.prepare('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined;
+    return row?.value ?? null;
+  }
+
+  setMeta(key: string, value: string): void {
+    this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run(key, value);
+  }
+
+  // ── runs ────────────────────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * Marks runs whose process died (kill -9, power loss) as interrupted, with their backups and copies.
+   * Runs of live processes, or of other hosts sharing the file, are left alone.
+   */
+  recoverInterrupted(isAlive: (pid: number) => boolean = processAlive): RunRow[] {
+    return this.transaction(() => {
+      const running = this.db.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'running' AND host = ?`).all(this.host) as unknown as RunRow[];
+      const dead = running.filter((r) => r.pid !== process.pid && !isAlive(r.pid));
+      const at = this.now();
+      for (const run of dead) {
+        this.db.prepare(`UPDATE runs SET status = 'interrupted', finished_at = ?, error = 'process ended before the run finished' WHERE id = ?`).run(at, run.id);
+        this.db.prepare(`UPDATE backups SET status = 'interrupted', finished_at = ? WHERE run_id = ? AND status = 'running'`).run(at, run.id);
+        this.db.prepare(`UPDATE copies SET status = 'abandoned', updated_at = ? WHERE status = 'writing' AND backup_id IN (SELECT id FROM backups WHERE run_id = ?)`).run(at, run.id);
+      }
+      return dead.map((r) => ({ ...r, status: 'interrupted' as const }));
+    });
+  }
+
+  /** Starts a run; for a source-bound kind, refuses if a live run already holds that source. */
+  startRun(id: string, kind: string, source: string | null, exclusive: boolean): RunRow {
+    return this.transaction(() => {
+      if (exclusive && source) {
+        const busy = this.db
+          .prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE status = 'running' AND kind = ? AND source = ?`)
+          .all(kind, source) as unknown as RunRow[];
+        const holder = busy.find((r) => r.host !== this.host || processAlive(r.pid));
+        if (holder) {
+          throw new CofreError('SOURCE_BUSY', `a ${kind} of ${source} is already running (run ${holder.id}, pid ${holder.pid} on ${holder.host})`, {
+            op: `${kind}.start`, hint: 'wait for it to finish; cofre never runs two backups of one source at once',
+          });
+        }
+      }
+      const row: RunRow = {
+        id, kind, source, backupId: null, status: 'running', pid: process.pid, host: this.host, startedAt: this.now(), finishedAt: null, error: null,
+      };
+      this.db
+        .prepare('INSERT INTO runs (id, kind, source, status, pid, host, started_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
+        .run(row.id, row.kind, row.source, row.status, row.pid, row.host, row.startedAt);
+      return row;
+    });
+  }
+
+  finishRun(id: string, status: Exclude<RunStatus, 'running'>, error: string | null = null): void {
+    this.db.prepare('UPDATE runs SET status = ?, finished_at = ?, error = ? WHERE id = ?').run(status, this.now(), error, id);
+  }
+
+  listRuns(limit = 50): RunRow[] {
+    return this.db.prepare(`SELECT ${RUN_COLUMNS} FROM runs ORDER BY started_at DESC, id DESC LIMIT ?`).all(limit) as unknown as RunRow[];
+  }
+
+  getRun(id: string): RunRow | undefined {
+    return this.db.prepare(`SELECT ${RUN_COLUMNS} FROM runs WHERE id = ?`).get(id) as unknown as RunRow | undefined;
+  }
+
+  // ── backups ─────────────────────────────────────────────────────────────────────────────────────────
+
+  insertBackup(b: Pick<BackupRow, 'id' | 'source' | 'type' | 'method' | 'parent' | 'runId' | 'startedAt'>, regions: string[]): void {
+    this.transaction(() => {
+      this.db
+        .prepare(`INSERT INTO backups (id, source, type, method, status, parent, run_id, started_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?)`)
+        .run(b.id, b.source, b.type, b.method, b.parent, b.runId, b.startedAt);
+      this.db.prepare('UPDATE runs SET backup_id = ? WHERE id = ?').run(b.id, b.runId);
+      const at = this.now();
+      for (const region of regions) {
+        this.db.prepare(`INSERT INTO copies (backup_id, region, status, updated_at) VALUES (?, ?, 'writing', ?)`).run(b.id, region, at);
+      }
+    });
+  }
+
+  recordObject(backupId: string, name: string, size: number, sha256: string): void {
+    this.db.prepare('INSERT INTO objects (backup_id, name, size, sha256) VALUES (?, ?, ?, ?)').run(backupId, name, size, sha256);
+  }
+
+  setCopy(backupId: string, region: string, status: CopyStatus, error: string | null = null): void {
+    this.db
+      .prepare(
+        `INSERT INTO copies (backup_id, region, status, error, updated_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (backup_id, region) DO UPDATE SET status = excluded.status, error = excluded.error, updated_at = excluded.updated_at`,
+      )
+      .run(backupId, region, status, error, this.now());
+  }
+
+  finishBackup(
+    id: string,
+    fields: { status: BackupStatus; sizeBytes?: number; storedBytes?: number; files?: number; manifestSha256?: string | null; error?: string | null },
+  ): void {
+    this.db
+      .prepare(
+        `UPDATE backups SET status = ?, finished_at = ?, size_bytes = coalesce(?, size_bytes), stored_bytes = coalesce(?, stored_bytes),
+         files = coalesce(?, files), manifest_sha256 = coalesce(?, manifest_sha256), error = ? WHERE id = ?`,
+      )
+      .run(fields.status, this.now(), fields.sizeBytes ?? null, fields.storedBytes ?? null, fields.files ?? null, fields.manifestSha256 ?? null, fields.error ?? null, id);
+  }
+
+  markCleaned(id: string): void {
+    this.db.prepare('UPDATE backups SET cleaned_at = ? WHERE id = ?').run(this.now(), id);
+  }
+
+  getBackup(id: string): BackupRow | undefined {
+    return this.db.prepare(`SELECT ${BACKUP_COLUMNS} FROM backups WHERE id = ?`).get(id) as unknown as BackupRow | undefined;
+  }
+
+  listBackups(source?: string): BackupRow[] {
+    const where = source ? 'WHERE source = ?' : '';
+    const args: Row[string][] = source ? [source] : [];
+    return this.db.prepare(`SELECT ${BACKUP_COLUMNS} FROM backups ${where} ORDER BY started_at, id`).all(...args) as unknown as BackupRow[];
+  }
+
+  /** Backups that can be restored (their manifest is stored at quorum). */
+  usableBackups(source: string): BackupRow[] {
+    return this.db
+      .prepare(`SELECT ${BACKUP_COLUMNS} FROM backups WHERE source = ? AND status IN ('completed', 'degraded') ORDER BY started_at, id`)
+      .all(source) as unknown as BackupRow[];
+  }
+
+  latestUsable(source: string, type?: 'full'): BackupRow | undefined {
+    const rows = this.usableBackups(source).filter((b) => !type || b.type === type);
+    return rows[rows.length - 1];
+  }
+
+  interruptedUncleaned(source: string): BackupRow[] {
+    return this.db
+      .prepare(`SELECT ${BACKUP_COLUMNS} FROM backups WHERE source = ? AND status IN ('interrupted', 'failed') AND cleaned_at IS NULL`)
+      .all(source) as unknown as BackupRow[];
+  }
+
+  copiesOf(backupId: string): CopyRow[] {
+    return this.db
+      .prepare('SELECT backup_id AS backupId, region, status, error, updated_at AS updatedAt FROM copies WHERE backup_id = ? ORDER BY region')
+      .all(backupId) as unknown as CopyRow[];
+  }
+
+  objectsOf(backupId: string): { name: string; size: number; sha256: string }[] {
+    return this.db.prepare('SELECT name, size, sha256 FROM objects WHERE backup_id = ? ORDER BY name').all(backupId) as unknown as {
+      name: string; size: number; sha256: string;
+    }[];
+  }
+
+  /** Copies each region still owes (backups that finished degraded). */
+  copiesOwed(): { region: string; count: number }[] {
+    return this.db
+      .prepare(`SELECT region, count(*) AS count FROM copies c JOIN backups b ON b.id = c.backup_id
+                WHERE c.status = 'owed' AND b.status IN ('completed', 'degraded') GROUP BY region`)
+      .all() as unknown as { region: string; count: number }[];
+  }
+}

@@ -1,0 +1,54 @@
+// Numbered schema migrations; PRAGMA user_version records how far a catalog has come.
+
+export const MIGRATIONS: string[] = [
+  // 1: backups, their copies per region, their objects, and runs.
+  `
+  CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+  CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    source TEXT,
+    backup_id TEXT,
+    status TEXT NOT NULL CHECK (status IN ('running', 'completed', 'failed', 'interrupted')),
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    error TEXT
+  );
+  CREATE INDEX runs_by_status ON runs (status, kind, source);
+  CREATE TABLE backups (
+    id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    type TEXT NOT NULL CHECK (type IN ('full', 'diff', 'incr')),
+    method TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running', 'completed', 'degraded', 'failed', 'interrupted')),
+    parent TEXT REFERENCES backups (id),
+    run_id TEXT NOT NULL REFERENCES runs (id),
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    size_bytes INTEGER NOT NULL DEFAULT 0,
+    stored_bytes INTEGER NOT NULL DEFAULT 0,
+    files INTEGER NOT NULL DEFAULT 0,
+    manifest_sha256 TEXT,
+    error TEXT,
+    cleaned_at TEXT
+  );
+  CREATE INDEX backups_by_source ON backups (source, started_at);
+  CREATE TABLE copies (
+    backup_id TEXT NOT NULL REFERENCES backups (id) ON DELETE CASCADE,
+    region TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('writing', 'complete', 'owed', 'abandoned')),
+    error TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (backup_id, region)
+  );
+  CREATE TABLE objects (
+    backup_id TEXT NOT NULL REFERENCES backups (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (backup_id, name)
+  );
+  `,
+];

@@ -1,0 +1,34 @@
+// cofre backup <source> [--type full|diff|incr] [--json]: prints the backup id.
+import type { Command } from 'commander';
+import { CofreError } from '../errors/index.ts';
+import { runBackup } from '../jobs/backup.ts';
+import { action, humanBytes, printJson, withContext, type GlobalOptions } from './common.ts';
+
+const TYPES = ['full', 'diff', 'incr'] as const;
+
+export function register(program: Command): void {
+  program
+    .command('backup <source>')
+    .description('back up a source to every region in one pass')
+    .option('-t, --type <type>', 'full, diff (changes since the last full) or incr (changes since the last backup)', 'incr')
+    .option('--json', 'print the result as JSON')
+    .action(action(async (source: string, opts: { type: string; json?: boolean }) => {
+      if (!TYPES.includes(opts.type as (typeof TYPES)[number])) {
+        throw new CofreError('CONFIG_INVALID', `--type: expected full, diff or incr (got ${JSON.stringify(opts.type)})`, { op: 'cli.backup' });
+      }
+      const global = program.opts<GlobalOptions>();
+      const result = await withContext(global, true, async (ctx) => {
+        let bytes = 0;
+        const tty = process.stderr.isTTY && !opts.json;
+        if (tty) ctx.bus.on('copy.written', (e) => { bytes += e.bytes; process.stderr.write(`\r${source}: ${humanBytes(bytes)} stored`); });
+        const out = await runBackup(ctx, { source, type: opts.type as (typeof TYPES)[number] });
+        if (tty) process.stderr.write('\n');
+        return out;
+      });
+      if (result.type !== result.requestedType) process.stderr.write(`cofre: no earlier backup of ${source} to compare with: took a full backup\n`);
+      if (result.status === 'degraded') process.stderr.write(`cofre: backup ${result.backupId} is degraded: copies owed in ${result.regionsOwed.join(', ')}\n`);
+      for (const s of result.skipped) process.stderr.write(`cofre: skipped ${s.path}: ${s.reason}\n`);
+      if (opts.json) printJson(result);
+      else process.stdout.write(`${result.backupId}\n`);
+    }));
+}

@@ -1,0 +1,22 @@
+// cofre verify [source] [--deep] [--json]: exit 0 only when every copy is sound; otherwise every problem listed.
+import type { Command } from 'commander';
+import { EXIT_PROBLEMS_FOUND } from '../errors/index.ts';
+import { runVerify } from '../jobs/verify.ts';
+import { action, printJson, withContext, type GlobalOptions } from './common.ts';
+
+export function register(program: Command): void {
+  program
+    .command('verify [source]')
+    .description('check every copy in every region against its manifest')
+    .option('--deep', 'download, authenticate, decrypt, decompress and re-hash every object')
+    .option('--json', 'print the report as JSON')
+    .action(action(async (source: string | undefined, opts: { deep?: boolean; json?: boolean }) => {
+      const report = await withContext(program.opts<GlobalOptions>(), false, (ctx) => runVerify(ctx, { source, deep: Boolean(opts.deep) }));
+      if (opts.json) printJson(report);
+      else {
+        for (const p of report.problems) process.stdout.write(`PROBLEM ${p.kind} region=${p.region} backup=${p.backupId} object=${p.object}: ${p.message}\n`);
+        process.stdout.write(`${report.ok ? 'ok' : 'FAILED'}: ${report.backupsChecked} backups, ${report.objectsChecked} objects checked${report.deep ? ' (deep)' : ''}, ${report.problems.length} problems\n`);
+      }
+      return report.ok ? 0 : EXIT_PROBLEMS_FOUND;
+    }));
+}

@@ -1,0 +1,146 @@
+// The one config schema: types, defaults and validation of cofre.yaml all come from here.
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { Secret } from './secret.ts';
+import { parseBytes } from './units.ts';
+
+export const DEFAULT_PACK_SIZE_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_REGION_BUFFER_BYTES = 8 * 1024 * 1024;
+export const DEFAULT_ZSTD_LEVEL = 3;
+export const DEFAULT_S3_PART_SIZE_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_CATALOG_PATH = './var/catalog.db';
+
+const NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
+const SOURCE_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
+const bytes = (fallback: number) =>
+  z
+    .union([z.number(), z.string()])
+    .transform((v, ctx) => {
+      const n = parseBytes(v);
+      if (n === undefined || n <= 0) {
+        ctx.addIssue({ code: 'custom', message: 'expected a size such as 67108864 or "64MiB"' });
+        return z.NEVER;
+      }
+      return n;
+    })
+    .default(fallback);
+
+/** A secret is written inline or as {file: path}; either way it becomes a Secret that prints redacted. */
+export const secret = z
+  .union([z.string().min(1), z.strictObject({ file: z.string().min(1) })])
+  .transform((v, ctx) => {
+    if (typeof v === 'string') return new Secret(v);
+    try {
+      return new Secret(readFileSync(v.file, 'utf8').replace(/\r?\n$/, ''));
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: `cannot read secret file ${v.file}: ${(err as Error).message}` });
+      return z.NEVER;
+    }
+  });
+
+const retry = z
+  .strictObject({
+    attempts: z.number().int().min(1).max(20).default(5),
+    baseDelayMs: z.number().int().min(0).default(200),
+    maxDelayMs: z.number().int().min(0).default(10_000),
+  })
+  .prefault({});
+
+const regionCommon = {
+  name: z.string().regex(NAME, 'region names are lowercase letters, digits and dashes'),
+  concurrency: z.number().int().min(1).max(256).default(8),
+  retry,
+};
+
+const fsRegion = z.strictObject({ ...regionCommon, driver: z.literal('fs'), path: z.string().min(1) });
+const memoryRegion = z.strictObject({ ...regionCommon, driver: z.literal('memory') });
+const s3Region = z.strictObject({
+  ...regionCommon,
+  driver: z.literal('s3'),
+  bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'S3 bucket names are 3-63 lowercase letters, digits, dots and dashes'),
+  prefix: z.string().default(''),
+  region: z.string().min(1),
+  endpoint: z.url().optional(),
+  forcePathStyle: z.boolean().default(false),
+  accessKeyId: secret.optional(),
+  secretAccessKey: secret.optional(),
+  sessionToken: secret.optional(),
+  requestChecksumCalculation: z.enum(['WHEN_SUPPORTED', 'WHEN_REQUIRED']).default('WHEN_SUPPORTED'),
+  partSizeBytes: bytes(DEFAULT_S3_PART_SIZE_BYTES),
+  storageClass: z.string().optional(),
+});
+
+export const regionSchema = z.discriminatedUnion('driver', [fsRegion, s3Region, memoryRegion]);
+
+const filesSource = z.strictObject({
+  kind: z.literal('files'),
+  path: z.string().min(1),
+  exclude: z.array(z.string()).default([]),
+  createIfMissing: z.boolean().default(true),
+});
+
+export const sourceSchema = z.discriminatedUnion('kind', [filesSource]);
+
+const kmsKey = z.strictObject({
+  region: z.string().min(1),
+  keyId: z.string().min(1),
+  endpoint: z.url().optional(),
+  storageRegion: z.string().optional(),
+  accessKeyId: secret.optional(),
+  secretAccessKey: secret.optional(),
+});
+
+const localEncryption = z.strictObject({
+  provider: z.literal('local'),
+  keyFile: z.string().min(1),
+  previousKeyFiles: z.array(z.string().min(1)).default([]),
+});
+const kmsEncryption = z.strictObject({
+  provider: z.literal('aws-kms'),
+  keys: z.array(kmsKey).min(1),
+});
+
+export const configSchema = z
+  .strictObject({
+    catalog: z.strictObject({ path: z.string().min(1).default(DEFAULT_CATALOG_PATH) }).prefault({}),
+    encryption: z.discriminatedUnion('provider', [localEncryption, kmsEncryption]),
+    compression: z.strictObject({ level: z.number().int().min(1).max(19).default(DEFAULT_ZSTD_LEVEL) }).prefault({}),
+    pipeline: z
+      .strictObject({
+        packSizeBytes: bytes(DEFAULT_PACK_SIZE_BYTES),
+        regionBufferBytes: bytes(DEFAULT_REGION_BUFFER_BYTES),
+        quorum: z.union([z.literal('all'), z.number().int().min(1)]).default('all'),
+        regionStallTimeoutSeconds: z.number().positive().default(300),
+      })
+      .prefault({}),
+    regions: z.array(regionSchema).min(1),
+    sources: z.record(z.string().regex(SOURCE_NAME, 'source names are lowercase letters, digits, _ and -'), sourceSchema),
+    daemon: z
+      .strictObject({ backupEveryMinutes: z.number().int().min(1).default(60) })
+      .prefault({}),
+    logging: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info') }).prefault({}),
+  })
+  .superRefine((cfg, ctx) => {
+    const seen = new Set<string>();
+    cfg.regions.forEach((r, i) => {
+      if (seen.has(r.name)) ctx.addIssue({ code: 'custom', path: ['regions', i, 'name'], message: `duplicate region name "${r.name}"`, input: r.name });
+      seen.add(r.name);
+    });
+    if (typeof cfg.pipeline.quorum === 'number' && cfg.pipeline.quorum > cfg.regions.length) {
+      ctx.addIssue({
+        code: 'custom', path: ['pipeline', 'quorum'], input: cfg.pipeline.quorum,
+        message: `quorum ${cfg.pipeline.quorum} is more than the ${cfg.regions.length} regions configured`,
+      });
+    }
+  });
+
+export type Config = z.output<typeof configSchema>;
+export type RegionConfig = z.output<typeof regionSchema>;
+export type SourceConfig = z.output<typeof sourceSchema>;
+export type S3RegionConfig = z.output<typeof s3Region>;
+export type KmsKeyConfig = z.output<typeof kmsKey>;
+
+export function quorumOf(cfg: Config): number {
+  return cfg.pipeline.quorum === 'all' ? cfg.regions.length : cfg.pipeline.quorum;
+}

@@ -1,0 +1,190 @@
+// The backup job: one source, one pass, every region; complete, degraded (copies owed) or failed — never half.
+import { randomUUID } from 'node:crypto';
+import { mkdir, stat } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import { CofreError, messageOf } from '../errors/index.ts';
+import { sealBuffer, sha256Hex, writeObjectStream, writeSealed } from '../pipeline/index.ts';
+import {
+  backupIdFor,
+  manifestIdentity,
+  manifestKey,
+  MANIFEST_FORMAT_VERSION,
+  objectKey,
+  packIdentity,
+  packName,
+  readManifest,
+  type BackupType,
+  type Manifest,
+  type ManifestObject,
+} from '../repository/index.ts';
+import { captureTree } from '../sources/files/capture.ts';
+import { PackBuilder } from '../sources/files/pack-builder.ts';
+import type { StorageDriver } from '../storage/index.ts';
+import { cleanAbandoned, removeBackupObjects } from './cleanup.ts';
+import { readOrder, repositoryOf, writeSettings, type JobContext } from './context.ts';
+
+export interface BackupArgs {
+  source: string;
+  type: BackupType;
+}
+
+export interface BackupResult {
+  backupId: string;
+  runId: string;
+  source: string;
+  type: BackupType;
+  requestedType: BackupType;
+  parent: string | null;
+  status: 'completed' | 'degraded';
+  regions: Record<string, 'complete' | 'owed'>;
+  regionsOwed: string[];
+  sizeBytes: number;
+  storedBytes: number;
+  files: number;
+  newFiles: number;
+  skipped: { path: string; reason: string }[];
+}
+
+function sourceConfig(ctx: JobContext, name: string) {
+  const cfg = ctx.config.sources[name];
+  if (!cfg) {
+    throw new CofreError('SOURCE_NOT_FOUND', `no source named "${name}"`, {
+      op: 'backup', hint: `configured sources: ${Object.keys(ctx.config.sources).join(', ') || '(none)'}`,
+    });
+  }
+  return cfg;
+}
+
+async function ensureSourceDir(path: string, create: boolean): Promise<void> {
+  try {
+    if (!(await stat(path)).isDirectory()) throw new CofreError('SOURCE_UNREADABLE', `${path} is not a directory`, { op: 'backup', path });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !create) {
+      if (err instanceof CofreError) throw err;
+      throw new CofreError('SOURCE_UNREADABLE', `cannot read source directory ${path}: ${messageOf(err)}`, { op: 'backup', path, cause: err, hint: 'check the path and permissions' });
+    }
+    await mkdir(path, { recursive: true });
+  }
+}
+
+/** The parent a diff/incr compares with; with none, the backup is promoted to full (as pgBackRest does). */
+function chooseParent(ctx: JobContext, source: string, type: BackupType): { type: BackupType; parentId: string | null } {
+  if (type === 'full') return { type, parentId: null };
+  const parent = type === 'diff' ? ctx.catalog.latestUsable(source, 'full') : ctx.catalog.latestUsable(source);
+  return parent ? { type, parentId: parent.id } : { type: 'full', parentId: null };
+}
+
+export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<BackupResult> {
+  const src = sourceConfig(ctx, args.source);
+  await ensureSourceDir(src.path, src.createIfMissing);
+  const runId = randomUUID();
+  ctx.catalog.startRun(runId, 'backup', args.source, true);
+  const startedAt = ctx.clock.now();
+  let backupId: string | null = null;
+  let type = args.type;
+  try {
+    await cleanAbandoned(ctx, args.source);
+    const { repoId, statuses } = await repositoryOf(ctx, true);
+    const chosen = chooseParent(ctx, args.source, args.type);
+    type = chosen.type;
+    let parentManifest: Manifest | null = null;
+    const parentRow = chosen.parentId ? ctx.catalog.getBackup(chosen.parentId)! : null;
+    if (parentRow) {
+      parentManifest = (await readManifest(ctx.envelope, readOrder(ctx, parentRow.id), repoId, args.source, parentRow.id)).value;
+    }
+    const id = backupIdFor(startedAt, type);
+    backupId = id;
+    const live = new Map<string, StorageDriver>();
+    const owed = new Map<string, string>();
+    statuses.forEach((s, i) => (s.error ? owed.set(s.region, s.error) : live.set(s.region, ctx.regions[i]!)));
+    if (live.size < ctx.quorum) {
+      throw new CofreError('QUORUM_NOT_MET', `only ${live.size} of ${ctx.regions.length} regions are reachable, quorum is ${ctx.quorum}`, {
+        op: 'backup', hint: [...owed].map(([r, e]) => `${r}: ${e}`).join('; '),
+      });
+    }
+    ctx.catalog.insertBackup({ id, source: args.source, type, method: 'files', parent: parentRow?.id ?? null, runId, startedAt: startedAt.toISOString() }, ctx.regions.map((r) => r.region));
+    for (const [region, error] of owed) ctx.catalog.setCopy(id, region, 'owed', error);
+    ctx.bus.emit('backup.started', { runId, backupId: id, source: args.source, type, parent: parentRow?.id ?? null });
+
+    const dropRegion = (region: string, error: string, object: string): void => {
+      if (!live.delete(region)) return;
+      owed.set(region, error);
+      ctx.catalog.setCopy(id, region, 'owed', error);
+      ctx.bus.emit('copy.failed', { backupId: id, region, object, error });
+    };
+    const settings = writeSettings(ctx);
+    const packs = new PackBuilder(ctx.config.pipeline.packSizeBytes, {
+      write: async (name: string, plaintext: Readable): Promise<ManifestObject> => {
+        const key = objectKey(args.source, id, name);
+        const written = await writeObjectStream(settings, {
+          key, identity: packIdentity(repoId, args.source, id, name), regions: [...live.values()],
+          onRegionFailed: (region, error) => dropRegion(region, error, name),
+        }, plaintext);
+        ctx.catalog.recordObject(id, name, written.size, written.sha256);
+        return { name, size: written.size, sha256: written.sha256, plainBytes: written.plainBytes };
+      },
+    }, packName);
+    const skipped: { path: string; reason: string }[] = [];
+    let captured;
+    try {
+      captured = await captureTree({
+        root: src.path, exclude: src.exclude, backupId: id, packs,
+        parent: parentManifest ? { entries: parentManifest.entries, startedAtMs: Date.parse(parentManifest.startedAt) } : null,
+        onSkip: (path, reason) => {
+          skipped.push({ path, reason });
+          ctx.bus.emit('source.skipped', { source: args.source, path, reason });
+        },
+      });
+      await packs.close();
+    } catch (err) {
+      packs.abort(err as Error);
+      throw err;
+    }
+
+    // The manifest is written last: its presence in a region is what makes the backup exist there.
+    const manifest: Manifest = {
+      format: MANIFEST_FORMAT_VERSION, repo: repoId, source: args.source, backupId: id, type, method: 'files',
+      parent: parentRow?.id ?? null, parentManifestSha256: parentRow?.manifestSha256 ?? null,
+      startedAt: startedAt.toISOString(), finishedAt: ctx.clock.now().toISOString(), keyIds: ctx.envelope.keyrings.writeKeyIds,
+      objects: packs.objects, entries: captured.entries, stats: captured.stats,
+    };
+    const sealed = await sealBuffer(settings, manifestIdentity(repoId, args.source, id), Buffer.from(JSON.stringify(manifest)));
+    const outcomes = await writeSealed([...live.values()], manifestKey(args.source, id), sealed);
+    for (const o of outcomes) if (!o.ok) dropRegion(o.region, o.error ?? 'manifest write failed', 'manifest');
+    if (live.size < ctx.quorum) {
+      throw new CofreError('QUORUM_NOT_MET', `the manifest of ${id} reached only ${live.size} regions, quorum is ${ctx.quorum}`, {
+        op: 'backup', hint: [...owed].map(([r, e]) => `${r}: ${e}`).join('; '),
+      });
+    }
+    for (const region of live.keys()) ctx.catalog.setCopy(id, region, 'complete');
+    const storedBytes = packs.objects.reduce((n, o) => n + o.size, 0) + sealed.length;
+    const status = owed.size === 0 ? 'completed' : 'degraded';
+    ctx.catalog.transaction(() => {
+      ctx.catalog.recordObject(id, 'manifest', sealed.length, sha256Hex(sealed));
+      ctx.catalog.finishBackup(id, { status, sizeBytes: captured.stats.bytes, storedBytes, files: captured.stats.files, manifestSha256: sha256Hex(sealed) });
+      ctx.catalog.finishRun(runId, 'completed');
+    });
+    const finished = ctx.clock.now();
+    ctx.bus.emit('backup.finished', {
+      runId, backupId: id, source: args.source, type, status,
+      durationSeconds: (finished.getTime() - startedAt.getTime()) / 1000, finishedAtSeconds: finished.getTime() / 1000,
+      sizeBytes: captured.stats.bytes, storedBytes, regionsOwed: [...owed.keys()],
+    });
+    return {
+      backupId: id, runId, source: args.source, type, requestedType: args.type, parent: manifest.parent, status,
+      regions: Object.fromEntries(ctx.regions.map((r) => [r.region, live.has(r.region) ? 'complete' : 'owed'])),
+      regionsOwed: [...owed.keys()], sizeBytes: captured.stats.bytes, storedBytes, files: captured.stats.files,
+      newFiles: captured.stats.newFiles, skipped,
+    };
+  } catch (err) {
+    const message = messageOf(err);
+    if (backupId) {
+      ctx.catalog.finishBackup(backupId, { status: 'failed', error: message });
+      const leftovers = await removeBackupObjects(ctx, args.source, backupId);
+      if (leftovers.length === 0) ctx.catalog.markCleaned(backupId);
+    }
+    ctx.catalog.finishRun(runId, 'failed', message);
+    ctx.bus.emit('backup.failed', { runId, backupId: backupId ?? '', source: args.source, type, error: message });
+    throw err;
+  }
+}

@@ -1,0 +1,75 @@
+// The context every job runs in: config, clock, events, catalog, keys and the opened regions.
+import type { Clock } from '../clock.ts';
+import { Catalog } from '../catalog/catalog.ts';
+import { quorumOf, type Config } from '../config/index.ts';
+import { Envelope, keyringsFor } from '../crypto/index.ts';
+import type { EventBus } from '../observability/events.ts';
+import type { WriteSettings } from '../pipeline/index.ts';
+import { ensureRepository, type RepoStatus } from '../repository/index.ts';
+import { openRegion, type StorageDriver } from '../storage/index.ts';
+
+export const REPO_ID_META = 'repo_id';
+
+export interface JobContext {
+  config: Config;
+  clock: Clock;
+  bus: EventBus;
+  catalog: Catalog;
+  envelope: Envelope;
+  /** Every configured region, in preference order. */
+  regions: StorageDriver[];
+  quorum: number;
+}
+
+export interface OpenOptions {
+  config: Config;
+  clock: Clock;
+  bus: EventBus;
+  /** Create the key file if missing (a fresh install); reading commands pass false. */
+  createKey: boolean;
+}
+
+export function openContext(opts: OpenOptions): JobContext {
+  const catalog = new Catalog(opts.config.catalog.path, opts.clock);
+  try {
+    for (const run of catalog.recoverInterrupted()) {
+      opts.bus.emit('run.interrupted', { runId: run.id, kind: run.kind, source: run.source, backupId: run.backupId });
+    }
+    const envelope = new Envelope(keyringsFor(opts.config, { create: opts.createKey }));
+    const regions = opts.config.regions.map((r) => openRegion(r, opts.clock, opts.bus));
+    return { config: opts.config, clock: opts.clock, bus: opts.bus, catalog, envelope, regions, quorum: quorumOf(opts.config) };
+  } catch (err) {
+    catalog.close();
+    throw err;
+  }
+}
+
+export async function closeContext(ctx: JobContext): Promise<void> {
+  await Promise.all(ctx.regions.map((r) => r.close().catch(() => undefined)));
+  ctx.catalog.close();
+}
+
+export function writeSettings(ctx: JobContext): WriteSettings {
+  return {
+    envelope: ctx.envelope,
+    clock: ctx.clock,
+    compressionLevel: ctx.config.compression.level,
+    quorum: ctx.quorum,
+    regionBufferBytes: ctx.config.pipeline.regionBufferBytes,
+    regionStallTimeoutMs: ctx.config.pipeline.regionStallTimeoutSeconds * 1000,
+  };
+}
+
+/** The repository id, agreed by the catalog and every reachable region; cofre.repo is written where missing. */
+export async function repositoryOf(ctx: JobContext, create: boolean): Promise<{ repoId: string; statuses: RepoStatus[] }> {
+  const known = ctx.catalog.getMeta(REPO_ID_META);
+  const out = await ensureRepository(ctx.regions, { knownRepoId: known, keyIds: ctx.envelope.keyrings.writeKeyIds, clock: ctx.clock, create });
+  if (!known && out.statuses.some((s) => s.repo)) ctx.catalog.setMeta(REPO_ID_META, out.repoId);
+  return out;
+}
+
+/** Regions in read preference: those whose copy of the backup is complete first, then the rest. */
+export function readOrder(ctx: JobContext, backupId: string): StorageDriver[] {
+  const complete = new Set(ctx.catalog.copiesOf(backupId).filter((c) => c.status === 'complete').map((c) => c.region));
+  return [...ctx.regions.filter((r) => complete.has(r.region)), ...ctx.regions.filter((r) => !complete.has(r.region))];
+}

@@ -1,0 +1,75 @@
+// The restore job: rebuild a source's tree from any backup of its chain, reading each object from the first sound region.
+import { CofreError } from '../errors/index.ts';
+import { readObjectWithFallback, type RegionProblem } from '../pipeline/index.ts';
+import { objectKey, packIdentity, readManifest } from '../repository/index.ts';
+import { restoreTree, type RestoreTreeResult } from '../sources/files/extract.ts';
+import { readOrder, repositoryOf, type JobContext } from './context.ts';
+
+export interface RestoreArgs {
+  source: string;
+  to: string;
+  backupId?: string;
+}
+
+export interface RestoreResult extends RestoreTreeResult {
+  backupId: string;
+  source: string;
+  target: string;
+  durationSeconds: number;
+  /** Every damaged or missing copy met on the way, and which region served instead. */
+  problems: RegionProblem[];
+  regionsUsed: string[];
+}
+
+export function resolveBackup(ctx: JobContext, source: string, backupId?: string) {
+  if (!ctx.config.sources[source]) {
+    throw new CofreError('SOURCE_NOT_FOUND', `no source named "${source}"`, { op: 'restore', hint: `configured: ${Object.keys(ctx.config.sources).join(', ')}` });
+  }
+  if (backupId) {
+    const row = ctx.catalog.getBackup(backupId);
+    if (!row || row.source !== source) {
+      throw new CofreError('BACKUP_NOT_FOUND', `no backup ${backupId} of ${source} in the catalog`, { op: 'restore', hint: '`cofre list` shows the backups' });
+    }
+    if (row.status !== 'completed' && row.status !== 'degraded') {
+      throw new CofreError('BACKUP_NOT_FOUND', `backup ${backupId} is ${row.status}, not restorable`, { op: 'restore', hint: 'pick a completed or degraded backup from `cofre list`' });
+    }
+    return row;
+  }
+  const latest = ctx.catalog.latestUsable(source);
+  if (!latest) throw new CofreError('BACKUP_NOT_FOUND', `${source} has no completed backup yet`, { op: 'restore', hint: `run: cofre backup ${source}` });
+  return latest;
+}
+
+export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<RestoreResult> {
+  const started = ctx.clock.nowMs();
+  const backup = resolveBackup(ctx, args.source, args.backupId);
+  const { repoId } = await repositoryOf(ctx, false);
+  const problems: RegionProblem[] = [];
+  const used = new Set<string>();
+  const onProblem = (p: RegionProblem, next: string | null): void => {
+    problems.push(p);
+    ctx.bus.emit('restore.fallback', { backupId: backup.id, region: p.region, object: p.object, problem: p.problem, nextRegion: next });
+  };
+  const manifestRead = await readManifest(ctx.envelope, readOrder(ctx, backup.id), repoId, args.source, backup.id, onProblem);
+  used.add(manifestRead.region);
+  const manifest = manifestRead.value;
+  // Object sizes and hashes come from the manifest of the backup that wrote each pack.
+  const packInfo = new Map<string, { size: number; sha256: string }>();
+  for (const o of manifest.objects) packInfo.set(`${backup.id}/${o.name}`, o);
+  const result = await restoreTree(manifest, args.to, async (loc, consume) => {
+    let info = packInfo.get(`${loc.backup}/${loc.pack}`);
+    if (!info) {
+      const older = await readManifest(ctx.envelope, readOrder(ctx, loc.backup), repoId, args.source, loc.backup, onProblem);
+      for (const o of older.value.objects) packInfo.set(`${loc.backup}/${o.name}`, o);
+      info = packInfo.get(`${loc.backup}/${loc.pack}`);
+      if (!info) throw new CofreError('MANIFEST_INVALID', `backup ${loc.backup} has no object ${loc.pack}`, { op: 'restore', path: loc.pack });
+    }
+    const read = await readObjectWithFallback(ctx.envelope, readOrder(ctx, loc.backup), {
+      key: objectKey(args.source, loc.backup, loc.pack), identity: packIdentity(repoId, args.source, loc.backup, loc.pack), size: info.size, sha256: info.sha256,
+    }, consume, onProblem);
+    used.add(read.region);
+  });
+  const durationSeconds = (ctx.clock.nowMs() - started) / 1000;
+  ctx.bus.emit('restore.finished', { backupId: backup.id, source: args.source, durationSeconds, files: result.files, bytes: result.bytes });
+  return { ...result, backupId: backup.id, source: args.source, target: args.to, durationSeconds, problems, regionsUsed: [...used] };
+}

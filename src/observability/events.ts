@@ -1,0 +1,56 @@
+// The typed event bus that jobs emit on; logging, metrics and (later) alerts subscribe. Jobs import nothing else.
+import { EventEmitter } from 'node:events';
+
+export interface CofreEvents {
+  'backup.started': { runId: string; backupId: string; source: string; type: string; parent: string | null };
+  'backup.finished': {
+    runId: string;
+    backupId: string;
+    source: string;
+    type: string;
+    status: 'completed' | 'degraded';
+    durationSeconds: number;
+    finishedAtSeconds: number;
+    sizeBytes: number;
+    storedBytes: number;
+    regionsOwed: string[];
+  };
+  'backup.failed': { runId: string; backupId: string; source: string; type: string; error: string };
+  'run.interrupted': { runId: string; kind: string; source: string | null; backupId: string | null };
+  'copy.failed': { backupId: string; region: string; object: string; error: string };
+  'copy.written': { region: string; object: string; bytes: number };
+  'restore.fallback': { backupId: string; region: string; object: string; problem: string; nextRegion: string | null };
+  'restore.finished': { backupId: string; source: string; durationSeconds: number; files: number; bytes: number };
+  'verify.finished': { ok: boolean; deep: boolean; problems: number; objectsChecked: number };
+  'storage.request': { region: string; op: string; ok: boolean; durationSeconds: number };
+  'storage.retry': { region: string; op: string; attempt: number; error: string };
+  'source.skipped': { source: string; path: string; reason: string };
+}
+
+export type EventName = keyof CofreEvents;
+
+export class EventBus {
+  private readonly emitter = new EventEmitter();
+
+  constructor() {
+    this.emitter.setMaxListeners(100);
+  }
+
+  emit<E extends EventName>(name: E, payload: CofreEvents[E]): void {
+    this.emitter.emit(name, payload);
+  }
+
+  on<E extends EventName>(name: E, listener: (payload: CofreEvents[E]) => void): () => void {
+    this.emitter.on(name, listener);
+    return () => this.emitter.off(name, listener);
+  }
+
+  onAny(listener: (name: EventName, payload: CofreEvents[EventName]) => void): () => void {
+    const names: EventName[] = [
+      'backup.started', 'backup.finished', 'backup.failed', 'run.interrupted', 'copy.failed', 'copy.written',
+      'restore.fallback', 'restore.finished', 'verify.finished', 'storage.request', 'storage.retry', 'source.skipped',
+    ];
+    const offs = names.map((n) => this.on(n, (p) => listener(n, p)));
+    return () => offs.forEach((off) => off());
+  }
+}

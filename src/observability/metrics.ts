@@ -1,0 +1,54 @@
+// The Prometheus registry and the metrics fed from events. Label values are bounded sets: never ids, paths or messages.
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { EventBus } from './events.ts';
+
+export interface Metrics {
+  registry: Registry;
+  detach: () => void;
+}
+
+export function createMetrics(bus: EventBus, version: string): Metrics {
+  const registry = new Registry();
+  const buildInfo = new Gauge({ name: 'cofre_build_info', help: 'cofre version', labelNames: ['version'], registers: [registry] });
+  buildInfo.set({ version }, 1);
+  const lastSuccess = new Gauge({
+    name: 'cofre_backup_last_success_timestamp_seconds', help: 'End time of the last successful backup',
+    labelNames: ['source', 'type'], registers: [registry],
+  });
+  const lastStatus = new Gauge({
+    name: 'cofre_backup_last_status', help: 'Last backup result: 1 completed, 0.5 degraded, 0 failed',
+    labelNames: ['source', 'type'], registers: [registry],
+  });
+  const duration = new Histogram({
+    name: 'cofre_backup_duration_seconds', help: 'Backup wall time', labelNames: ['source', 'type'],
+    buckets: [1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600], registers: [registry],
+  });
+  const size = new Gauge({ name: 'cofre_backup_size_bytes', help: 'Bytes read from the source by the last backup', labelNames: ['source', 'type'], registers: [registry] });
+  const stored = new Gauge({ name: 'cofre_backup_stored_bytes', help: 'Bytes stored per region by the last backup', labelNames: ['source', 'type'], registers: [registry] });
+  const runs = new Counter({ name: 'cofre_backup_runs_total', help: 'Backup runs by result', labelNames: ['source', 'type', 'result'], registers: [registry] });
+  const uploaded = new Counter({ name: 'cofre_upload_bytes_total', help: 'Bytes written to a region', labelNames: ['region'], registers: [registry] });
+  const requests = new Counter({ name: 'cofre_storage_requests_total', help: 'Storage requests by result', labelNames: ['region', 'op', 'result'], registers: [registry] });
+  const retries = new Counter({ name: 'cofre_storage_retries_total', help: 'Storage retries', labelNames: ['region', 'op'], registers: [registry] });
+  const copyFailures = new Counter({ name: 'cofre_copy_failures_total', help: 'Region copies that failed during a backup', labelNames: ['region'], registers: [registry] });
+
+  const offs = [
+    bus.on('backup.finished', (e) => {
+      const labels = { source: e.source, type: e.type };
+      lastSuccess.set(labels, e.finishedAtSeconds);
+      lastStatus.set(labels, e.status === 'completed' ? 1 : 0.5);
+      duration.observe(labels, e.durationSeconds);
+      size.set(labels, e.sizeBytes);
+      stored.set(labels, e.storedBytes);
+      runs.inc({ ...labels, result: e.status });
+    }),
+    bus.on('backup.failed', (e) => {
+      lastStatus.set({ source: e.source, type: e.type }, 0);
+      runs.inc({ source: e.source, type: e.type, result: 'failed' });
+    }),
+    bus.on('copy.written', (e) => uploaded.inc({ region: e.region }, e.bytes)),
+    bus.on('copy.failed', (e) => copyFailures.inc({ region: e.region })),
+    bus.on('storage.request', (e) => requests.inc({ region: e.region, op: e.op, result: e.ok ? 'ok' : 'error' })),
+    bus.on('storage.retry', (e) => retries.inc({ region: e.region, op: e.op })),
+  ];
+  return { registry, detach: () => offs.forEach((off) => off()) };
+}

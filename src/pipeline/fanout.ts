@@ -1,0 +1,113 @@
+// Fan-out: one ciphertext stream written to every live region at once, each with its own bounded buffer.
+import { PassThrough, Writable } from 'node:stream';
+import type { Clock } from '../clock.ts';
+import { CofreError, messageOf } from '../errors/index.ts';
+import type { ObjectInfo, StorageDriver } from '../storage/index.ts';
+
+export interface RegionOutcome {
+  region: string;
+  ok: boolean;
+  error?: string;
+}
+
+interface Lane {
+  driver: StorageDriver;
+  pass: PassThrough;
+  done: Promise<ObjectInfo>;
+  failed: string | null;
+  /** Resolves the write that waits on this lane's drain (or failure). */
+  wake: (() => void) | null;
+}
+
+export interface FanoutOptions {
+  key: string;
+  regions: StorageDriver[];
+  /** Fewest regions that must stay live; below it the whole write fails at once. */
+  quorum: number;
+  bufferBytes: number;
+  stallTimeoutMs: number;
+  clock: Clock;
+  onRegionFailed?: (region: string, error: string) => void;
+}
+
+/**
+ * A Writable that copies each chunk to every region's upload. The slowest live region sets the pace
+ * (backpressure, memory ≤ bufferBytes per region); a region that errors or stalls longer than
+ * stallTimeoutMs is dropped and the others carry on. The write fails only when fewer than `quorum` remain.
+ */
+export class Fanout extends Writable {
+  private readonly lanes: Lane[];
+  private readonly opts: FanoutOptions;
+
+  constructor(opts: FanoutOptions) {
+    super({ highWaterMark: opts.bufferBytes });
+    this.opts = opts;
+    this.lanes = opts.regions.map((driver) => {
+      const pass = new PassThrough({ highWaterMark: opts.bufferBytes });
+      const lane: Lane = { driver, pass, done: driver.create(opts.key, pass), failed: null, wake: null };
+      lane.done.catch((err: unknown) => this.dropLane(lane, messageOf(err)));
+      return lane;
+    });
+  }
+
+  private live(): Lane[] {
+    return this.lanes.filter((l) => l.failed === null);
+  }
+
+  private dropLane(lane: Lane, error: string): void {
+    if (lane.failed !== null) return;
+    lane.failed = error;
+    lane.pass.destroy();
+    this.opts.onRegionFailed?.(lane.driver.region, error);
+    lane.wake?.();
+  }
+
+  private checkQuorum(): Error | null {
+    const live = this.live().length;
+    if (live >= this.opts.quorum) return null;
+    const failures = this.lanes.filter((l) => l.failed).map((l) => `${l.driver.region}: ${l.failed}`);
+    return new CofreError('QUORUM_NOT_MET', `${this.opts.key}: only ${live} of ${this.lanes.length} regions took the write, quorum is ${this.opts.quorum}`, {
+      op: 'fanout', path: this.opts.key, hint: `regions that failed: ${failures.join('; ')}. Fix them or lower pipeline.quorum.`,
+    });
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
+    const waits: Promise<void>[] = [];
+    for (const lane of this.live()) {
+      if (!lane.pass.write(chunk)) waits.push(this.drainOrDrop(lane));
+    }
+    if (waits.length === 0) return callback(this.checkQuorum());
+    Promise.all(waits).then(() => callback(this.checkQuorum()), callback);
+  }
+
+  private drainOrDrop(lane: Lane): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const cancelStall = this.opts.clock.after(this.opts.stallTimeoutMs, () =>
+        this.dropLane(lane, `stalled: no progress for ${this.opts.stallTimeoutMs / 1000}s`),
+      );
+      const finish = (): void => {
+        cancelStall();
+        lane.pass.off('drain', finish);
+        lane.wake = null;
+        resolve();
+      };
+      lane.wake = finish;
+      lane.pass.once('drain', finish);
+    });
+  }
+
+  override _final(callback: (err?: Error | null) => void): void {
+    for (const lane of this.live()) lane.pass.end();
+    Promise.allSettled(this.lanes.map((l) => l.done)).then(() => callback(this.checkQuorum()), callback);
+  }
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    // Abort every upload still open: a half-written object never appears under its key.
+    for (const lane of this.lanes) if (!lane.pass.destroyed && !lane.pass.writableFinished) lane.pass.destroy(err ?? new Error('aborted'));
+    callback(err);
+  }
+
+  outcomes(): RegionOutcome[] {
+    return this.lanes.map((l) => (l.failed === null ? { region: l.driver.region, ok: true } : { region: l.driver.region, ok: false, error: l.failed }));
+  }
+}

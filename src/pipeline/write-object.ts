@@ -1,0 +1,83 @@
+// Writes one object to every region in one pass: plaintext → zstd → encrypt → sha256 → fan-out.
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Clock } from '../clock.ts';
+import type { Envelope, ObjectIdentity } from '../crypto/index.ts';
+import { messageOf } from '../errors/index.ts';
+import { createOrMatch, readAll, type StorageDriver } from '../storage/index.ts';
+import { Fanout, type RegionOutcome } from './fanout.ts';
+import { HashTap, zstdCompress } from './transforms.ts';
+
+export interface WriteSettings {
+  envelope: Envelope;
+  clock: Clock;
+  compressionLevel: number;
+  quorum: number;
+  regionBufferBytes: number;
+  regionStallTimeoutMs: number;
+}
+
+export interface WrittenObject {
+  key: string;
+  /** Plaintext bytes read from the source. */
+  plainBytes: number;
+  /** Ciphertext bytes stored in each region. */
+  size: number;
+  sha256: string;
+  regions: RegionOutcome[];
+}
+
+export interface ObjectTarget {
+  key: string;
+  identity: ObjectIdentity;
+  regions: StorageDriver[];
+  onRegionFailed?: (region: string, error: string) => void;
+}
+
+/** Streams plaintext to all regions at once; memory stays bounded whatever the object size. */
+export async function writeObjectStream(settings: WriteSettings, target: ObjectTarget, plaintext: Readable): Promise<WrittenObject> {
+  const plainTap = new HashTap();
+  const cipherTap = new HashTap();
+  const fanout = new Fanout({
+    key: target.key,
+    regions: target.regions,
+    quorum: settings.quorum,
+    bufferBytes: settings.regionBufferBytes,
+    stallTimeoutMs: settings.regionStallTimeoutMs,
+    clock: settings.clock,
+    onRegionFailed: target.onRegionFailed,
+  });
+  await pipeline(
+    plaintext,
+    plainTap,
+    zstdCompress(settings.compressionLevel),
+    settings.envelope.encryptStream(target.identity),
+    cipherTap,
+    fanout,
+  );
+  return { key: target.key, plainBytes: plainTap.bytes, size: cipherTap.bytes, sha256: cipherTap.sha256(), regions: fanout.outcomes() };
+}
+
+/** Encrypts a small object (a manifest) once, into memory. */
+export async function sealBuffer(settings: WriteSettings, identity: ObjectIdentity, plaintext: Buffer): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  const sink = Readable.from([plaintext]).pipe(zstdCompress(settings.compressionLevel)).pipe(settings.envelope.encryptStream(identity));
+  for await (const chunk of sink) parts.push(chunk as Buffer);
+  return Buffer.concat(parts);
+}
+
+/** Writes the same sealed bytes to every region (retried, since a Buffer can be replayed). */
+export async function writeSealed(regions: StorageDriver[], key: string, sealed: Buffer): Promise<RegionOutcome[]> {
+  return Promise.all(
+    regions.map(async (driver) => {
+      try {
+        await createOrMatch(driver, key, sealed);
+        return { region: driver.region, ok: true };
+      } catch (err) {
+        return { region: driver.region, ok: false, error: messageOf(err) };
+      }
+    }),
+  );
+}
+
+export { readAll };

@@ -1,0 +1,4 @@
+// Public face of the repository module: layout, cofre.repo and manifests.
+export * from './layout.ts';
+export * from './manifest.ts';
+export * from './repo-file.ts';

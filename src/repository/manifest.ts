@@ -1,0 +1,108 @@
+// The manifest: the commit record of one backup, sealed like data and written last in each region.
+import type { Readable } from 'node:stream';
+import { z } from 'zod';
+import type { Envelope, ObjectIdentity } from '../crypto/index.ts';
+import { CofreError } from '../errors/index.ts';
+import { readObjectFrom, readObjectWithFallback, type FallbackRead, type RegionProblem } from '../pipeline/index.ts';
+import type { StorageDriver } from '../storage/index.ts';
+import { manifestKey, MANIFEST_NAME } from './layout.ts';
+
+export const MANIFEST_FORMAT_VERSION = 1;
+
+const objectSchema = z.object({ name: z.string(), size: z.number().int().nonnegative(), sha256: z.string().length(64), plainBytes: z.number().int().nonnegative() });
+
+const entrySchema = z.object({
+  path: z.string(),
+  type: z.enum(['file', 'dir', 'symlink']),
+  mode: z.number().int(),
+  uid: z.number().int(),
+  gid: z.number().int(),
+  /** Nanoseconds since the epoch, as a decimal string (beyond a double's precision). */
+  mtimeNs: z.string().regex(/^-?\d+$/),
+  ctimeNs: z.string().regex(/^-?\d+$/).optional(),
+  ino: z.string().optional(),
+  size: z.number().int().nonnegative().optional(),
+  sha256: z.string().length(64).optional(),
+  target: z.string().optional(),
+  /** Which backup of the chain holds this file's bytes, and in which of its packs. */
+  loc: z.object({ backup: z.string(), pack: z.string() }).optional(),
+});
+
+export const manifestSchema = z.object({
+  format: z.literal(MANIFEST_FORMAT_VERSION),
+  repo: z.string(),
+  source: z.string(),
+  backupId: z.string(),
+  type: z.enum(['full', 'diff', 'incr']),
+  method: z.enum(['files']),
+  parent: z.string().nullable(),
+  parentManifestSha256: z.string().nullable(),
+  startedAt: z.string(),
+  finishedAt: z.string(),
+  keyIds: z.array(z.string()),
+  objects: z.array(objectSchema),
+  entries: z.array(entrySchema),
+  stats: z.object({ files: z.number(), dirs: z.number(), symlinks: z.number(), bytes: z.number(), newBytes: z.number(), newFiles: z.number() }),
+});
+
+export type Manifest = z.infer<typeof manifestSchema>;
+export type ManifestEntry = z.infer<typeof entrySchema>;
+export type ManifestObject = z.infer<typeof objectSchema>;
+
+export function manifestIdentity(repo: string, source: string, backupId: string): ObjectIdentity {
+  return { repo, source, backup: backupId, kind: 'manifest', name: MANIFEST_NAME };
+}
+
+export function packIdentity(repo: string, source: string, backupId: string, name: string): ObjectIdentity {
+  return { repo, source, backup: backupId, kind: 'pack', name };
+}
+
+export function parseManifest(text: string, key: string): Manifest {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new CofreError('MANIFEST_INVALID', `${key} is not valid JSON`, { op: 'manifest.parse', path: key, cause: err });
+  }
+  const parsed = manifestSchema.safeParse(json);
+  if (!parsed.success) {
+    throw new CofreError('MANIFEST_INVALID', `${key} does not match manifest format ${MANIFEST_FORMAT_VERSION}: ${parsed.error.issues[0]?.message}`, {
+      op: 'manifest.parse', path: key, hint: 'this cofre may be older than the one that wrote it',
+    });
+  }
+  return parsed.data;
+}
+
+async function collectText(stream: Readable): Promise<string> {
+  const parts: Buffer[] = [];
+  for await (const chunk of stream) parts.push(chunk as Buffer);
+  return Buffer.concat(parts).toString('utf8');
+}
+
+/** Reads and authenticates a manifest from the first region that holds a sound one. */
+export async function readManifest(
+  envelope: Envelope,
+  regions: StorageDriver[],
+  repo: string,
+  source: string,
+  backupId: string,
+  onProblem?: (p: RegionProblem, next: string | null) => void,
+): Promise<FallbackRead<Manifest>> {
+  const key = manifestKey(source, backupId);
+  const read = await readObjectWithFallback(envelope, regions, { key, identity: manifestIdentity(repo, source, backupId) }, collectText, onProblem);
+  return { ...read, value: checkIdentity(parseManifest(read.value, key), key, repo, source, backupId) };
+}
+
+function checkIdentity(manifest: Manifest, key: string, repo: string, source: string, backupId: string): Manifest {
+  if (manifest.backupId !== backupId || manifest.source !== source || manifest.repo !== repo) {
+    throw new CofreError('MANIFEST_INVALID', `${key} describes ${manifest.source}/${manifest.backupId}`, { op: 'manifest.read', path: key });
+  }
+  return manifest;
+}
+
+/** Reads and authenticates the manifest held by one region (verify judges each copy on its own). */
+export async function readManifestFrom(envelope: Envelope, region: StorageDriver, repo: string, source: string, backupId: string): Promise<Manifest> {
+  const key = manifestKey(source, backupId);
+  const text = await readObjectFrom(envelope, region, { key, identity: manifestIdentity(repo, source, backupId) }, collectText);
+  return checkIdentity(parseManifest(text, key), key, repo, source, backupId);
+}

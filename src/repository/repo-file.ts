@@ -1,0 +1,84 @@
+// cofre.repo: the repository id and format in every region (no secrets). Regions of one repository must agree.
+import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import type { Clock } from '../clock.ts';
+import { CofreError, messageOf } from '../errors/index.ts';
+import { createOrMatch, readAll, type StorageDriver } from '../storage/index.ts';
+import { REPO_FILE_KEY, REPO_FORMAT_VERSION } from './layout.ts';
+
+const repoFileSchema = z.object({
+  format: z.number().int(),
+  repoId: z.string().min(1),
+  createdAt: z.string(),
+  keyIds: z.array(z.string()),
+});
+
+export type RepoFile = z.infer<typeof repoFileSchema>;
+
+export interface RepoStatus {
+  region: string;
+  repo: RepoFile | null;
+  error: string | null;
+}
+
+export async function readRepoFile(driver: StorageDriver): Promise<RepoFile | null> {
+  if (!(await driver.stat(REPO_FILE_KEY))) return null;
+  const text = (await readAll(await driver.read(REPO_FILE_KEY))).toString('utf8');
+  const parsed = repoFileSchema.safeParse(JSON.parse(text));
+  if (!parsed.success) {
+    throw new CofreError('REPOSITORY_MISMATCH', `${driver.region}: ${REPO_FILE_KEY} is not a cofre repository file`, { op: 'repo.read', path: REPO_FILE_KEY });
+  }
+  if (parsed.data.format > REPO_FORMAT_VERSION) {
+    throw new CofreError('REPOSITORY_MISMATCH', `${driver.region}: repository format ${parsed.data.format} is newer than this cofre understands (${REPO_FORMAT_VERSION})`, {
+      op: 'repo.read', hint: 'upgrade cofre',
+    });
+  }
+  return parsed.data;
+}
+
+/**
+ * Finds the repository id shared by the reachable regions, writing cofre.repo where it is missing.
+ * Regions holding different repositories are an error: mixing them would corrupt both.
+ */
+export async function ensureRepository(
+  regions: StorageDriver[],
+  opts: { knownRepoId: string | null; keyIds: string[]; clock: Clock; create: boolean },
+): Promise<{ repoId: string; statuses: RepoStatus[] }> {
+  const statuses: RepoStatus[] = await Promise.all(
+    regions.map(async (driver) => {
+      try {
+        return { region: driver.region, repo: await readRepoFile(driver), error: null };
+      } catch (err) {
+        if (err instanceof CofreError && err.code === 'REPOSITORY_MISMATCH') throw err;
+        return { region: driver.region, repo: null, error: messageOf(err) };
+      }
+    }),
+  );
+  const ids = new Set(statuses.flatMap((s) => (s.repo ? [s.repo.repoId] : [])));
+  if (opts.knownRepoId) ids.add(opts.knownRepoId);
+  if (ids.size > 1) {
+    throw new CofreError('REPOSITORY_MISMATCH', `regions hold different repositories: ${statuses.map((s) => `${s.region}=${s.repo?.repoId ?? 'none'}`).join(', ')}${opts.knownRepoId ? `; catalog=${opts.knownRepoId}` : ''}`, {
+      op: 'repo.ensure', hint: 'each region of one cofre must be empty or hold the same repository; point the region at another path/prefix',
+    });
+  }
+  const repoId = [...ids][0] ?? randomUUID();
+  if (opts.create) {
+    const file: RepoFile = { format: REPO_FORMAT_VERSION, repoId, createdAt: opts.clock.now().toISOString(), keyIds: opts.keyIds };
+    const body = Buffer.from(JSON.stringify(file, null, 2) + '\n');
+    await Promise.all(
+      statuses.map(async (s, i) => {
+        if (s.repo || s.error) return;
+        try {
+          await createOrMatch(regions[i]!, REPO_FILE_KEY, body);
+          s.repo = file;
+        } catch (err) {
+          // Another writer may have created it first with its own timestamp: accept it if the id matches.
+          const existing = await readRepoFile(regions[i]!).catch(() => null);
+          if (existing?.repoId === repoId) s.repo = existing;
+          else s.error = messageOf(err);
+        }
+      }),
+    );
+  }
+  return { repoId, statuses };
+}

@@ -1,0 +1,68 @@
+// Walks a source tree in a stable order with lstat (never following symlinks); skips what tar cannot hold.
+import { lstat, opendir, readlink } from 'node:fs/promises';
+import { join, matchesGlob } from 'node:path';
+
+export type EntryType = 'file' | 'dir' | 'symlink';
+
+export interface WalkEntry {
+  /** '/'-separated, relative to the root. */
+  path: string;
+  abs: string;
+  type: EntryType;
+  mode: number;
+  uid: number;
+  gid: number;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+  ino: bigint;
+  size: number;
+  target?: string;
+}
+
+export interface WalkOptions {
+  exclude: string[];
+  onSkip: (path: string, reason: string) => void;
+}
+
+function excluded(path: string, patterns: string[]): boolean {
+  return patterns.some((p) => matchesGlob(path, p) || matchesGlob(path, `${p}/**`));
+}
+
+export async function* walkTree(root: string, opts: WalkOptions, rel = ''): AsyncGenerator<WalkEntry> {
+  const dir = rel ? join(root, rel) : root;
+  const names: string[] = [];
+  try {
+    for await (const d of await opendir(dir)) names.push(d.name);
+  } catch (err) {
+    // A directory that vanished or became unreadable mid-walk is reported, not fatal.
+    opts.onSkip(rel || '.', (err as Error).message);
+    return;
+  }
+  names.sort();
+  for (const name of names) {
+    const path = rel ? `${rel}/${name}` : name;
+    if (excluded(path, opts.exclude)) continue;
+    const abs = join(root, path);
+    let st;
+    try {
+      st = await lstat(abs, { bigint: true });
+    } catch (err) {
+      opts.onSkip(path, (err as Error).message);
+      continue;
+    }
+    const base = {
+      path, abs, mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid),
+      mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, ino: st.ino, size: 0,
+    };
+    if (st.isFile()) {
+      yield { ...base, type: 'file', size: Number(st.size) };
+    } else if (st.isDirectory()) {
+      yield { ...base, type: 'dir' };
+      yield* walkTree(root, opts, path);
+    } else if (st.isSymbolicLink()) {
+      yield { ...base, type: 'symlink', target: await readlink(abs) };
+    } else {
+      opts.onSkip(path, 'not a regular file, directory or symlink (sockets, fifos and devices are not backed up)');
+    }
+  }
+}

@@ -1,0 +1,7 @@
+// Public face of the storage module.
+export * from './driver.ts';
+export * from './open.ts';
+export * from './wrappers.ts';
+export { FsDriver } from './fs/driver.ts';
+export { MemoryDriver } from './memory/driver.ts';
+export { S3Driver } from './s3/driver.ts';
