@@ -7,7 +7,11 @@ import {
   type KeyringNode,
 } from '@aws-crypto/client-node';
 import { CofreError } from '../errors/index.ts';
+import { parseHeaderKeys } from './header.ts';
 import type { Keyrings } from './keyrings.ts';
+
+/** Enough of the message start to hold its header (keys and context) for error messages. */
+const HEADER_PEEK_BYTES = 16 * 1024;
 
 /** 1 MiB frames: 4 KiB frames (the SDK default) are about 5x slower here. */
 export const FRAME_LENGTH_BYTES = 1024 * 1024;
@@ -54,6 +58,19 @@ export class Envelope {
     const expected = encryptionContextOf(id);
     let headerSeen = false;
     let wantedKeys: string[] = [];
+    // Keep the first bytes, so a key mismatch can name the key the object needs.
+    const head: Buffer[] = [];
+    let headBytes = 0;
+    const peek = (chunk: Buffer): void => {
+      if (headBytes >= HEADER_PEEK_BYTES) return;
+      head.push(chunk);
+      headBytes += chunk.length;
+    };
+    const origWrite = stream.write.bind(stream) as (chunk: unknown, ...rest: unknown[]) => boolean;
+    stream.write = ((chunk: unknown, ...rest: unknown[]) => {
+      if (Buffer.isBuffer(chunk)) peek(chunk);
+      return origWrite(chunk, ...rest);
+    }) as typeof stream.write;
     stream.once('MessageHeader', (header: { encryptionContext: Record<string, string>; encryptedDataKeys: { providerInfo: string }[] }) => {
       headerSeen = true;
       wantedKeys = header.encryptedDataKeys.map((k) => k.providerInfo);
@@ -72,6 +89,7 @@ export class Envelope {
       if (err instanceof CofreError) return err;
       const msg = err.message ?? String(err);
       if (/data key|unencryptedDataKey|Unable to decrypt|No keyring|KMS/i.test(msg) && !/authenticate/i.test(msg)) {
+        if (wantedKeys.length === 0) wantedKeys = parseHeaderKeys(Buffer.concat(head))?.keyIds ?? [];
         return new CofreError('KEY_MISMATCH', `no configured key can decrypt ${id.name}: ${msg}`, {
           op: 'decrypt', path: id.name, cause: err, retryable: /ECONNREFUSED|timed? ?out|socket/i.test(msg),
           hint: `this object was encrypted for key(s) ${wantedKeys.join(', ') || '(unknown)'}; configured: ${this.keyrings.readKeyIds.join(', ')}. Configure the key that wrote it (encryption.previousKeyFiles for an older local key).`,

@@ -1,0 +1,207 @@
+// What goes wrong in the field: a region down, a tampered or truncated copy, a wrong key, a hostile pack.
+import { copyFile, mkdir, readdir, rename, truncate, writeFile, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createKeyFile } from '../src/crypto/index.ts';
+import { runBackup } from '../src/jobs/backup.ts';
+import { runRestore } from '../src/jobs/restore.ts';
+import { runVerify } from '../src/jobs/verify.ts';
+import { objectKey } from '../src/repository/index.ts';
+import { rawTestConfig, testConfig } from './helpers/config.ts';
+import { validate } from '../src/config/index.ts';
+import { openTestContext, type TestContext } from './helpers/context.ts';
+import { craftBackup, fileEntry } from './helpers/craft.ts';
+import { snapshotTree } from './helpers/tree.ts';
+import { removeDir, tempDir } from './helpers/tmp.ts';
+
+let dir: string;
+let src: string;
+let ctx: TestContext;
+let backupId: string;
+let tree: Awaited<ReturnType<typeof snapshotTree>>;
+const REGIONS = ['eu-west-1', 'us-east-1', 'ap-southeast-1'];
+
+const regionDir = (name: string) => join(dir, 'regions', name);
+const packPath = (region: string, id: string, pack = '00000.pack') => join(regionDir(region), ...objectKey('uploads', id, pack).split('/'));
+
+/** True when path holds nothing: absent, or an empty directory. */
+async function isEmptyDir(path: string): Promise<boolean> {
+  return (await readdir(path).catch(() => [])).length === 0;
+}
+
+beforeAll(async () => {
+  dir = await tempDir();
+  src = join(dir, 'data', 'uploads');
+  await mkdir(join(src, 'd'), { recursive: true });
+  await writeFile(join(src, 'd', 'orders.csv'), 'id,litres\n'.repeat(50_000));
+  await writeFile(join(src, 'photo.raw'), Buffer.alloc(200_000, 9));
+  ctx = openTestContext(testConfig(dir));
+  backupId = (await runBackup(ctx, { source: 'uploads', type: 'full' })).backupId;
+  tree = await snapshotTree(src);
+});
+
+afterAll(async () => {
+  await ctx.close();
+  await removeDir(dir);
+});
+
+describe('a region unreachable during a backup', () => {
+  it('completes as degraded with quorum 2 and records the copy owed', async () => {
+    // A repository of its own, so the owed copy does not show in the other tests' verify reports.
+    const own = join(dir, 'degraded');
+    await mkdir(join(own, 'data', 'uploads'), { recursive: true });
+    await writeFile(join(own, 'data', 'uploads', 'f.txt'), 'degraded but stored');
+    const broken = testConfig(own, { quorum: 2 });
+    // A file where the region directory should be: every operation fails with ENOTDIR.
+    const blocker = join(dir, 'blocker');
+    await writeFile(blocker, 'not a directory');
+    const region = broken.regions[1]!;
+    if (region.driver === 'fs') region.path = join(blocker, 'us-east-1');
+    const degradedCtx = openTestContext(broken);
+    try {
+      const result = await runBackup(degradedCtx, { source: 'uploads', type: 'full' });
+      expect(result.status).toBe('degraded');
+      expect(result.regionsOwed).toEqual(['us-east-1']);
+      expect(degradedCtx.catalog.copiesOf(result.backupId).map((c) => [c.region, c.status])).toEqual([
+        ['ap-southeast-1', 'complete'], ['eu-west-1', 'complete'], ['us-east-1', 'owed'],
+      ]);
+      expect(degradedCtx.catalog.copiesOwed()).toEqual([{ region: 'us-east-1', count: 1 }]);
+      expect(degradedCtx.events.some((e) => e.name === 'backup.finished' && (e.payload as { status: string }).status === 'degraded')).toBe(true);
+      const report = await runVerify(degradedCtx, { deep: false });
+      expect(report.ok).toBe(false);
+      expect(report.problems.map((p) => [p.kind, p.region])).toEqual([['owed', 'us-east-1']]);
+      const restored = await runRestore(degradedCtx, { source: 'uploads', to: join(own, 'restored') });
+      expect(await snapshotTree(join(own, 'restored'))).toEqual(await snapshotTree(join(own, 'data', 'uploads')));
+      expect(restored.regionsUsed).toEqual(['eu-west-1']);
+    } finally {
+      await degradedCtx.close();
+    }
+  });
+
+  it('fails cleanly when quorum cannot be met, leaving no backup', async () => {
+    const broken = testConfig(dir);
+    const region = broken.regions[2]!;
+    if (region.driver === 'fs') region.path = join(dir, 'blocker', 'x');
+    const failCtx = openTestContext(broken);
+    try {
+      const before = failCtx.catalog.usableBackups('uploads').length;
+      await expect(runBackup(failCtx, { source: 'uploads', type: 'full' })).rejects.toMatchObject({ code: 'QUORUM_NOT_MET' });
+      expect(failCtx.catalog.usableBackups('uploads').length).toBe(before);
+    } finally {
+      await failCtx.close();
+    }
+  });
+});
+
+describe('restore with regions missing', () => {
+  it('works with any single region left', async () => {
+    for (const keep of REGIONS) {
+      const away = REGIONS.filter((r) => r !== keep);
+      for (const r of away) await rename(regionDir(r), `${regionDir(r)}.away`);
+      try {
+        const target = join(dir, 'restore-single', keep);
+        const result = await runRestore(ctx, { source: 'uploads', to: target, backupId });
+        expect(result.regionsUsed).toEqual([keep]);
+        expect(await snapshotTree(target)).toEqual(tree);
+        expect(result.problems.every((p) => away.includes(p.region))).toBe(true);
+      } finally {
+        for (const r of away) await rename(`${regionDir(r)}.away`, regionDir(r));
+      }
+    }
+  });
+});
+
+describe('damaged copies', () => {
+  it('detects a tampered object by authentication and restores from another region, reporting it', async () => {
+    const path = packPath('eu-west-1', backupId);
+    const original = await readFile(path);
+    const tampered = Buffer.from(original);
+    tampered[Math.floor(tampered.length / 2)]! ^= 0x01;
+    await writeFile(path, tampered);
+    try {
+      const target = join(dir, 'restore-tampered');
+      const result = await runRestore(ctx, { source: 'uploads', to: target, backupId });
+      expect(await snapshotTree(target)).toEqual(tree);
+      expect(result.problems).toHaveLength(1);
+      expect(result.problems[0]).toMatchObject({ region: 'eu-west-1', object: objectKey('uploads', backupId, '00000.pack'), code: 'AUTHENTICATION_FAILED' });
+      expect(ctx.events.some((e) => e.name === 'restore.fallback')).toBe(true);
+      const shallow = await runVerify(ctx, { deep: false });
+      expect(shallow.problems).toEqual([]); // same size: only reading the bytes can tell
+      const deep = await runVerify(ctx, { deep: true });
+      expect(deep.problems.map((p) => [p.kind, p.region, p.object])).toEqual([['authentication', 'eu-west-1', '00000.pack']]);
+    } finally {
+      await writeFile(path, original);
+    }
+  });
+
+  it('falls back past a truncated object, and fails clearly when every copy is truncated', async () => {
+    const saved = join(dir, 'saved.pack');
+    await copyFile(packPath('eu-west-1', backupId), saved);
+    await truncate(packPath('eu-west-1', backupId), 1000);
+    const shallow = await runVerify(ctx, { deep: false });
+    expect(shallow.problems.map((p) => [p.kind, p.region])).toEqual([['wrong-size', 'eu-west-1']]);
+    const ok = await runRestore(ctx, { source: 'uploads', to: join(dir, 'restore-trunc-1'), backupId });
+    expect(ok.problems[0]).toMatchObject({ region: 'eu-west-1' });
+    for (const r of REGIONS) await truncate(packPath(r, backupId), 5000);
+    const target = join(dir, 'restore-trunc-all');
+    const err = await runRestore(ctx, { source: 'uploads', to: target, backupId }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'RESTORE_FAILED' });
+    expect(String((err as Error).message)).toContain('no region holds a sound copy');
+    expect(await isEmptyDir(target)).toBe(true);
+    for (const r of REGIONS) await copyFile(saved, packPath(r, backupId));
+  });
+
+  it('refuses to decrypt with a wrong key, saying which key is needed, and writes nothing', async () => {
+    const otherKey = join(dir, 'other.key');
+    createKeyFile(otherKey);
+    const raw = rawTestConfig(dir);
+    (raw.encryption as { keyFile: string }).keyFile = otherKey;
+    const wrongCtx = openTestContext(validate(raw, 'test'));
+    try {
+      const target = join(dir, 'restore-wrong-key');
+      const err = await runRestore(wrongCtx, { source: 'uploads', to: target, backupId }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: 'KEY_MISMATCH' });
+      expect((err as { hint: string }).hint).toMatch(/encrypted for key\(s\) local-[0-9a-f]{16}/);
+      expect(await isEmptyDir(target)).toBe(true);
+    } finally {
+      await wrongCtx.close();
+    }
+  });
+});
+
+describe('hostile packs', () => {
+  it('refuses a manifest path that escapes the target, writing nothing', async () => {
+    const body = Buffer.from('owned');
+    const id = await craftBackup(ctx, 'uploads', [{ name: '../evil.txt', body }], (bid) => [fileEntry('../evil.txt', body, bid)]);
+    const target = join(dir, 'restore-evil-1', 'inner');
+    await expect(runRestore(ctx, { source: 'uploads', to: target, backupId: id })).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
+    expect(await isEmptyDir(target)).toBe(true);
+  });
+
+  it('refuses a traversal entry inside a pack even when the manifest looks innocent', async () => {
+    const body = Buffer.from('fine');
+    const id = await craftBackup(ctx, 'uploads', [{ name: '../../evil.txt', body }, { name: 'ok.txt', body }], (bid) => [fileEntry('ok.txt', body, bid)]);
+    const target = join(dir, 'restore-evil-2');
+    await expect(runRestore(ctx, { source: 'uploads', to: target, backupId: id })).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
+    expect(await isEmptyDir(target)).toBe(true);
+    expect(await readdir(dir)).not.toContain('evil.txt');
+  });
+
+  it('refuses to write through a symlink listed in the manifest', async () => {
+    const body = Buffer.from('root:x:0:0');
+    const id = await craftBackup(ctx, 'uploads', [{ name: 'etc/passwd', body }], (bid) => [
+      { path: 'etc', type: 'symlink', mode: 0o777, uid: 0, gid: 0, mtimeNs: '0', target: '/etc' },
+      fileEntry('etc/passwd', body, bid),
+    ]);
+    const target = join(dir, 'restore-evil-3');
+    await expect(runRestore(ctx, { source: 'uploads', to: target, backupId: id })).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
+    expect(await isEmptyDir(target)).toBe(true);
+  });
+
+  it('refuses a file whose bytes differ from the manifest, leaving nothing under its final name', async () => {
+    const id = await craftBackup(ctx, 'uploads', [{ name: 'a.txt', body: Buffer.from('evil bytes') }], (bid) => [fileEntry('a.txt', Buffer.from('good bytes'), bid)]);
+    const target = join(dir, 'restore-evil-4');
+    await expect(runRestore(ctx, { source: 'uploads', to: target, backupId: id })).rejects.toMatchObject({ code: 'RESTORE_FAILED' });
+    expect(await isEmptyDir(target)).toBe(true);
+  });
+});

@@ -1,0 +1,142 @@
+// Full → changes → incr → diff → incr: restoring each backup reproduces the tree as it was at that backup.
+import { chmod, mkdir, rm, symlink, utimes, writeFile, appendFile, rename } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runBackup } from '../src/jobs/backup.ts';
+import { runRestore } from '../src/jobs/restore.ts';
+import { runVerify } from '../src/jobs/verify.ts';
+import { testConfig } from './helpers/config.ts';
+import { openTestContext, type TestContext } from './helpers/context.ts';
+import { snapshotTree, type TreeEntry } from './helpers/tree.ts';
+import { removeDir, tempDir } from './helpers/tmp.ts';
+
+let dir: string;
+let src: string;
+let ctx: TestContext;
+
+beforeAll(async () => {
+  dir = await tempDir();
+  src = join(dir, 'data', 'uploads');
+  // Small packs so the chain spans several packs per backup.
+  ctx = openTestContext(testConfig(dir, { packSizeBytes: 256 * 1024 }));
+});
+
+afterAll(async () => {
+  await ctx.close();
+  await removeDir(dir);
+});
+
+function bytes(n: number, seed: number): Buffer {
+  const b = Buffer.alloc(n);
+  for (let i = 0; i < n; i++) b[i] = (i * 31 + seed * 7) & 0xff;
+  return b;
+}
+
+describe('a chain of full, incr and diff backups of a files source', () => {
+  const snapshots: { id: string; tree: Record<string, TreeEntry>; type: string }[] = [];
+
+  async function backupAndRemember(type: 'full' | 'diff' | 'incr'): Promise<string> {
+    const result = await runBackup(ctx, { source: 'uploads', type });
+    expect(result.status).toBe('completed');
+    expect(result.type).toBe(type);
+    snapshots.push({ id: result.backupId, tree: await snapshotTree(src), type });
+    return result.backupId;
+  }
+
+  it('backs up the initial tree in full', async () => {
+    await mkdir(join(src, 'photos', '2026'), { recursive: true });
+    await mkdir(join(src, 'docs'), { recursive: true });
+    await writeFile(join(src, 'readme.txt'), 'first version\n');
+    await writeFile(join(src, 'photos', '2026', 'a.jpg'), bytes(700_000, 1));
+    await writeFile(join(src, 'photos', '2026', 'b.jpg'), bytes(90_000, 2));
+    await writeFile(join(src, 'docs', 'contract.pdf'), bytes(300_000, 3));
+    await writeFile(join(src, 'docs', 'empty'), '');
+    await writeFile(join(src, 'docs', 'to-delete.txt'), 'bye');
+    await writeFile(join(src, 'x'.repeat(120) + '-long-name.txt'), 'pax header for long names');
+    await writeFile(join(src, 'naïve café.txt'), 'unicode name');
+    await chmod(join(src, 'docs', 'contract.pdf'), 0o640);
+    await symlink('photos/2026/a.jpg', join(src, 'latest.jpg'));
+    await utimes(join(src, 'readme.txt'), new Date('2020-01-02T03:04:05.678Z'), new Date('2020-01-02T03:04:05.678Z'));
+    const id = await backupAndRemember('full');
+    expect(ctx.catalog.getBackup(id)?.files).toBe(8);
+  });
+
+  it('takes only what changed in an incremental (add, modify, delete, chmod, symlink)', async () => {
+    await writeFile(join(src, 'photos', '2026', 'c.jpg'), bytes(50_000, 4)); // add
+    await writeFile(join(src, 'readme.txt'), 'second version\n'); // modify, different size
+    await writeFile(join(src, 'photos', '2026', 'b.jpg'), bytes(90_000, 5)); // modify, same size
+    await rm(join(src, 'docs', 'to-delete.txt')); // delete
+    await chmod(join(src, 'docs', 'contract.pdf'), 0o600); // chmod only
+    await rm(join(src, 'latest.jpg'));
+    await symlink('photos/2026/c.jpg', join(src, 'latest.jpg')); // retarget symlink
+    await symlink('../readme.txt', join(src, 'docs', 'readme-link')); // new symlink
+    await mkdir(join(src, 'new-dir', 'deep'), { recursive: true });
+    await chmod(join(src, 'new-dir'), 0o750);
+    const id = await backupAndRemember('incr');
+    const row = ctx.catalog.getBackup(id)!;
+    expect(row.parent).toBe(snapshots[0]!.id);
+    // a.jpg (700 kB) was not re-stored: the incremental holds far less than the tree.
+    expect(row.storedBytes).toBeLessThan(400_000);
+  });
+
+  it('takes everything since the full in a differential', async () => {
+    await appendFile(join(src, 'docs', 'contract.pdf'), 'appendix');
+    await rename(join(src, 'photos', '2026', 'c.jpg'), join(src, 'photos', 'c-moved.jpg'));
+    await rm(join(src, 'latest.jpg'));
+    const id = await backupAndRemember('diff');
+    expect(ctx.catalog.getBackup(id)!.parent).toBe(snapshots[0]!.id);
+  });
+
+  it('chains an incremental onto the differential', async () => {
+    await rm(join(src, 'photos', '2026'), { recursive: true });
+    await writeFile(join(src, 'new-dir', 'deep', 'file.bin'), bytes(400_000, 9));
+    const id = await backupAndRemember('incr');
+    expect(ctx.catalog.getBackup(id)!.parent).toBe(snapshots[2]!.id);
+  });
+
+  it('restores every backup of the chain byte for byte, deletions included', async () => {
+    for (const snap of snapshots) {
+      const target = join(dir, 'restore', snap.id);
+      const result = await runRestore(ctx, { source: 'uploads', to: target, backupId: snap.id });
+      expect(result.problems).toEqual([]);
+      expect(await snapshotTree(target), `restore of ${snap.type} ${snap.id}`).toEqual(snap.tree);
+    }
+  });
+
+  it('restores the latest backup when no id is given', async () => {
+    const target = join(dir, 'restore', 'latest');
+    const result = await runRestore(ctx, { source: 'uploads', to: target });
+    expect(result.backupId).toBe(snapshots[snapshots.length - 1]!.id);
+    expect(await snapshotTree(target)).toEqual(snapshots[snapshots.length - 1]!.tree);
+  });
+
+  it('refuses a non-empty restore target and leaves it untouched', async () => {
+    const target = join(dir, 'restore', 'busy');
+    await mkdir(target, { recursive: true });
+    await writeFile(join(target, 'keep.txt'), 'mine');
+    await expect(runRestore(ctx, { source: 'uploads', to: target })).rejects.toMatchObject({ code: 'RESTORE_TARGET_NOT_EMPTY' });
+    expect(Object.keys(await snapshotTree(target))).toEqual(['keep.txt']);
+  });
+
+  it('verifies every copy, shallow and deep', async () => {
+    for (const deep of [false, true]) {
+      const report = await runVerify(ctx, { deep });
+      expect(report.problems).toEqual([]);
+      expect(report.ok).toBe(true);
+      expect(report.backupsChecked).toBe(4);
+    }
+  });
+
+  it('promotes an incremental to full when there is nothing to chain onto', async () => {
+    const result = await runBackup(ctx, { source: 'uploads', type: 'incr' });
+    expect(result.type).toBe('incr');
+    const other = openTestContext(testConfig(join(dir, 'other')));
+    try {
+      const first = await runBackup(other, { source: 'uploads', type: 'incr' });
+      expect(first.type).toBe('full');
+      expect(first.requestedType).toBe('incr');
+    } finally {
+      await other.close();
+    }
+  });
+});
