@@ -132,3 +132,33 @@ describe.each(subjects)('StorageDriver contract: $name', (subject) => {
     }
   });
 });
+
+describe('discardPartial after a killed writer', () => {
+  it('fs: removes the temp file of a write that never finished', async () => {
+    const root = await tempDir();
+    try {
+      const d = new FsDriver('fs', root);
+      await d.create('b/x/1.pack', Buffer.from('whole'));
+      const { mkdir, writeFile, readdir } = await import('node:fs/promises');
+      await mkdir(`${root}/b/x`, { recursive: true });
+      await writeFile(`${root}/b/x/2.pack.cofre-tmp-deadbeef`, 'half');
+      expect(await d.discardPartial('b/x/')).toBe(1);
+      expect(await readdir(`${root}/b/x`)).toEqual(['1.pack']);
+    } finally {
+      await removeDir(root);
+    }
+  });
+
+  it('s3: aborts a multipart upload left open', async () => {
+    const bucket = `partial-${bucketSeq++}`;
+    await createBucket(moto.endpoint, 'eu-west-1', bucket);
+    const { S3Client, CreateMultipartUploadCommand, ListMultipartUploadsCommand } = await import('@aws-sdk/client-s3');
+    const raw = new S3Client({ region: 'eu-west-1', endpoint: moto.endpoint, forcePathStyle: true, credentials: MOTO_CREDENTIALS });
+    await raw.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: 'repo/x/b/x/2.pack' }));
+    const d = new S3Driver(s3Config(bucket));
+    expect(await d.discardPartial('b/x/')).toBe(1);
+    expect((await raw.send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads ?? []).toEqual([]);
+    raw.destroy();
+    await d.close();
+  });
+});

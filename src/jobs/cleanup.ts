@@ -12,6 +12,7 @@ export async function removeBackupObjects(ctx: JobContext, source: string, backu
       try {
         await region.delete(`${prefix}${MANIFEST_NAME}`);
         for await (const obj of region.list(prefix)) await region.delete(obj.key);
+        await region.discardPartial(prefix);
       } catch (err) {
         errors.push(`${region.region}: ${messageOf(err)}`);
       }

@@ -36,6 +36,8 @@ export interface StorageDriver {
   read(key: string, opts?: { signal?: AbortSignal }): Promise<Readable>;
   create(key: string, body: Readable | Buffer, opts?: CreateOptions): Promise<ObjectInfo>;
   delete(key: string): Promise<void>;
+  /** Removes incomplete writes under prefix that a killed writer left (fs temp files, S3 multipart uploads). */
+  discardPartial(prefix: string): Promise<number>;
   close(): Promise<void>;
 }
 

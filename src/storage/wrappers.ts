@@ -74,6 +74,7 @@ export class RetryingDriver implements StorageDriver {
   }
 
   delete(key: string): Promise<void> { return this.withRetry('delete', () => this.inner.delete(key)); }
+  discardPartial(prefix: string): Promise<number> { return this.withRetry('discardPartial', () => this.inner.discardPartial(prefix)); }
   close(): Promise<void> { return this.inner.close(); }
 }
 
@@ -133,6 +134,7 @@ export class LimitedDriver implements StorageDriver {
 
   create(key: string, body: Readable | Buffer, opts?: CreateOptions): Promise<ObjectInfo> { return this.run(() => this.inner.create(key, body, opts)); }
   delete(key: string): Promise<void> { return this.run(() => this.inner.delete(key)); }
+  discardPartial(prefix: string): Promise<number> { return this.run(() => this.inner.discardPartial(prefix)); }
   close(): Promise<void> { return this.inner.close(); }
 }
 
@@ -174,5 +176,6 @@ export class MeteredDriver implements StorageDriver {
   }
 
   delete(key: string): Promise<void> { return this.measure('delete', () => this.inner.delete(key)); }
+  discardPartial(prefix: string): Promise<number> { return this.measure('discardPartial', () => this.inner.discardPartial(prefix)); }
   close(): Promise<void> { return this.inner.close(); }
 }

@@ -1,8 +1,8 @@
 // The fs driver: a region is a directory; objects appear by link(2) of a fully written, fsynced temp file.
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { link, mkdir, open, opendir, rm, stat, unlink } from 'node:fs/promises';
-import { dirname, join, relative, sep } from 'node:path';
+import { link, mkdir, open, opendir, readdir, rm, rmdir, stat, unlink } from 'node:fs/promises';
+import { basename, dirname, join, relative, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { CofreError } from '../../errors/index.ts';
@@ -110,12 +110,55 @@ export class FsDriver implements StorageDriver {
   }
 
   async delete(key: string): Promise<void> {
+    const path = this.pathOf('delete', key);
     try {
-      await unlink(this.pathOf('delete', key));
+      await unlink(path);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      this.fail('delete', key, err);
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.fail('delete', key, err);
     }
+    await this.removeTempsOf(dirname(path), basename(path));
+    await this.pruneEmptyDirs(dirname(path));
+  }
+
+  /** Removes temp files a killed writer left for the same key. */
+  private async removeTempsOf(dir: string, name: string): Promise<void> {
+    const names = await readdir(dir).catch(() => [] as string[]);
+    for (const other of names) if (other.startsWith(`${name}${TEMP_MARK}`)) await rm(join(dir, other), { force: true });
+  }
+
+  /** Removes directories left empty up to the region root, so a cleaned-up backup leaves no trace. */
+  private async pruneEmptyDirs(dir: string): Promise<void> {
+    try {
+      for (let d = dir; d !== this.root && d.startsWith(this.root); d = dirname(d)) await rmdir(d);
+    } catch {
+      // ENOTEMPTY or ENOENT: the directory is still in use or already gone.
+    }
+  }
+
+  async discardPartial(prefix: string): Promise<number> {
+    const dirPart = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '';
+    const start = dirPart ? join(this.root, ...dirPart.split('/')) : this.root;
+    let removed = 0;
+    const stack = [start];
+    while (stack.length > 0) {
+      const dir = stack.pop()!;
+      let names;
+      try {
+        names = await opendir(dir);
+      } catch {
+        continue;
+      }
+      for await (const entry of names) {
+        const full = join(dir, entry.name);
+        if (entry.isDirectory()) stack.push(full);
+        else if (entry.name.includes(TEMP_MARK) && relative(this.root, full).split(sep).join('/').startsWith(prefix)) {
+          await rm(full, { force: true });
+          removed++;
+        }
+      }
+    }
+    await this.pruneEmptyDirs(start);
+    return removed;
   }
 
   async close(): Promise<void> {}

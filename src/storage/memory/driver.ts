@@ -45,5 +45,9 @@ export class MemoryDriver implements StorageDriver {
     this.objects.delete(key);
   }
 
+  async discardPartial(): Promise<number> {
+    return 0; // a memory write is never visible half-done
+  }
+
   async close(): Promise<void> {}
 }

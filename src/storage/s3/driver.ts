@@ -1,8 +1,10 @@
 // The s3 driver: any S3-compatible endpoint; conditional create (If-None-Match: *), multipart for large objects.
 import {
+  AbortMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
@@ -162,6 +164,20 @@ export class S3Driver implements StorageDriver {
     } catch (err) {
       this.fail('delete', key, err);
     }
+  }
+
+  async discardPartial(prefix: string): Promise<number> {
+    let removed = 0;
+    try {
+      const out = await this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: this.prefix + prefix }));
+      for (const upload of out.Uploads ?? []) {
+        await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: upload.Key, UploadId: upload.UploadId }));
+        removed++;
+      }
+    } catch (err) {
+      return this.fail('discardPartial', prefix, err);
+    }
+    return removed;
   }
 
   async close(): Promise<void> {
