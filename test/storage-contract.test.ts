@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { validate } from '../src/config/index.ts';
 import { isCofreError } from '../src/errors/index.ts';
 import { createOrMatch, FsDriver, MemoryDriver, readAll, S3Driver, type StorageDriver } from '../src/storage/index.ts';
-import { createBucket, MOTO_CREDENTIALS, startMoto, type Moto } from './helpers/moto.ts';
+import { createBucket, motoCredentials, startMoto, type Moto } from './helpers/moto.ts';
 import { removeDir, tempDir } from './helpers/tmp.ts';
 
 interface Subject {
@@ -32,7 +32,7 @@ function s3Config(bucket: string, partSize = 5 * 1024 * 1024) {
     encryption: { provider: 'local', keyFile: '/unused' },
     regions: [{
       name: 'moto', driver: 's3', bucket, region: 'eu-west-1', endpoint: moto.endpoint, forcePathStyle: true,
-      accessKeyId: MOTO_CREDENTIALS.accessKeyId, secretAccessKey: MOTO_CREDENTIALS.secretAccessKey, prefix: 'repo/x', partSizeBytes: partSize,
+      accessKeyId: motoCredentials().accessKeyId, secretAccessKey: motoCredentials().secretAccessKey, prefix: 'repo/x', partSizeBytes: partSize,
     }],
     sources: {},
   }, 'test');
@@ -153,7 +153,7 @@ describe('discardPartial after a killed writer', () => {
     const bucket = `partial-${bucketSeq++}`;
     await createBucket(moto.endpoint, 'eu-west-1', bucket);
     const { S3Client, CreateMultipartUploadCommand, ListMultipartUploadsCommand } = await import('@aws-sdk/client-s3');
-    const raw = new S3Client({ region: 'eu-west-1', endpoint: moto.endpoint, forcePathStyle: true, credentials: MOTO_CREDENTIALS });
+    const raw = new S3Client({ region: 'eu-west-1', endpoint: moto.endpoint, forcePathStyle: true, credentials: motoCredentials() });
     await raw.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: 'repo/x/b/x/2.pack' }));
     const d = new S3Driver(s3Config(bucket));
     expect(await d.discardPartial('b/x/')).toBe(1);

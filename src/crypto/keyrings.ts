@@ -1,5 +1,5 @@
 // Builds the ESDK keyrings: a raw AES keyring over local key files, or one AWS KMS key per region.
-import { KMS } from '@aws-sdk/client-kms';
+import { DescribeKeyCommand, KMS } from '@aws-sdk/client-kms';
 import {
   KmsKeyringNode,
   MultiKeyringNode,
@@ -21,6 +21,11 @@ export interface Keyrings {
   forWrite: KeyringNode;
   /** The keyring to read a copy stored in a region; that region's own KMS key is tried first. */
   forRead(storageRegion?: string): KeyringNode;
+  /**
+   * Called before a backup: drops keys whose KMS is unreachable from forWrite (a region outage must not stop
+   * backups), and reports them. Fails only if no key is usable.
+   */
+  prepareWrite(): Promise<{ unreachable: string[] }>;
 }
 
 function rawAes(keyName: string, material: Buffer): RawAesKeyringNode {
@@ -48,6 +53,7 @@ export function localKeyrings(keyFile: string, previousKeyFiles: string[], opts:
     readKeyIds: all.map((k) => k.id),
     forWrite: rawAes(current.id, current.material),
     forRead: () => readRing,
+    prepareWrite: async () => ({ unreachable: [] }),
   };
 }
 
@@ -72,19 +78,43 @@ function kmsRing(key: KmsKeyConfig, client: KMS, asGenerator: boolean): KmsKeyri
     : new KmsKeyringNode({ clientProvider, keyIds: [key.keyId] });
 }
 
+/** How long a KMS endpoint may take to answer the pre-backup probe before it counts as down. */
+export const KMS_PROBE_TIMEOUT_MS = 3_000;
+
 export function kmsKeyrings(keys: KmsKeyConfig[]): Keyrings {
   const clients = keys.map(kmsClientFor);
-  const forWrite = multi(keys.map((k, i) => kmsRing(k, clients[i]!, i === 0)));
+  const writeRing = (usable: number[]): KeyringNode => multi(usable.map((i, n) => kmsRing(keys[i]!, clients[i]!, n === 0)));
   const readOrder = (storageRegion?: string): number[] => {
     const idx = keys.map((_, i) => i);
     const own = keys.findIndex((k) => (k.storageRegion ?? k.region) === storageRegion);
     return own > 0 ? [own, ...idx.filter((i) => i !== own)] : idx;
   };
   const readRings = new Map<string, KeyringNode>();
-  return {
+  const keyrings: Keyrings = {
     writeKeyIds: keys.map((k) => k.keyId),
     readKeyIds: keys.map((k) => k.keyId),
-    forWrite,
+    forWrite: writeRing(keys.map((_, i) => i)),
+    prepareWrite: async () => {
+      const reachable = await Promise.all(
+        keys.map(async (k, i) => {
+          try {
+            await clients[i]!.send(new DescribeKeyCommand({ KeyId: k.keyId }), { abortSignal: AbortSignal.timeout(KMS_PROBE_TIMEOUT_MS) });
+            return true;
+          } catch {
+            return false;
+          }
+        }),
+      );
+      const usable = keys.map((_, i) => i).filter((i) => reachable[i]);
+      if (usable.length === 0) {
+        throw new CofreError('KMS_UNAVAILABLE', `none of the ${keys.length} KMS keys is reachable`, {
+          op: 'keyring.prepare', hint: 'check network access and credentials for the KMS endpoints in encryption.keys',
+        });
+      }
+      keyrings.forWrite = writeRing(usable);
+      keyrings.writeKeyIds = usable.map((i) => keys[i]!.keyId);
+      return { unreachable: keys.filter((_, i) => !reachable[i]).map((k) => k.keyId) };
+    },
     forRead: (storageRegion) => {
       const cacheKey = storageRegion ?? '';
       let ring = readRings.get(cacheKey);
@@ -95,6 +125,7 @@ export function kmsKeyrings(keys: KmsKeyConfig[]): Keyrings {
       return ring;
     },
   };
+  return keyrings;
 }
 
 export function keyringsFor(cfg: Config, opts: { create: boolean }): Keyrings {

@@ -104,6 +104,8 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
     }
     ctx.catalog.insertBackup({ id, source: args.source, type, method: 'files', parent: parentRow?.id ?? null, runId, startedAt: startedAt.toISOString() }, ctx.regions.map((r) => r.region));
     for (const [region, error] of owed) ctx.catalog.setCopy(id, region, 'owed', error);
+    const keys = await ctx.envelope.keyrings.prepareWrite();
+    if (keys.unreachable.length > 0) ctx.bus.emit('keys.unreachable', { backupId: id, keyIds: keys.unreachable });
     ctx.bus.emit('backup.started', { runId, backupId: id, source: args.source, type, parent: parentRow?.id ?? null });
 
     const dropRegion = (region: string, error: string, object: string): void => {

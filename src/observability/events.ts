@@ -25,6 +25,7 @@ export interface CofreEvents {
   'storage.request': { region: string; op: string; ok: boolean; durationSeconds: number };
   'storage.retry': { region: string; op: string; attempt: number; error: string };
   'source.skipped': { source: string; path: string; reason: string };
+  'keys.unreachable': { backupId: string; keyIds: string[] };
 }
 
 export type EventName = keyof CofreEvents;
@@ -49,6 +50,7 @@ export class EventBus {
     const names: EventName[] = [
       'backup.started', 'backup.finished', 'backup.failed', 'run.interrupted', 'copy.failed', 'copy.written',
       'restore.fallback', 'restore.finished', 'verify.finished', 'storage.request', 'storage.retry', 'source.skipped',
+      'keys.unreachable',
     ];
     const offs = names.map((n) => this.on(n, (p) => listener(n, p)));
     return () => offs.forEach((off) => off());

@@ -3,7 +3,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { CreateBucketCommand, S3Client, type BucketLocationConstraint } from '@aws-sdk/client-s3';
 
-export const MOTO_CREDENTIALS = { accessKeyId: 'testing', secretAccessKey: 'testing' };
+/** A fresh object each time: the AWS SDK writes bookkeeping fields into the credentials it is given. */
+export function motoCredentials(): { accessKeyId: string; secretAccessKey: string } {
+  return { accessKeyId: 'testing', secretAccessKey: 'testing' };
+}
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -47,7 +50,7 @@ export async function startMoto(): Promise<Moto> {
     port,
     stop: () =>
       new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve();
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
         child.once('exit', () => resolve());
         child.kill('SIGKILL');
       }),
@@ -55,7 +58,7 @@ export async function startMoto(): Promise<Moto> {
 }
 
 export async function createBucket(endpoint: string, region: string, bucket: string, opts: { objectLock?: boolean } = {}): Promise<void> {
-  const s3 = new S3Client({ region, endpoint, forcePathStyle: true, credentials: MOTO_CREDENTIALS });
+  const s3 = new S3Client({ region, endpoint, forcePathStyle: true, credentials: motoCredentials() });
   await s3.send(new CreateBucketCommand({
     Bucket: bucket,
     ...(region === 'us-east-1' ? {} : { CreateBucketConfiguration: { LocationConstraint: region as BucketLocationConstraint } }),

@@ -1,0 +1,144 @@
+// Config: YAML + schema, defaults < file < env < flags, *_FILE secrets, redaction, and errors that name path and value.
+import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { loadConfig } from '../src/config/index.ts';
+import { EXIT_CONFIG } from '../src/errors/index.ts';
+import { rawTestConfig } from './helpers/config.ts';
+import { runCli } from './helpers/cli.ts';
+import { removeDir, tempDir } from './helpers/tmp.ts';
+
+let dir: string;
+const REPO_ROOT = new URL('..', import.meta.url).pathname;
+
+beforeAll(async () => {
+  dir = await tempDir();
+});
+
+afterAll(async () => {
+  await removeDir(dir);
+});
+
+async function writeYaml(name: string, value: unknown): Promise<string> {
+  const file = join(dir, name);
+  await writeFile(file, typeof value === 'string' ? value : stringify(value));
+  return file;
+}
+
+function s3Raw(extra: Record<string, unknown> = {}) {
+  const raw = rawTestConfig(dir);
+  raw.regions = [{ name: 'eu', driver: 's3', bucket: 'cofre-eu', region: 'eu-west-1', ...extra }];
+  return raw;
+}
+
+describe('cofre config check', () => {
+  it('prints the embedded default from the working directory', async () => {
+    const work = join(dir, 'work');
+    await mkdir(join(work, 'config'), { recursive: true });
+    await writeFile(join(work, 'config', 'cofre.yaml'), await readFile(join(REPO_ROOT, 'config', 'cofre.yaml')));
+    const out = await runCli(['config', 'check'], { cwd: work });
+    expect(out.code).toBe(0);
+    expect(out.stdout).toContain(`path: ${join(work, 'var', 'regions', 'eu-west-1')}`);
+    expect(out.stdout).toContain(`keyFile: ${join(work, 'var', 'keys', 'cofre.key')}`);
+    expect(out.stdout).toContain('packSizeBytes: 67108864');
+  });
+
+  it('exits 78 naming the dotted path and the bad value', async () => {
+    const raw = rawTestConfig(dir);
+    (raw.regions as Record<string, unknown>[])[1]!.driver = 'ftp';
+    (raw.pipeline as Record<string, unknown>).packSizeBytes = 'lots';
+    const file = await writeYaml('bad.yaml', raw);
+    const out = await runCli(['-c', file, 'config', 'check']);
+    expect(out.code).toBe(EXIT_CONFIG);
+    expect(out.stderr).toContain('regions[1].driver');
+    expect(out.stderr).toContain('"ftp"');
+    expect(out.stderr).toContain('pipeline.packSizeBytes');
+    expect(out.stderr).toContain('"lots"');
+  });
+
+  it('names a missing required field', async () => {
+    const file = await writeYaml('missing.yaml', s3Raw({ bucket: undefined }));
+    const out = await runCli(['-c', file, 'config', 'check']);
+    expect(out.code).toBe(EXIT_CONFIG);
+    expect(out.stderr).toMatch(/regions\[0\]\.bucket: .*\(required\)/);
+  });
+
+  it('rejects unknown keys', async () => {
+    const raw = rawTestConfig(dir);
+    (raw.catalog as Record<string, unknown>).pth = './x.db';
+    const out = await runCli(['-c', await writeYaml('unknown.yaml', raw), 'config', 'check']);
+    expect(out.code).toBe(EXIT_CONFIG);
+    expect(out.stderr).toContain('catalog: unknown key "pth"');
+  });
+
+  it('rejects invalid YAML with exit 78', async () => {
+    const out = await runCli(['-c', await writeYaml('broken.yaml', 'regions: [\n  - name: x\n'), 'config', 'check']);
+    expect(out.code).toBe(EXIT_CONFIG);
+    expect(out.stderr).toContain('not valid YAML');
+  });
+
+  it('redacts secrets, including ones read through COFRE_*_FILE', async () => {
+    const secretFile = join(dir, 'secret-key');
+    await writeFile(secretFile, 'super-secret-value\n');
+    const file = await writeYaml('s3.yaml', s3Raw({ accessKeyId: 'AKIAEXAMPLE' }));
+    const out = await runCli(['-c', file, 'config', 'check'], { env: { COFRE_REGIONS_0_SECRET_ACCESS_KEY_FILE: secretFile } });
+    expect(out.code).toBe(0);
+    expect(out.stdout).not.toContain('super-secret-value');
+    expect(out.stdout).not.toContain('AKIAEXAMPLE');
+    expect(out.stdout).toContain('secretAccessKey: "**redacted**"');
+    expect(out.stdout).toContain('COFRE_REGIONS_0_SECRET_ACCESS_KEY_FILE');
+  });
+});
+
+describe('config layering', () => {
+  it('defaults < file < env < flags', async () => {
+    const raw = rawTestConfig(dir);
+    (raw as Record<string, unknown>).compression = { level: 5 };
+    const file = await writeYaml('layers.yaml', raw);
+    expect(loadConfig({ file, env: {} }).config.compression.level).toBe(5);
+    expect(loadConfig({ file, env: {} }).config.pipeline.regionBufferBytes).toBe(8 * 1024 * 1024);
+    const env = { COFRE_COMPRESSION_LEVEL: '7', COFRE_PIPELINE_QUORUM: '2', COFRE_SOURCES_UPLOADS_PATH: '/srv/uploads' };
+    const fromEnv = loadConfig({ file, env }).config;
+    expect(fromEnv.compression.level).toBe(7);
+    expect(fromEnv.pipeline.quorum).toBe(2);
+    expect(fromEnv.sources.uploads!.path).toBe('/srv/uploads');
+    expect(loadConfig({ file, env, set: ['compression.level=9', 'regions[0].concurrency=3'] }).config).toMatchObject({
+      compression: { level: 9 },
+      regions: [{ concurrency: 3 }, {}, {}],
+    });
+  });
+
+  it('takes the file from COFRE_CONFIG when no -c is given', async () => {
+    const file = await writeYaml('via-env.yaml', rawTestConfig(dir));
+    expect(loadConfig({ env: { COFRE_CONFIG: file } }).file).toBe(file);
+  });
+
+  it('names an env value that breaks the schema', () => {
+    expect(() => loadConfig({ file: join(dir, 'layers.yaml'), env: { COFRE_COMPRESSION_LEVEL: '99' } })).toThrow(/compression\.level: .*\(got 99\)/);
+  });
+
+  it('refuses a quorum larger than the regions', async () => {
+    const raw = rawTestConfig(dir, { quorum: 4 });
+    expect(() => loadConfig({ file: join(dir, 'x'), env: {} })).toThrow(/not found/);
+    const file = await writeYaml('quorum.yaml', raw);
+    expect(() => loadConfig({ file, env: {} })).toThrow(/pipeline\.quorum: quorum 4 is more than the 3 regions/);
+  });
+});
+
+describe('the local key file', () => {
+  it('is created 0600 on first use and refused once group or others can read it', async () => {
+    const work = join(dir, 'keytest');
+    await mkdir(join(work, 'data', 'uploads'), { recursive: true });
+    const file = await writeYaml('keytest.yaml', rawTestConfig(work));
+    const first = await runCli(['-c', file, 'backup', 'uploads']);
+    expect(first.code).toBe(0);
+    const keyFile = join(work, 'keys', 'cofre.key');
+    expect((await stat(keyFile)).mode & 0o777).toBe(0o600);
+    await chmod(keyFile, 0o644);
+    const refused = await runCli(['-c', file, 'backup', 'uploads']);
+    expect(refused.code).toBe(EXIT_CONFIG);
+    expect(refused.stderr).toContain('KEY_FILE_INSECURE');
+    expect(refused.stderr).toContain(`chmod 600 ${keyFile}`);
+  });
+});
