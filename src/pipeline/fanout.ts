@@ -97,8 +97,22 @@ export class Fanout extends Writable {
   }
 
   override _final(callback: (err?: Error | null) => void): void {
-    for (const lane of this.live()) lane.pass.end();
-    Promise.allSettled(this.lanes.map((l) => l.done)).then(() => callback(this.checkQuorum()), callback);
+    // Dropped lanes are not waited for (a hung upload may never settle); a live lane that does not finish
+    // storing within the stall timeout is dropped too.
+    const finishing = this.live().map((lane) => {
+      lane.pass.end();
+      return new Promise<void>((resolve) => {
+        const cancel = this.opts.clock.after(this.opts.stallTimeoutMs, () => {
+          this.dropLane(lane, `stalled: not stored ${this.opts.stallTimeoutMs / 1000}s after the last byte`);
+          resolve();
+        });
+        lane.done.then(
+          () => { cancel(); resolve(); },
+          () => { cancel(); resolve(); },
+        );
+      });
+    });
+    Promise.all(finishing).then(() => callback(this.checkQuorum()), callback);
   }
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
