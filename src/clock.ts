@@ -28,8 +28,8 @@ export const systemClock: Clock = {
       signal?.addEventListener('abort', onAbort, { once: true });
     }),
   every: (ms, fn) => {
+    // Not unref'd: a daemon's schedule is what keeps its process alive.
     const timer = setInterval(fn, ms);
-    timer.unref();
     return () => clearInterval(timer);
   },
   after: (ms, fn) => {

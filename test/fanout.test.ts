@@ -13,7 +13,7 @@ class FaultyRegion extends MemoryDriver {
   failAfterBytes = Infinity;
   hang = false;
 
-  override async create(key: string, body: Readable | Buffer, opts?: CreateOptions): Promise<ObjectInfo> {
+  override async create(key: string, body: Readable | Buffer, _opts?: CreateOptions): Promise<ObjectInfo> {
     if (Buffer.isBuffer(body)) return super.create(key, body);
     if (this.hang) return new Promise(() => undefined); // never reads: its buffer fills and stays full
     let seen = 0;
@@ -22,7 +22,7 @@ class FaultyRegion extends MemoryDriver {
       if (seen > this.failAfterBytes) throw new Error(`${this.region}: connection reset`);
       return chunk;
     });
-    return super.create(key, limited, opts);
+    return super.create(key, limited);
   }
 }
 

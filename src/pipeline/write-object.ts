@@ -6,7 +6,7 @@ import type { Envelope, ObjectIdentity } from '../crypto/index.ts';
 import { messageOf } from '../errors/index.ts';
 import { createOrMatch, readAll, type StorageDriver } from '../storage/index.ts';
 import { Fanout, type RegionOutcome } from './fanout.ts';
-import { HashTap, zstdCompress } from './transforms.ts';
+import { Coalesce, CountTap, HashTap, zstdCompress } from './transforms.ts';
 
 export interface WriteSettings {
   envelope: Envelope;
@@ -36,7 +36,7 @@ export interface ObjectTarget {
 
 /** Streams plaintext to all regions at once; memory stays bounded whatever the object size. */
 export async function writeObjectStream(settings: WriteSettings, target: ObjectTarget, plaintext: Readable): Promise<WrittenObject> {
-  const plainTap = new HashTap();
+  const plainTap = new CountTap();
   const cipherTap = new HashTap();
   const fanout = new Fanout({
     key: target.key,
@@ -50,6 +50,7 @@ export async function writeObjectStream(settings: WriteSettings, target: ObjectT
   await pipeline(
     plaintext,
     plainTap,
+    new Coalesce(),
     zstdCompress(settings.compressionLevel),
     settings.envelope.encryptStream(target.identity),
     cipherTap,

@@ -1,8 +1,15 @@
 // Captures a tree as a complete manifest: unchanged files point at the parent's bytes, changed ones are packed.
 import type { ManifestEntry } from '../../repository/index.ts';
-import { hashFile } from './read-file.ts';
+import { hashFile, readSmallFile, SMALL_FILE_BYTES, type SmallFile } from './read-file.ts';
 import type { PackBuilder } from './pack-builder.ts';
 import { walkTree, type WalkEntry } from './walk.ts';
+
+/**
+ * How many entries are examined ahead of the packer. Small files are read (and hashed) during the look-ahead,
+ * in parallel, so thousands of small files do not cost thousands of sequential round trips. Memory: at most
+ * this many small files (≤ 1 MiB each).
+ */
+export const LOOKAHEAD_ENTRIES = 32;
 
 export interface CaptureInput {
   root: string;
@@ -23,15 +30,52 @@ export interface CaptureStats {
   newFiles: number;
 }
 
+type Verdict = 'same' | 'doubt' | 'changed';
+
+interface Planned {
+  entry: WalkEntry;
+  verdict: Verdict;
+  old?: ManifestEntry;
+  small?: SmallFile;
+  error?: Error;
+}
+
 /**
  * Same size, mtime, ctime and inode as in the parent means unchanged, unless the file was modified while
  * the parent backup ran ("racy": its bytes may predate the last write), in which case its hash decides.
  */
-function unchanged(entry: WalkEntry, old: ManifestEntry | undefined, parentStartedAtMs: number): 'same' | 'doubt' | 'changed' {
+function verdictOf(entry: WalkEntry, old: ManifestEntry | undefined, parentStartedAtMs: number): Verdict {
   if (!old || old.type !== 'file' || !old.loc || !old.sha256 || old.size !== entry.size) return 'changed';
   const metaSame = old.mtimeNs === String(entry.mtimeNs) && old.ctimeNs === String(entry.ctimeNs) && old.ino === String(entry.ino);
   const racy = Number(entry.mtimeNs / 1_000_000n) >= parentStartedAtMs - 1000;
   return metaSame && !racy ? 'same' : 'doubt';
+}
+
+async function plan(entry: WalkEntry, previous: Map<string, ManifestEntry>, parentStartedAtMs: number): Promise<Planned> {
+  if (entry.type !== 'file') return { entry, verdict: 'changed' };
+  const old = previous.get(entry.path);
+  let verdict = verdictOf(entry, old, parentStartedAtMs);
+  try {
+    if (entry.size <= SMALL_FILE_BYTES && verdict !== 'same') {
+      const small = await readSmallFile(entry.abs, entry.size);
+      if (verdict === 'doubt') verdict = small.sha256 === old!.sha256 && !small.changed ? 'same' : 'changed';
+      return { entry, verdict, old, small };
+    }
+    if (verdict === 'doubt') verdict = (await hashFile(entry.abs, entry.size)) === old!.sha256 ? 'same' : 'changed';
+    return { entry, verdict, old };
+  } catch (err) {
+    return { entry, verdict, old, error: err as Error };
+  }
+}
+
+/** Runs fn over the source with up to `limit` calls in flight, yielding results in source order. */
+async function* mapOrdered<T, R>(source: AsyncIterable<T>, limit: number, fn: (item: T) => Promise<R>): AsyncGenerator<R> {
+  const queue: Promise<R>[] = [];
+  for await (const item of source) {
+    queue.push(fn(item));
+    if (queue.length >= limit) yield await queue.shift()!;
+  }
+  while (queue.length > 0) yield await queue.shift()!;
 }
 
 function baseEntry(e: WalkEntry): ManifestEntry {
@@ -40,44 +84,39 @@ function baseEntry(e: WalkEntry): ManifestEntry {
 
 export async function captureTree(input: CaptureInput): Promise<{ entries: ManifestEntry[]; stats: CaptureStats }> {
   const previous = new Map((input.parent?.entries ?? []).map((e) => [e.path, e]));
+  const parentStartedAtMs = input.parent?.startedAtMs ?? 0;
   const entries: ManifestEntry[] = [];
   const stats: CaptureStats = { files: 0, dirs: 0, symlinks: 0, bytes: 0, newBytes: 0, newFiles: 0 };
-  for await (const e of walkTree(input.root, { exclude: input.exclude, onSkip: input.onSkip })) {
-    if (e.type === 'dir') {
-      stats.dirs++;
-      entries.push(baseEntry(e));
+  const walk = walkTree(input.root, { exclude: input.exclude, onSkip: input.onSkip });
+  // plan() never rejects (errors are returned), so promises waiting in the look-ahead are never unhandled.
+  for await (const p of mapOrdered(walk, LOOKAHEAD_ENTRIES, (e) => plan(e, previous, parentStartedAtMs))) {
+    const e = p.entry;
+    if (e.type === 'dir' || e.type === 'symlink') {
+      if (e.type === 'dir') stats.dirs++;
+      else stats.symlinks++;
+      entries.push(e.type === 'symlink' ? { ...baseEntry(e), target: e.target } : baseEntry(e));
       await input.packs.addMeta(e);
       continue;
     }
-    if (e.type === 'symlink') {
-      stats.symlinks++;
-      entries.push({ ...baseEntry(e), target: e.target });
-      await input.packs.addMeta(e);
+    if (p.error) {
+      // A file that vanished or became unreadable between walk and read is skipped, as tar does.
+      input.onSkip(e.path, p.error.message);
       continue;
     }
     stats.files++;
     stats.bytes += e.size;
-    const old = previous.get(e.path);
-    let verdict = unchanged(e, old, input.parent?.startedAtMs ?? 0);
-    if (verdict === 'doubt') {
-      try {
-        verdict = (await hashFile(e.abs, e.size)) === old!.sha256 ? 'same' : 'changed';
-      } catch (err) {
-        input.onSkip(e.path, (err as Error).message);
-        continue;
-      }
-    }
-    if (verdict === 'same') {
-      entries.push({ ...baseEntry(e), size: e.size, sha256: old!.sha256, loc: old!.loc });
+    if (p.verdict === 'same') {
+      entries.push({ ...baseEntry(e), size: e.size, sha256: p.old!.sha256, loc: p.old!.loc });
       continue;
     }
     let stored;
     try {
-      stored = await input.packs.addFile(e);
+      stored = p.small ? await input.packs.addBuffer(e, p.small) : await input.packs.addFile(e);
     } catch (err) {
-      // A file that vanished between walk and read is skipped, like tar does; anything else is fatal.
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         input.onSkip(e.path, 'vanished before it could be read');
+        stats.files--;
+        stats.bytes -= e.size;
         continue;
       }
       throw err;

@@ -2,7 +2,7 @@
 import { Readable } from 'node:stream';
 import tar from 'tar-stream';
 import type { ManifestObject } from '../../repository/index.ts';
-import { readFileExactly } from './read-file.ts';
+import { readFileExactly, type SmallFile } from './read-file.ts';
 import type { WalkEntry } from './walk.ts';
 
 export interface PackSink {
@@ -65,7 +65,17 @@ export class PackBuilder {
     await new Promise<void>((resolve, reject) => pack.tar.entry(this.header(entry), (err) => (err ? reject(err) : resolve())));
   }
 
-  /** Adds a file's bytes; returns the hash of what was stored and the pack holding it. */
+  /** Adds a small file already read into memory. */
+  async addBuffer(entry: WalkEntry, file: SmallFile): Promise<{ pack: string; sha256: string; changed: boolean }> {
+    const pack = this.open();
+    await new Promise<void>((resolve, reject) => pack.tar.entry(this.header(entry), file.body, (err) => (err ? reject(err) : resolve())));
+    pack.plainBytes += entry.size;
+    const name = pack.name;
+    if (pack.plainBytes >= this.packSizeBytes) await this.close();
+    return { pack: name, sha256: file.sha256, changed: file.changed };
+  }
+
+  /** Streams a large file's bytes; returns the hash of what was stored and the pack holding it. */
   async addFile(entry: WalkEntry): Promise<{ pack: string; sha256: string; changed: boolean }> {
     const pack = this.open();
     const read = readFileExactly(entry.abs, entry.size);
