@@ -3,7 +3,7 @@ import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
-import { loadConfig } from '../src/config/index.ts';
+import { DEFAULT_REGION_BUFFER_BYTES, loadConfig } from '../src/config/index.ts';
 import { EXIT_CONFIG } from '../src/errors/index.ts';
 import { rawTestConfig } from './helpers/config.ts';
 import { runCli } from './helpers/cli.ts';
@@ -97,7 +97,7 @@ describe('config layering', () => {
     (raw as Record<string, unknown>).compression = { level: 5 };
     const file = await writeYaml('layers.yaml', raw);
     expect(loadConfig({ file, env: {} }).config.compression.level).toBe(5);
-    expect(loadConfig({ file, env: {} }).config.pipeline.regionBufferBytes).toBe(8 * 1024 * 1024);
+    expect(loadConfig({ file, env: {} }).config.pipeline.regionBufferBytes).toBe(DEFAULT_REGION_BUFFER_BYTES);
     const env = { COFRE_COMPRESSION_LEVEL: '7', COFRE_PIPELINE_QUORUM: '2', COFRE_SOURCES_UPLOADS_PATH: '/srv/uploads' };
     const fromEnv = loadConfig({ file, env }).config;
     expect(fromEnv.compression.level).toBe(7);

@@ -36,7 +36,7 @@ describe('cofre daemon', () => {
     const bus = new EventBus();
     const finished: { source: string; type: string }[] = [];
     bus.on('backup.finished', (e) => finished.push({ source: e.source, type: e.type }));
-    const daemon = startDaemon(config, clock, bus, createLogger('silent'));
+    const daemon = await startDaemon(config, clock, bus, createLogger('silent'));
     await until(() => finished.length === 2);
     expect(finished).toEqual([{ source: 'uploads', type: 'full' }, { source: 'logs', type: 'full' }]);
     clock.advance(config.daemon.backupEveryMinutes * 60_000);

@@ -35,7 +35,7 @@ beforeAll(async () => {
   await mkdir(join(src, 'd'), { recursive: true });
   await writeFile(join(src, 'd', 'orders.csv'), 'id,litres\n'.repeat(50_000));
   await writeFile(join(src, 'photo.raw'), Buffer.alloc(200_000, 9));
-  ctx = openTestContext(testConfig(dir));
+  ctx = await openTestContext(testConfig(dir));
   backupId = (await runBackup(ctx, { source: 'uploads', type: 'full' })).backupId;
   tree = await snapshotTree(src);
 });
@@ -57,7 +57,7 @@ describe('a region unreachable during a backup', () => {
     await writeFile(blocker, 'not a directory');
     const region = broken.regions[1]!;
     if (region.driver === 'fs') region.path = join(blocker, 'us-east-1');
-    const degradedCtx = openTestContext(broken);
+    const degradedCtx = await openTestContext(broken);
     try {
       const result = await runBackup(degradedCtx, { source: 'uploads', type: 'full' });
       expect(result.status).toBe('degraded');
@@ -82,7 +82,7 @@ describe('a region unreachable during a backup', () => {
     const broken = testConfig(dir);
     const region = broken.regions[2]!;
     if (region.driver === 'fs') region.path = join(dir, 'blocker', 'x');
-    const failCtx = openTestContext(broken);
+    const failCtx = await openTestContext(broken);
     try {
       const before = failCtx.catalog.usableBackups('uploads').length;
       await expect(runBackup(failCtx, { source: 'uploads', type: 'full' })).rejects.toMatchObject({ code: 'QUORUM_NOT_MET' });
@@ -156,7 +156,7 @@ describe('damaged copies', () => {
     createKeyFile(otherKey);
     const raw = rawTestConfig(dir);
     (raw.encryption as { keyFile: string }).keyFile = otherKey;
-    const wrongCtx = openTestContext(validate(raw, 'test'));
+    const wrongCtx = await openTestContext(validate(raw, 'test'));
     try {
       const target = join(dir, 'restore-wrong-key');
       const err = await runRestore(wrongCtx, { source: 'uploads', to: target, backupId }).catch((e: unknown) => e);

@@ -18,7 +18,7 @@ beforeAll(async () => {
   dir = await tempDir();
   src = join(dir, 'data', 'uploads');
   // Small packs so the chain spans several packs per backup.
-  ctx = openTestContext(testConfig(dir, { packSizeBytes: 256 * 1024 }));
+  ctx = await openTestContext(testConfig(dir, { packSizeBytes: 256 * 1024 }));
 });
 
 afterAll(async () => {
@@ -130,7 +130,7 @@ describe('a chain of full, incr and diff backups of a files source', () => {
   it('promotes an incremental to full when there is nothing to chain onto', async () => {
     const result = await runBackup(ctx, { source: 'uploads', type: 'incr' });
     expect(result.type).toBe('incr');
-    const other = openTestContext(testConfig(join(dir, 'other')));
+    const other = await openTestContext(testConfig(join(dir, 'other')));
     try {
       const first = await runBackup(other, { source: 'uploads', type: 'incr' });
       expect(first.type).toBe('full');

@@ -66,7 +66,7 @@ describe('S3 regions with one KMS key per region', () => {
   let fullTree: Awaited<ReturnType<typeof snapshotTree>>;
 
   it('backs up to three S3 regions, each copy encrypted for all three KMS keys', async () => {
-    const ctx = openTestContext(config('all'));
+    const ctx = await openTestContext(config('all'));
     try {
       const result = await runBackup(ctx, { source: 'uploads', type: 'full' });
       expect(result.status).toBe('completed');
@@ -87,7 +87,7 @@ describe('S3 regions with one KMS key per region', () => {
   it('keeps backing up through one region outage (S3 and KMS), degraded with quorum 2', async () => {
     await motos[2]!.stop();
     await writeFile(join(src, 'logs', 'app.log'), 'POST /deliveries 201\n', { flag: 'a' });
-    const ctx = openTestContext(config(2));
+    const ctx = await openTestContext(config(2));
     try {
       const result = await runBackup(ctx, { source: 'uploads', type: 'incr' });
       expect(result.status).toBe('degraded');
@@ -103,7 +103,7 @@ describe('S3 regions with one KMS key per region', () => {
 
   it('restores the full backup with only one region (its S3 and its KMS) left', async () => {
     await motos[1]!.stop();
-    const ctx = openTestContext(config(1));
+    const ctx = await openTestContext(config(1));
     try {
       const target = join(dir, 'restore-full');
       const result = await runRestore(ctx, { source: 'uploads', to: target, backupId: fullId });

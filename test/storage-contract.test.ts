@@ -3,7 +3,8 @@ import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { validate } from '../src/config/index.ts';
 import { isCofreError } from '../src/errors/index.ts';
-import { createOrMatch, FsDriver, MemoryDriver, readAll, S3Driver, type StorageDriver } from '../src/storage/index.ts';
+import { createOrMatch, FsDriver, MemoryDriver, readAll, type StorageDriver } from '../src/storage/index.ts';
+import { S3Driver } from '../src/storage/s3/driver.ts';
 import { createBucket, motoCredentials, startMoto, type Moto } from './helpers/moto.ts';
 import { removeDir, tempDir } from './helpers/tmp.ts';
 

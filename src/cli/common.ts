@@ -22,7 +22,7 @@ export async function withContext<T>(opts: GlobalOptions, createKey: boolean, fn
   const bus = new EventBus();
   const logger = createLogger(opts.verbose ? config.logging.level : 'warn');
   logEvents(bus, logger);
-  const ctx = openContext({ config, clock, bus, createKey });
+  const ctx = await openContext({ config, clock, bus, createKey });
   try {
     return await fn(ctx);
   } finally {

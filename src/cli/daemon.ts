@@ -15,7 +15,7 @@ export function register(program: Command): void {
       const bus = new EventBus();
       const logger = createLogger(config.logging.level);
       logEvents(bus, logger);
-      const daemon = startDaemon(config, systemClock, bus, logger);
+      const daemon = await startDaemon(config, systemClock, bus, logger);
       const onSignal = (signal: string) => () => {
         logger.info({ signal }, 'stopping');
         void daemon.stop();

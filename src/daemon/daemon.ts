@@ -26,8 +26,8 @@ async function backupAll(ctx: JobContext, logger: Logger, stopping: () => boolea
   }
 }
 
-export function startDaemon(config: Config, clock: Clock, bus: EventBus, logger: Logger): DaemonHandle {
-  const ctx = openContext({ config, clock, bus, createKey: true });
+export async function startDaemon(config: Config, clock: Clock, bus: EventBus, logger: Logger): Promise<DaemonHandle> {
+  const ctx = await openContext({ config, clock, bus, createKey: true });
   let stopping = false;
   let running: Promise<void> = Promise.resolve();
   let resolveDone!: () => void;

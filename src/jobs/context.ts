@@ -29,14 +29,14 @@ export interface OpenOptions {
   createKey: boolean;
 }
 
-export function openContext(opts: OpenOptions): JobContext {
+export async function openContext(opts: OpenOptions): Promise<JobContext> {
   const catalog = new Catalog(opts.config.catalog.path, opts.clock);
   try {
     for (const run of catalog.recoverInterrupted()) {
       opts.bus.emit('run.interrupted', { runId: run.id, kind: run.kind, source: run.source, backupId: run.backupId });
     }
     const envelope = new Envelope(keyringsFor(opts.config, { create: opts.createKey }));
-    const regions = opts.config.regions.map((r) => openRegion(r, opts.clock, opts.bus));
+    const regions = await Promise.all(opts.config.regions.map((r) => openRegion(r, opts.clock, opts.bus)));
     return { config: opts.config, clock: opts.clock, bus: opts.bus, catalog, envelope, regions, quorum: quorumOf(opts.config) };
   } catch (err) {
     catalog.close();

@@ -73,10 +73,10 @@ export function zstdCompress(level: number): Transform {
     params: { [constants.ZSTD_c_compressionLevel]: level, [constants.ZSTD_c_checksumFlag]: 1 },
     chunkSize: PIPELINE_CHUNK_BYTES,
     // Deep buffers on both sides keep the zstd thread busy while the main thread encrypts.
-    highWaterMark: 4 * PIPELINE_CHUNK_BYTES,
+    highWaterMark: 2 * PIPELINE_CHUNK_BYTES,
   } as ZstdOptions);
 }
 
 export function zstdDecompress(): Transform {
-  return createZstdDecompress({ chunkSize: PIPELINE_CHUNK_BYTES, highWaterMark: 4 * PIPELINE_CHUNK_BYTES } as ZstdOptions);
+  return createZstdDecompress({ chunkSize: PIPELINE_CHUNK_BYTES, highWaterMark: 2 * PIPELINE_CHUNK_BYTES } as ZstdOptions);
 }

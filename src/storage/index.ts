@@ -4,4 +4,3 @@ export * from './open.ts';
 export * from './wrappers.ts';
 export { FsDriver } from './fs/driver.ts';
 export { MemoryDriver } from './memory/driver.ts';
-export { S3Driver } from './s3/driver.ts';

@@ -9,10 +9,10 @@ export interface TestContext extends JobContext {
   close(): Promise<void>;
 }
 
-export function openTestContext(config: Config, clock: Clock = systemClock): TestContext {
+export async function openTestContext(config: Config, clock: Clock = systemClock): Promise<TestContext> {
   const bus = new EventBus();
   const events: TestContext['events'] = [];
   bus.onAny((name, payload) => events.push({ name, payload }));
-  const ctx = openContext({ config, clock, bus, createKey: true });
+  const ctx = await openContext({ config, clock, bus, createKey: true });
   return Object.assign(ctx, { events, close: () => closeContext(ctx) });
 }

@@ -1,7 +1,7 @@
 // Restores a manifest's tree into an empty directory: all-or-nothing, verified file by file, never through a symlink.
 import { randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { chmod, lchown, lutimes, mkdir, readdir, rename, rm, rmdir, stat, symlink, utimes } from 'node:fs/promises';
+import { chmodSync, createWriteStream, lchownSync, lutimesSync, mkdirSync, renameSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -9,6 +9,7 @@ import tar from 'tar-stream';
 import { CofreError } from '../../errors/index.ts';
 import { HashTap } from '../../pipeline/index.ts';
 import type { Manifest, ManifestEntry } from '../../repository/index.ts';
+import { SMALL_FILE_BYTES } from './read-file.ts';
 import { assertSafePath, assertSafeTree } from './safe-path.ts';
 
 const STAGING_PREFIX = '.cofre-restore-';
@@ -63,14 +64,21 @@ async function extractPack(plaintext: Readable, staging: string, wanted: Map<str
       }
       const part = join(staging, `${name}${PART_SUFFIX}`);
       const tap = new HashTap();
-      await pipeline(item, tap, createWriteStream(part, { mode: 0o600 }));
+      if ((entry.size ?? 0) <= SMALL_FILE_BYTES) {
+        // Small files are gathered and written synchronously: cheaper than an async stream per file.
+        const parts: Buffer[] = [];
+        for await (const chunk of item.pipe(tap)) parts.push(chunk as Buffer);
+        writeFileSync(part, Buffer.concat(parts), { mode: 0o600, flag: 'wx' });
+      } else {
+        await pipeline(item, tap, createWriteStream(part, { mode: 0o600, flags: 'wx' }));
+      }
       if (tap.bytes !== entry.size || tap.sha256() !== entry.sha256) {
         await rm(part, { force: true });
         throw new CofreError('HASH_MISMATCH', `${name}: restored content does not match the manifest`, {
           op: 'restore', path: name, hint: 'the pack does not hold what the manifest recorded; another region is tried',
         });
       }
-      await rename(part, join(staging, name));
+      renameSync(part, join(staging, name));
       wanted.delete(name);
     }
   })();
@@ -94,7 +102,7 @@ export async function restoreTree(manifest: Manifest, target: string, readPack: 
   const result: RestoreTreeResult = { files: 0, dirs: 0, symlinks: 0, bytes: 0 };
   try {
     const dirs = manifest.entries.filter((e) => e.type === 'dir');
-    for (const d of dirs) await mkdir(join(staging, d.path), { mode: 0o700 });
+    for (const d of dirs) mkdirSync(join(staging, d.path), { mode: 0o700 });
     result.dirs = dirs.length;
 
     const files = manifest.entries.filter((e) => e.type === 'file');
@@ -109,28 +117,29 @@ export async function restoreTree(manifest: Manifest, target: string, readPack: 
     for (const { loc, entries } of byPack.values()) {
       await readPack(loc, (plaintext) => extractPack(plaintext, staging, new Map(entries.map((e) => [e.path, e])), `${loc.backup}/${loc.pack}`));
     }
+    // Metadata is set synchronously: per file it costs less than an async round trip.
     const asRoot = process.getuid?.() === 0;
     for (const f of files) {
       const p = join(staging, f.path);
-      if (asRoot) await lchown(p, f.uid, f.gid);
-      await chmod(p, f.mode);
-      await utimes(p, nsToSeconds(f.mtimeNs), nsToSeconds(f.mtimeNs));
+      if (asRoot) lchownSync(p, f.uid, f.gid);
+      chmodSync(p, f.mode);
+      utimesSync(p, nsToSeconds(f.mtimeNs), nsToSeconds(f.mtimeNs));
       result.files++;
       result.bytes += f.size ?? 0;
     }
     for (const s of manifest.entries.filter((e) => e.type === 'symlink')) {
       const p = join(staging, s.path);
-      await symlink(s.target ?? '', p);
-      if (asRoot) await lchown(p, s.uid, s.gid);
-      await lutimes(p, nsToSeconds(s.mtimeNs), nsToSeconds(s.mtimeNs));
+      symlinkSync(s.target ?? '', p);
+      if (asRoot) lchownSync(p, s.uid, s.gid);
+      lutimesSync(p, nsToSeconds(s.mtimeNs), nsToSeconds(s.mtimeNs));
       result.symlinks++;
     }
     // Deepest directories first, so setting a parent's mtime is not undone by work inside it.
     for (const d of [...dirs].sort((a, b) => b.path.split('/').length - a.path.split('/').length)) {
       const p = join(staging, d.path);
-      if (asRoot) await lchown(p, d.uid, d.gid);
-      await chmod(p, d.mode);
-      await utimes(p, nsToSeconds(d.mtimeNs), nsToSeconds(d.mtimeNs));
+      if (asRoot) lchownSync(p, d.uid, d.gid);
+      chmodSync(p, d.mode);
+      utimesSync(p, nsToSeconds(d.mtimeNs), nsToSeconds(d.mtimeNs));
     }
     for (const top of await readdir(staging)) await rename(join(staging, top), join(target, top));
     await rmdir(staging);

@@ -88,7 +88,7 @@ export class FsDriver implements StorageDriver {
     const temp = `${final}${TEMP_MARK}${randomBytes(6).toString('hex')}`;
     try {
       await mkdir(dirname(final), { recursive: true });
-      const out = createWriteStream(temp, { flags: 'wx', mode: 0o640, highWaterMark: 4 * 1024 * 1024 });
+      const out = createWriteStream(temp, { flags: 'wx', mode: 0o640, highWaterMark: 1024 * 1024 });
       await pipeline(Buffer.isBuffer(body) ? Readable.from([body]) : body, out, { signal: opts.signal });
       const handle = await open(temp, 'r');
       const size = (await handle.stat()).size;
