@@ -1,0 +1,128 @@
+// Key rotation keeps old backups readable; the storage wrappers retry transient failures and cap concurrency.
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TestClock } from '../src/clock.ts';
+import { validate } from '../src/config/index.ts';
+import { createKeyFile } from '../src/crypto/index.ts';
+import { CofreError } from '../src/errors/index.ts';
+import { runBackup } from '../src/jobs/backup.ts';
+import { runRestore } from '../src/jobs/restore.ts';
+import { runVerify } from '../src/jobs/verify.ts';
+import { EventBus } from '../src/observability/events.ts';
+import { LimitedDriver, MemoryDriver, readAll, RetryingDriver } from '../src/storage/index.ts';
+import { rawTestConfig } from './helpers/config.ts';
+import { openTestContext } from './helpers/context.ts';
+import { snapshotTree } from './helpers/tree.ts';
+import { removeDir, tempDir } from './helpers/tmp.ts';
+
+let dir: string;
+
+beforeAll(async () => {
+  dir = await tempDir();
+});
+
+afterAll(async () => {
+  await removeDir(dir);
+});
+
+describe('key rotation', () => {
+  it('writes new backups with the new key and still reads those of the previous one', async () => {
+    const src = join(dir, 'data', 'uploads');
+    await mkdir(src, { recursive: true });
+    await writeFile(join(src, 'a.txt'), 'written under key one');
+    const oldKey = join(dir, 'keys', 'cofre.key');
+    const first = await openTestContext(validate(rawTestConfig(dir), 'test'));
+    const oldId = (await runBackup(first, { source: 'uploads', type: 'full' })).backupId;
+    const oldTree = await snapshotTree(src);
+    await first.close();
+
+    const newKey = join(dir, 'keys', 'cofre-2.key');
+    createKeyFile(newKey);
+    const raw = rawTestConfig(dir);
+    raw.encryption = { provider: 'local', keyFile: newKey, previousKeyFiles: [oldKey] };
+    const rotated = await openTestContext(validate(raw, 'test'));
+    try {
+      await writeFile(join(src, 'b.txt'), 'written under key two');
+      const newId = (await runBackup(rotated, { source: 'uploads', type: 'incr' })).backupId;
+      expect((await runVerify(rotated, { deep: true })).problems).toEqual([]);
+      await runRestore(rotated, { source: 'uploads', to: join(dir, 'r-old'), backupId: oldId });
+      expect(await snapshotTree(join(dir, 'r-old'))).toEqual(oldTree);
+      await runRestore(rotated, { source: 'uploads', to: join(dir, 'r-new'), backupId: newId });
+      expect(await snapshotTree(join(dir, 'r-new'))).toEqual(await snapshotTree(src));
+    } finally {
+      await rotated.close();
+    }
+
+    // Without the previous key, the old backup names the key it needs.
+    raw.encryption = { provider: 'local', keyFile: newKey };
+    const forgetful = await openTestContext(validate(raw, 'test'));
+    try {
+      const err = await runRestore(forgetful, { source: 'uploads', to: join(dir, 'r-fail'), backupId: oldId }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: 'KEY_MISMATCH' });
+    } finally {
+      await forgetful.close();
+    }
+  });
+});
+
+/** A memory region that fails its next `failures` operations with a retryable error (fault injection). */
+class FlakyRegion extends MemoryDriver {
+  failures = 0;
+  calls = 0;
+  private maybeFail(): void {
+    this.calls++;
+    if (this.failures > 0) {
+      this.failures--;
+      throw new CofreError('STORAGE_UNAVAILABLE', 'connection reset', { op: 'test' });
+    }
+  }
+  override async stat(key: string) { this.maybeFail(); return super.stat(key); }
+  override async create(key: string, body: Buffer) { this.maybeFail(); return super.create(key, body); }
+}
+
+describe('storage wrappers', () => {
+  it('retries transient failures with backoff on the injected clock, then gives up', async () => {
+    const flaky = new FlakyRegion('flaky');
+    const clock = new TestClock();
+    const bus = new EventBus();
+    const retries: number[] = [];
+    bus.on('storage.retry', (e) => retries.push(e.attempt));
+    const d = new RetryingDriver(flaky, { attempts: 3, baseDelayMs: 100, maxDelayMs: 1000 }, clock, bus);
+    flaky.failures = 2;
+    const pending = d.create('k', Buffer.from('v'));
+    for (let i = 0; i < 10 && retries.length < 2; i++) {
+      await new Promise((r) => setImmediate(r));
+      clock.advance(1000);
+    }
+    await expect(pending).resolves.toEqual({ key: 'k', size: 1 });
+    expect(retries).toEqual([1, 2]);
+    expect((await readAll(await d.read('k'))).toString()).toBe('v');
+
+    flaky.failures = 5;
+    const failing = d.stat('k').catch((e: unknown) => e);
+    for (let i = 0; i < 10; i++) {
+      await new Promise((r) => setImmediate(r));
+      clock.advance(1000);
+    }
+    expect(await failing).toMatchObject({ code: 'STORAGE_UNAVAILABLE' });
+    expect(flaky.calls).toBe(3 + 3); // create: 2 failures then success; stat: 3 failed attempts, then it gives up
+  });
+
+  it('keeps at most `limit` operations in flight', async () => {
+    let active = 0;
+    let peak = 0;
+    class Slow extends MemoryDriver {
+      override async stat(key: string) {
+        active++;
+        peak = Math.max(peak, active);
+        await new Promise((r) => setImmediate(r));
+        active--;
+        return super.stat(key);
+      }
+    }
+    const d = new LimitedDriver(new Slow('slow'), 3);
+    await Promise.all(Array.from({ length: 20 }, (_, i) => d.stat(`k${i}`)));
+    expect(peak).toBe(3);
+  });
+});
