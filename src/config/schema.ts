@@ -7,7 +7,7 @@ import { parseBytes } from './units.ts';
 export const DEFAULT_PACK_SIZE_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_REGION_BUFFER_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_ZSTD_LEVEL = 3;
-export const DEFAULT_S3_PART_SIZE_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_S3_PART_SIZE_BYTES = 8 * 1024 * 1024;
 export const DEFAULT_CATALOG_PATH = './var/catalog.db';
 
 const NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
