@@ -50,6 +50,15 @@ export interface RunRow {
   error: string | null;
 }
 
+export interface ScheduleRunRow {
+  id: string;
+  schedule: string;
+  dueAt: string;
+  status: 'pending' | 'completed' | 'failed' | 'interrupted' | 'superseded';
+  reason: string;
+  updatedAt: string;
+}
+
 type Row = Record<string, SQLInputValue>;
 
 const BACKUP_COLUMNS = `id, source, type, method, status, parent, run_id AS runId, started_at AS startedAt, finished_at AS finishedAt,
@@ -267,6 +276,41 @@ export class Catalog {
     return this.db.prepare('SELECT name, size, sha256 FROM objects WHERE backup_id = ? ORDER BY name').all(backupId) as unknown as {
       name: string; size: number; sha256: string;
     }[];
+  }
+
+  // ── schedule runs ───────────────────────────────────────────────────────────────────────────────────
+
+  getScheduleRun(id: string): ScheduleRunRow | undefined {
+    return this.db
+      .prepare('SELECT id, schedule, due_at AS dueAt, status, reason, updated_at AS updatedAt FROM schedule_runs WHERE id = ?')
+      .get(id) as unknown as ScheduleRunRow | undefined;
+  }
+
+  /**
+   * Claims a (schedule, due time) for running. Returns false when it was already claimed and is not to be
+   * retried (a double fire); a claim left pending or interrupted by a dead daemon may be claimed again.
+   */
+  claimScheduleRun(id: string, schedule: string, dueAt: string, reason: string, status: 'pending' | 'superseded'): boolean {
+    return this.transaction(() => {
+      const existing = this.getScheduleRun(id);
+      if (existing && existing.status !== 'interrupted' && existing.status !== 'pending') return false;
+      this.db
+        .prepare(`INSERT INTO schedule_runs (id, schedule, due_at, status, reason, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+                  ON CONFLICT (id) DO UPDATE SET status = excluded.status, reason = excluded.reason, updated_at = excluded.updated_at`)
+        .run(id, schedule, dueAt, status, reason, this.now());
+      return true;
+    });
+  }
+
+  finishScheduleRuns(ids: string[], status: 'completed' | 'failed' | 'interrupted'): void {
+    const stmt = this.db.prepare(`UPDATE schedule_runs SET status = ?, updated_at = ? WHERE id = ? AND status = 'pending'`);
+    for (const id of ids) stmt.run(status, this.now(), id);
+  }
+
+  listScheduleRuns(): ScheduleRunRow[] {
+    return this.db
+      .prepare('SELECT id, schedule, due_at AS dueAt, status, reason, updated_at AS updatedAt FROM schedule_runs ORDER BY due_at, id')
+      .all() as unknown as ScheduleRunRow[];
   }
 
   /** Copies each region still owes (backups that finished degraded). */

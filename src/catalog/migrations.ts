@@ -51,4 +51,16 @@ export const MIGRATIONS: string[] = [
     PRIMARY KEY (backup_id, name)
   );
   `,
+  // 2: scheduled runs, one row per (schedule, due time): firing twice for the same due time is a no-op.
+  `
+  CREATE TABLE schedule_runs (
+    id TEXT PRIMARY KEY,
+    schedule TEXT NOT NULL,
+    due_at TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'completed', 'failed', 'interrupted', 'superseded')),
+    reason TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+  );
+  CREATE INDEX schedule_runs_by_schedule ON schedule_runs (schedule, due_at);
+  `,
 ];

@@ -1,4 +1,4 @@
-// cofre daemon: run the long-lived backup process on the loaded config (npm start runs it on the embedded default).
+// cofre daemon: the long-running process (npm start runs it on the embedded default).
 import type { Command } from 'commander';
 import { systemClock } from '../clock.ts';
 import { startDaemon } from '../daemon/daemon.ts';
@@ -6,22 +6,24 @@ import { EventBus } from '../observability/events.ts';
 import { createLogger, logEvents } from '../observability/logger.ts';
 import { action, loadFromOptions, type GlobalOptions } from './common.ts';
 
-export function register(program: Command): void {
+export function register(program: Command, version: string): void {
   program
     .command('daemon')
-    .description('run the backup daemon until SIGTERM')
+    .description('run the backup daemon: schedules, catch-up, RPO checks and the HTTP API, until SIGTERM')
     .action(action(async () => {
-      const config = loadFromOptions(program.opts<GlobalOptions>());
+      const global = program.opts<GlobalOptions>();
+      const first = loadFromOptions(global);
       const bus = new EventBus();
-      const logger = createLogger(config.logging.level);
+      const logger = createLogger(first.logging.level);
       logEvents(bus, logger);
-      const daemon = await startDaemon(config, systemClock, bus, logger);
-      const onSignal = (signal: string) => () => {
-        logger.info({ signal }, 'stopping');
-        void daemon.stop();
-      };
-      process.once('SIGTERM', onSignal('SIGTERM'));
-      process.once('SIGINT', onSignal('SIGINT'));
+      const daemon = await startDaemon({ loadConfig: () => loadFromOptions(global), clock: systemClock, bus, logger, version });
+      process.stderr.write(`cofre daemon on http://${daemon.address} (/health, /ready, /metrics, /api/v1/status)\n`);
+      process.once('SIGTERM', () => void daemon.stop());
+      process.once('SIGINT', () => void daemon.stop());
+      process.on('SIGHUP', () => {
+        logger.info('SIGHUP: reloading the config');
+        void daemon.reload();
+      });
       await daemon.done;
     }));
 }

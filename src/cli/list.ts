@@ -1,15 +1,7 @@
 // cofre list [source] [--json]: the backups in the catalog with their status per region.
 import type { Command } from 'commander';
-import type { Catalog } from '../catalog/catalog.ts';
+import { listBackups } from '../jobs/list.ts';
 import { action, humanBytes, printJson, withContext, type GlobalOptions } from './common.ts';
-
-export function listing(catalog: Catalog, source?: string) {
-  return catalog.listBackups(source).map((b) => ({
-    id: b.id, source: b.source, type: b.type, method: b.method, status: b.status, parent: b.parent,
-    startedAt: b.startedAt, finishedAt: b.finishedAt, sizeBytes: b.sizeBytes, storedBytes: b.storedBytes,
-    regions: Object.fromEntries(catalog.copiesOf(b.id).map((c) => [c.region, c.status])),
-  }));
-}
 
 export function register(program: Command): void {
   program
@@ -17,7 +9,7 @@ export function register(program: Command): void {
     .description('list backups, oldest first')
     .option('--json', 'print an array of backups as JSON')
     .action(action(async (source: string | undefined, opts: { json?: boolean }) => {
-      const rows = await withContext(program.opts<GlobalOptions>(), false, async (ctx) => listing(ctx.catalog, source));
+      const rows = await withContext(program.opts<GlobalOptions>(), false, async (ctx) => listBackups(ctx.catalog, source));
       if (opts.json) return printJson(rows);
       if (rows.length === 0) return void process.stdout.write('no backups\n');
       for (const r of rows) {

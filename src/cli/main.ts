@@ -18,6 +18,7 @@ const program = new Command('cofre')
   .option('--set <key=value>', 'override a config value (repeatable), e.g. --set compression.level=6', (v: string, acc: string[]) => [...acc, v], [] as string[])
   .option('-v, --verbose', 'log progress and events to stderr');
 
-for (const add of [backup, list, show, restore, verify, config, daemon]) add(program);
+for (const add of [backup, list, show, restore, verify, config]) add(program);
+daemon(program, pkg.version);
 
 await program.parseAsync(process.argv);

@@ -2,13 +2,15 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { Secret } from './secret.ts';
-import { parseBytes } from './units.ts';
+import { Cron } from 'croner';
+import { parseBytes, parseDurationSeconds } from './units.ts';
 
 export const DEFAULT_PACK_SIZE_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_REGION_BUFFER_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_ZSTD_LEVEL = 3;
 export const DEFAULT_S3_PART_SIZE_BYTES = 8 * 1024 * 1024;
 export const DEFAULT_CATALOG_PATH = './var/catalog.db';
+export const DEFAULT_LISTEN = '127.0.0.1:9847';
 
 const NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const SOURCE_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
@@ -73,11 +75,57 @@ const s3Region = z.strictObject({
 
 export const regionSchema = z.discriminatedUnion('driver', [fsRegion, s3Region, memoryRegion]);
 
+const duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const n = parseDurationSeconds(v);
+  if (n === undefined) {
+    ctx.addIssue({ code: 'custom', message: 'expected a duration such as 3600 or "26h" (s, m, h, d, w)' });
+    return z.NEVER;
+  }
+  return n;
+});
+
+/** A cron expression (5 or 6 fields), checked by croner at load time; null disables the schedule. */
+const cron = z
+  .string()
+  .refine((expr) => {
+    try {
+      new Cron(expr, { paused: true });
+      return true;
+    } catch {
+      return false;
+    }
+  }, 'not a valid cron expression')
+  .nullable();
+
+export const DEFAULT_SCHEDULES = {
+  full: '0 1 * * 0', // Sunday 01:00
+  diff: '0 1 * * 3,6', // Wednesday and Saturday 01:00
+  incr: '0 1 * * *', // daily 01:00: on full and diff days the stronger type runs instead
+} as const;
+
+const sourceSchedule = z
+  .strictObject({
+    full: cron.default(DEFAULT_SCHEDULES.full),
+    diff: cron.default(DEFAULT_SCHEDULES.diff),
+    incr: cron.default(DEFAULT_SCHEDULES.incr),
+    timezone: z.string().default('UTC'),
+  })
+  .prefault({});
+
+const sourceCommon = {
+  schedule: sourceSchedule,
+  /** Recovery point objective: a backup is started when the newest recoverable point is older than this. */
+  rpo: duration.optional(),
+  /** Recovery time objective (exposed as a metric; measured by restore drills). */
+  rto: duration.optional(),
+};
+
 const filesSource = z.strictObject({
   kind: z.literal('files'),
   path: z.string().min(1),
   exclude: z.array(z.string()).default([]),
   createIfMissing: z.boolean().default(true),
+  ...sourceCommon,
 });
 
 export const sourceSchema = z.discriminatedUnion('kind', [filesSource]);
@@ -117,7 +165,16 @@ export const configSchema = z
     regions: z.array(regionSchema).min(1),
     sources: z.record(z.string().regex(SOURCE_NAME, 'source names are lowercase letters, digits, _ and -'), sourceSchema),
     daemon: z
-      .strictObject({ backupEveryMinutes: z.number().int().min(1).default(60) })
+      .strictObject({
+        /** host:port of the HTTP API; anything but loopback requires tokenFile. */
+        listen: z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'expected host:port').default(DEFAULT_LISTEN),
+        tokenFile: z.string().optional(),
+        /** How long a running job may take to finish after SIGTERM before it is aborted. */
+        stopTimeoutSeconds: z.number().positive().default(60),
+        verify: z.strictObject({ cron: cron.default('0 3 * * *'), timezone: z.string().default('UTC') }).prefault({}),
+        /** How often the RPO of every source is checked. */
+        rpoCheckSeconds: z.number().positive().default(60),
+      })
       .prefault({}),
     logging: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info') }).prefault({}),
   })
@@ -127,6 +184,13 @@ export const configSchema = z
       if (seen.has(r.name)) ctx.addIssue({ code: 'custom', path: ['regions', i, 'name'], message: `duplicate region name "${r.name}"`, input: r.name });
       seen.add(r.name);
     });
+    const host = cfg.daemon.listen.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
+    if (!isLoopback(host) && !cfg.daemon.tokenFile) {
+      ctx.addIssue({
+        code: 'custom', path: ['daemon', 'tokenFile'], input: cfg.daemon.listen,
+        message: `daemon.listen ${cfg.daemon.listen} is not a loopback address: set daemon.tokenFile (the API's bearer token)`,
+      });
+    }
     if (typeof cfg.pipeline.quorum === 'number' && cfg.pipeline.quorum > cfg.regions.length) {
       ctx.addIssue({
         code: 'custom', path: ['pipeline', 'quorum'], input: cfg.pipeline.quorum,
@@ -143,4 +207,8 @@ export type KmsKeyConfig = z.output<typeof kmsKey>;
 
 export function quorumOf(cfg: Config): number {
   return cfg.pipeline.quorum === 'all' ? cfg.regions.length : cfg.pipeline.quorum;
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }

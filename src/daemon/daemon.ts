@@ -1,56 +1,189 @@
-// The long-running process: backs every source up at start (a fresh install gets its first full at once) and then
-// on a fixed interval, one job at a time, until SIGTERM/SIGINT. Cron schedules and HTTP arrive with the daemon issue.
+// The long-running process: wires config, job context, scheduler, HTTP API and metrics; owns the lifecycle
+// (one daemon per catalog, SIGHUP reload, SIGTERM with a budget for the running job).
+import type { Server } from 'node:http';
+import { readFileSync } from 'node:fs';
 import type { Clock } from '../clock.ts';
-import type { Config } from '../config/index.ts';
-import { messageOf } from '../errors/index.ts';
+import { Secret, type Config } from '../config/index.ts';
+import { CofreError, messageOf } from '../errors/index.ts';
 import { runBackup } from '../jobs/backup.ts';
 import { closeContext, openContext, type JobContext } from '../jobs/context.ts';
+import { listBackups } from '../jobs/list.ts';
+import { runVerify } from '../jobs/verify.ts';
 import type { EventBus } from '../observability/events.ts';
 import type { Logger } from '../observability/logger.ts';
+import { createMetrics, type Metrics } from '../observability/metrics.ts';
+import type { BackupType } from '../repository/index.ts';
+import { Scheduler, type Work, type WorkOutcome } from '../scheduler/scheduler.ts';
+import { specsFor } from '../scheduler/specs.ts';
+import { createApp, listen } from './http.ts';
+import { acquireDaemonLock, type DaemonLock } from './lock.ts';
+import { metricsState, probeRegions, Progress, statusOf, type RegionHealth } from './state.ts';
+
+export const REGION_PROBE_INTERVAL_MS = 60_000;
+
+export interface DaemonOptions {
+  /** Loads (and reloads, on SIGHUP) the config; throws CofreError on an invalid one. */
+  loadConfig: () => Config;
+  clock: Clock;
+  bus: EventBus;
+  logger: Logger;
+  version: string;
+}
 
 export interface DaemonHandle {
-  /** Resolves when the daemon has stopped (after stop() or a fatal error). */
+  /** Resolves when the daemon has stopped. */
   done: Promise<void>;
+  /** The address the HTTP API listens on (host:port), once started. */
+  address: string;
   stop(): Promise<void>;
+  reload(): Promise<boolean>;
 }
 
-async function backupAll(ctx: JobContext, logger: Logger, stopping: () => boolean): Promise<void> {
-  for (const source of Object.keys(ctx.config.sources)) {
-    if (stopping()) return;
-    const type = ctx.catalog.latestUsable(source) ? 'incr' : 'full';
-    try {
-      await runBackup(ctx, { source, type });
-    } catch (err) {
-      logger.error({ source, err: messageOf(err) }, 'backup failed');
-    }
+export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
+  let config = opts.loadConfig();
+  const lock: DaemonLock = acquireDaemonLock(config.catalog.path);
+  const { clock, bus, logger } = opts;
+  let ctx: JobContext;
+  try {
+    ctx = await openContext({ config, clock, bus, createKey: true });
+  } catch (err) {
+    lock.release();
+    throw err;
   }
-}
+  const health = new Map<string, RegionHealth>();
+  const progress = new Progress(bus, clock);
+  let scheduler: Scheduler | null = null;
+  const metrics: Metrics = createMetrics(bus, opts.version, metricsState(() => ctx, () => scheduler, health));
 
-export async function startDaemon(config: Config, clock: Clock, bus: EventBus, logger: Logger): Promise<DaemonHandle> {
-  const ctx = await openContext({ config, clock, bus, createKey: true });
-  let stopping = false;
-  let running: Promise<void> = Promise.resolve();
-  let resolveDone!: () => void;
-  const done = new Promise<void>((r) => (resolveDone = r));
-  const cycle = (): void => {
-    running = running.then(() => backupAll(ctx, logger, () => stopping));
+  const execute = async (work: Work, signal: AbortSignal): Promise<WorkOutcome> => {
+    const log = logger.child({ job: work.job, source: work.source, type: work.type, reason: work.reason });
+    try {
+      if (work.job === 'verify') {
+        const report = await runVerify(ctx, { deep: false });
+        if (!report.ok) log.warn({ problems: report.problems.length }, 'verify found problems');
+        return report.ok ? 'completed' : 'failed';
+      }
+      await runBackup(ctx, { source: work.source!, type: work.type as BackupType, signal });
+      return 'completed';
+    } catch (err) {
+      if (signal.aborted) {
+        log.warn({ err: messageOf(err) }, 'job aborted by shutdown; it runs again at the next start');
+        return 'interrupted';
+      }
+      log.error({ err: messageOf(err) }, `${work.job} failed`);
+      return 'failed';
+    }
   };
+
+  const startScheduler = (): void => {
+    scheduler = new Scheduler({
+      specs: specsFor(config), catalog: ctx.catalog, clock, bus, execute,
+      rpoSeconds: Object.fromEntries(Object.entries(config.sources).map(([k, s]) => [k, s.rpo])),
+      rpoCheckSeconds: config.daemon.rpoCheckSeconds,
+    });
+    scheduler.start();
+  };
+
+  const token = config.daemon.tokenFile ? new Secret(readFileSync(config.daemon.tokenFile, 'utf8').trim()) : null;
+  const app = createApp({
+    health: () => {
+      const problems: string[] = [];
+      try {
+        ctx.catalog.setMeta('heartbeat', clock.now().toISOString());
+      } catch (err) {
+        problems.push(`catalog not writable: ${messageOf(err)}`);
+      }
+      return { ok: problems.length === 0, problems };
+    },
+    ready: async () => {
+      const reasons: string[] = [];
+      await probeRegions(ctx, health);
+      const up = ctx.regions.filter((r) => health.get(r.region)?.up).length;
+      if (up < ctx.quorum) reasons.push(`only ${up} of ${ctx.regions.length} regions reachable, quorum is ${ctx.quorum}`);
+      try {
+        const keys = await ctx.envelope.keyrings.prepareWrite();
+        if (keys.unreachable.length > 0) reasons.push(`KMS keys unreachable: ${keys.unreachable.join(', ')}`);
+      } catch (err) {
+        reasons.push(`no usable encryption key: ${messageOf(err)}`);
+      }
+      return { ok: reasons.length === 0, reasons };
+    },
+    registry: () => metrics.registry,
+    status: () => statusOf(ctx, scheduler, progress, health),
+    backups: (source) => listBackups(ctx.catalog, source),
+    startBackup: (source, type) => {
+      if (!config.sources[source]) return { ok: false, status: 404, error: `no source named "${source}"` };
+      if (!['full', 'diff', 'incr'].includes(type)) return { ok: false, status: 400, error: `type: expected full, diff or incr (got "${type}")` };
+      scheduler?.enqueue({ job: 'backup', source, type: type as BackupType, reason: 'api', runIds: [] });
+      return { ok: true, queued: { source, type, status: 'queued' } };
+    },
+  }, token);
+
+  let server: Server;
+  try {
+    server = await listen(app, config.daemon.listen);
+  } catch (err) {
+    await closeContext(ctx);
+    lock.release();
+    throw new CofreError('CONFIG_INVALID', `cannot listen on ${config.daemon.listen}: ${messageOf(err)}`, {
+      op: 'daemon.listen', hint: 'set daemon.listen to a free host:port', cause: err,
+    });
+  }
+  const bound = server.address();
+  const address = typeof bound === 'object' && bound ? `${bound.address.includes(':') ? `[${bound.address}]` : bound.address}:${bound.port}` : config.daemon.listen;
+  await probeRegions(ctx, health);
+  const cancelProbe = clock.every(REGION_PROBE_INTERVAL_MS, () => void probeRegions(ctx, health));
+  startScheduler();
   logger.info({
+    health: `http://${address}/health`, metrics: `http://${address}/metrics`, status: `http://${address}/api/v1/status`,
     sources: Object.fromEntries(Object.entries(config.sources).map(([k, v]) => [k, v.path])),
     regions: config.regions.map((r) => (r.driver === 'fs' ? `${r.name}: ${r.path}` : r.driver === 's3' ? `${r.name}: s3://${r.bucket}/${r.prefix}` : r.name)),
     catalog: config.catalog.path,
-    backupEveryMinutes: config.daemon.backupEveryMinutes,
   }, 'cofre daemon started');
-  cycle();
-  const cancel = clock.every(config.daemon.backupEveryMinutes * 60_000, cycle);
-  const stop = async (): Promise<void> => {
-    if (stopping) return done;
-    stopping = true;
-    cancel();
-    await running;
-    await closeContext(ctx);
-    logger.info('cofre daemon stopped');
-    resolveDone();
+
+  let resolveDone!: () => void;
+  const done = new Promise<void>((r) => (resolveDone = r));
+  let stopping: Promise<void> | null = null;
+
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      logger.info({ budgetSeconds: config.daemon.stopTimeoutSeconds }, 'stopping: no new jobs; a running job may finish within the budget');
+      cancelProbe();
+      await scheduler?.stop(config.daemon.stopTimeoutSeconds * 1000);
+      await new Promise<void>((r) => server.close(() => r()));
+      server.closeAllConnections();
+      metrics.detach();
+      await closeContext(ctx);
+      lock.release();
+      logger.info('cofre daemon stopped');
+      resolveDone();
+    })();
+    return stopping;
   };
-  return { done, stop };
+
+  /** SIGHUP: a valid new config replaces the old once running jobs finish; an invalid one is rejected. */
+  const reload = async (): Promise<boolean> => {
+    let next: Config;
+    try {
+      next = opts.loadConfig();
+    } catch (err) {
+      bus.emit('config.rejected', { file: 'config', error: messageOf(err) });
+      return false;
+    }
+    if (next.daemon.listen !== config.daemon.listen || next.catalog.path !== config.catalog.path) {
+      logger.warn('daemon.listen and catalog.path take effect at the next restart');
+      next.daemon.listen = config.daemon.listen;
+      next.catalog.path = config.catalog.path;
+    }
+    await scheduler?.stop(Number.POSITIVE_INFINITY);
+    await closeContext(ctx);
+    config = next;
+    ctx = await openContext({ config, clock, bus, createKey: true });
+    await probeRegions(ctx, health);
+    startScheduler();
+    bus.emit('config.reloaded', { file: 'config' });
+    return true;
+  };
+
+  return { done, address, stop, reload };
 }

@@ -26,6 +26,8 @@ import { readOrder, repositoryOf, writeSettings, type JobContext } from './conte
 export interface BackupArgs {
   source: string;
   type: BackupType;
+  /** Aborting (daemon shutdown past its budget) ends the backup as `interrupted` and removes its objects. */
+  signal?: AbortSignal;
 }
 
 export interface BackupResult {
@@ -130,7 +132,7 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
     let captured;
     try {
       captured = await captureTree({
-        root: src.path, exclude: src.exclude, backupId: id, packs,
+        root: src.path, exclude: src.exclude, backupId: id, packs, signal: args.signal,
         parent: parentManifest ? { entries: parentManifest.entries, startedAtMs: Date.parse(parentManifest.startedAt) } : null,
         onSkip: (path, reason) => {
           skipped.push({ path, reason });
@@ -180,12 +182,13 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
     };
   } catch (err) {
     const message = messageOf(err);
+    const status = args.signal?.aborted ? 'interrupted' : 'failed';
     if (backupId) {
-      ctx.catalog.finishBackup(backupId, { status: 'failed', error: message });
+      ctx.catalog.finishBackup(backupId, { status, error: message });
       const leftovers = await removeBackupObjects(ctx, args.source, backupId);
       if (leftovers.length === 0) ctx.catalog.markCleaned(backupId);
     }
-    ctx.catalog.finishRun(runId, 'failed', message);
+    ctx.catalog.finishRun(runId, status, message);
     ctx.bus.emit('backup.failed', { runId, backupId: backupId ?? '', source: args.source, type, error: message });
     throw err;
   }

@@ -60,12 +60,20 @@ export function writeSettings(ctx: JobContext): WriteSettings {
   };
 }
 
+/** Jobs of one process check the repository one at a time (the daemon runs sources in parallel). */
+const repositoryChecks = new WeakMap<JobContext, Promise<unknown>>();
+
 /** The repository id, agreed by the catalog and every reachable region; cofre.repo is written where missing. */
 export async function repositoryOf(ctx: JobContext, create: boolean): Promise<{ repoId: string; statuses: RepoStatus[] }> {
-  const known = ctx.catalog.getMeta(REPO_ID_META);
-  const out = await ensureRepository(ctx.regions, { knownRepoId: known, keyIds: ctx.envelope.keyrings.writeKeyIds, clock: ctx.clock, create });
-  if (!known && out.statuses.some((s) => s.repo)) ctx.catalog.setMeta(REPO_ID_META, out.repoId);
-  return out;
+  const previous = repositoryChecks.get(ctx) ?? Promise.resolve();
+  const check = previous.catch(() => undefined).then(async () => {
+    const known = ctx.catalog.getMeta(REPO_ID_META);
+    const out = await ensureRepository(ctx.regions, { knownRepoId: known, keyIds: ctx.envelope.keyrings.writeKeyIds, clock: ctx.clock, create });
+    if (!known && out.statuses.some((s) => s.repo)) ctx.catalog.setMeta(REPO_ID_META, out.repoId);
+    return { repoId: out.repoId, statuses: out.statuses };
+  });
+  repositoryChecks.set(ctx, check);
+  return check;
 }
 
 /** Regions in read preference: those whose copy of the backup is complete first, then the rest. */

@@ -26,6 +26,10 @@ export interface CofreEvents {
   'storage.retry': { region: string; op: string; attempt: number; error: string };
   'source.skipped': { source: string; path: string; reason: string };
   'keys.unreachable': { backupId: string; keyIds: string[] };
+  'schedule.fired': { schedules: string[]; job: string; source: string | null; type: string | null; dueAt: string; reason: string };
+  'rpo.breached': { source: string; ageSeconds: number | null; rpoSeconds: number };
+  'config.reloaded': { file: string };
+  'config.rejected': { file: string; error: string };
 }
 
 export type EventName = keyof CofreEvents;
@@ -50,7 +54,7 @@ export class EventBus {
     const names: EventName[] = [
       'backup.started', 'backup.finished', 'backup.failed', 'run.interrupted', 'copy.failed', 'copy.written',
       'restore.fallback', 'restore.finished', 'verify.finished', 'storage.request', 'storage.retry', 'source.skipped',
-      'keys.unreachable',
+      'keys.unreachable', 'schedule.fired', 'rpo.breached', 'config.reloaded', 'config.rejected',
     ];
     const offs = names.map((n) => this.on(n, (p) => listener(n, p)));
     return () => offs.forEach((off) => off());

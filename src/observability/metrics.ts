@@ -7,7 +7,25 @@ export interface Metrics {
   detach: () => void;
 }
 
-export function createMetrics(bus: EventBus, version: string): Metrics {
+/** Values read at scrape time from the daemon's current state (catalog, scheduler, region probes). */
+export interface MetricsState {
+  recoveryPoints(): { source: string; seconds: number }[];
+  targets(): { source: string; rpoSeconds?: number; rtoSeconds?: number }[];
+  nextRuns(): { source: string; job: string; seconds: number }[];
+  regions(): { region: string; up: boolean; copiesOwed: number }[];
+}
+
+function stateGauge(registry: Registry, name: string, help: string, labelNames: string[], read: (g: Gauge) => void): void {
+  new Gauge({
+    name, help, labelNames, registers: [registry],
+    collect() {
+      this.reset();
+      read(this);
+    },
+  });
+}
+
+export function createMetrics(bus: EventBus, version: string, state?: MetricsState): Metrics {
   const registry = new Registry();
   const buildInfo = new Gauge({ name: 'cofre_build_info', help: 'cofre version', labelNames: ['version'], registers: [registry] });
   buildInfo.set({ version }, 1);
@@ -31,7 +49,33 @@ export function createMetrics(bus: EventBus, version: string): Metrics {
   const retries = new Counter({ name: 'cofre_storage_retries_total', help: 'Storage retries', labelNames: ['region', 'op'], registers: [registry] });
   const copyFailures = new Counter({ name: 'cofre_copy_failures_total', help: 'Region copies that failed during a backup', labelNames: ['region'], registers: [registry] });
 
+  if (state) {
+    stateGauge(registry, 'cofre_recovery_point_timestamp_seconds', 'Newest recoverable point per source', ['source'], (g) => {
+      for (const r of state.recoveryPoints()) g.set({ source: r.source }, r.seconds);
+    });
+    stateGauge(registry, 'cofre_rpo_target_seconds', 'Recovery point objective per source', ['source'], (g) => {
+      for (const t of state.targets()) if (t.rpoSeconds) g.set({ source: t.source }, t.rpoSeconds);
+    });
+    stateGauge(registry, 'cofre_rto_target_seconds', 'Recovery time objective per source', ['source'], (g) => {
+      for (const t of state.targets()) if (t.rtoSeconds) g.set({ source: t.source }, t.rtoSeconds);
+    });
+    stateGauge(registry, 'cofre_next_run_timestamp_seconds', 'Next scheduled run per source and job', ['source', 'job'], (g) => {
+      for (const n of state.nextRuns()) g.set({ source: n.source, job: n.job }, n.seconds);
+    });
+    stateGauge(registry, 'cofre_region_up', 'Whether the region answered its last probe', ['region'], (g) => {
+      for (const r of state.regions()) g.set({ region: r.region }, r.up ? 1 : 0);
+    });
+    stateGauge(registry, 'cofre_region_copies_owed', 'Backup copies a region still owes', ['region'], (g) => {
+      for (const r of state.regions()) g.set({ region: r.region }, r.copiesOwed);
+    });
+  }
+  // WAL archiving (PostgreSQL sources) feeds these; with only file sources they have no samples.
+  new Gauge({ name: 'cofre_wal_last_archived_timestamp_seconds', help: 'Time of the last WAL segment stored at quorum', labelNames: ['source'], registers: [registry] });
+  new Gauge({ name: 'cofre_wal_ready_segments', help: 'WAL segments waiting to be archived', labelNames: ['source'], registers: [registry] });
+  const rpoBreaches = new Counter({ name: 'cofre_rpo_breaches_total', help: 'Times a source was found older than its RPO', labelNames: ['source'], registers: [registry] });
+
   const offs = [
+    bus.on('rpo.breached', (e) => rpoBreaches.inc({ source: e.source })),
     bus.on('backup.finished', (e) => {
       const labels = { source: e.source, type: e.type };
       lastSuccess.set(labels, e.finishedAtSeconds);

@@ -44,6 +44,18 @@ export async function ensureRepository(
   regions: StorageDriver[],
   opts: { knownRepoId: string | null; keyIds: string[]; clock: Clock; create: boolean },
 ): Promise<{ repoId: string; statuses: RepoStatus[] }> {
+  // Two writers initialising an empty repository at once race on cofre.repo: the loser re-reads and adopts
+  // the winner's id (a few rounds at most).
+  for (let round = 0; ; round++) {
+    const out = await ensureRepositoryOnce(regions, opts);
+    if (!out.lostRace || round >= 3) return out;
+  }
+}
+
+async function ensureRepositoryOnce(
+  regions: StorageDriver[],
+  opts: { knownRepoId: string | null; keyIds: string[]; clock: Clock; create: boolean },
+): Promise<{ repoId: string; statuses: RepoStatus[]; lostRace: boolean }> {
   const statuses: RepoStatus[] = await Promise.all(
     regions.map(async (driver) => {
       try {
@@ -62,6 +74,7 @@ export async function ensureRepository(
     });
   }
   const repoId = [...ids][0] ?? randomUUID();
+  let lostRace = false;
   if (opts.create) {
     const file: RepoFile = { format: REPO_FORMAT_VERSION, repoId, createdAt: opts.clock.now().toISOString(), keyIds: opts.keyIds };
     const body = Buffer.from(JSON.stringify(file, null, 2) + '\n');
@@ -75,10 +88,11 @@ export async function ensureRepository(
           // Another writer may have created it first with its own timestamp: accept it if the id matches.
           const existing = await readRepoFile(regions[i]!).catch(() => null);
           if (existing?.repoId === repoId) s.repo = existing;
+          else if (existing && ids.size === 0) lostRace = true;
           else s.error = messageOf(err);
         }
       }),
     );
   }
-  return { repoId, statuses };
+  return { repoId, statuses, lostRace };
 }

@@ -1,4 +1,5 @@
 // Captures a tree as a complete manifest: unchanged files point at the parent's bytes, changed ones are packed.
+import { CofreError } from '../../errors/index.ts';
 import type { ManifestEntry } from '../../repository/index.ts';
 import { hashFile, readSmallFile, SMALL_FILE_BYTES, type SmallFile } from './read-file.ts';
 import type { PackBuilder } from './pack-builder.ts';
@@ -19,6 +20,7 @@ export interface CaptureInput {
   parent: { entries: ManifestEntry[]; startedAtMs: number } | null;
   packs: PackBuilder;
   onSkip: (path: string, reason: string) => void;
+  signal?: AbortSignal;
 }
 
 export interface CaptureStats {
@@ -91,6 +93,11 @@ export async function captureTree(input: CaptureInput): Promise<{ entries: Manif
   // plan() never rejects (errors are returned), so promises waiting in the look-ahead are never unhandled.
   for await (const p of mapOrdered(walk, LOOKAHEAD_ENTRIES, (e) => plan(e, previous, parentStartedAtMs))) {
     const e = p.entry;
+    if (input.signal?.aborted) {
+      throw new CofreError('ABORTED', `backup aborted: ${(input.signal.reason as Error)?.message ?? 'stopped'}`, {
+        op: 'backup', hint: 'the daemon is stopping; the backup is marked interrupted and retried at the next start',
+      });
+    }
     if (e.type === 'dir' || e.type === 'symlink') {
       if (e.type === 'dir') stats.dirs++;
       else stats.symlinks++;

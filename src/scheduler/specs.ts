@@ -1,0 +1,43 @@
+// The schedules a config implies: per source a cron per backup type, plus daily verification.
+import { Cron } from 'croner';
+import type { Config } from '../config/index.ts';
+import type { BackupType } from '../repository/index.ts';
+
+export type JobKind = 'backup' | 'verify';
+
+export interface ScheduleSpec {
+  /** Stable name: "uploads:full", "verify". Part of every run id, so keep it stable across restarts. */
+  id: string;
+  job: JobKind;
+  source: string | null;
+  type: BackupType | null;
+  cron: Cron;
+}
+
+/** full > diff > incr: when types fall due together, the strongest runs and stands for the others. */
+export const TYPE_STRENGTH: Record<BackupType, number> = { full: 3, diff: 2, incr: 1 };
+
+export function stronger(a: BackupType, b: BackupType): BackupType {
+  return TYPE_STRENGTH[a] >= TYPE_STRENGTH[b] ? a : b;
+}
+
+function cronOf(expr: string, timezone: string): Cron {
+  // paused: croner is used only to compute due times; the scheduler waits on the injected clock.
+  return new Cron(expr, { timezone, paused: true });
+}
+
+export function specsFor(cfg: Config): ScheduleSpec[] {
+  const specs: ScheduleSpec[] = [];
+  for (const [source, src] of Object.entries(cfg.sources)) {
+    for (const type of ['full', 'diff', 'incr'] as const) {
+      const expr = src.schedule[type];
+      if (expr) specs.push({ id: `${source}:${type}`, job: 'backup', source, type, cron: cronOf(expr, src.schedule.timezone) });
+    }
+  }
+  if (cfg.daemon.verify.cron) specs.push({ id: 'verify', job: 'verify', source: null, type: null, cron: cronOf(cfg.daemon.verify.cron, cfg.daemon.verify.timezone) });
+  return specs;
+}
+
+export function runIdFor(spec: ScheduleSpec, dueAt: Date): string {
+  return `${spec.id}@${dueAt.toISOString()}`;
+}
