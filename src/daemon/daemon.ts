@@ -150,8 +150,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
       logger.info({ budgetSeconds: config.daemon.stopTimeoutSeconds }, 'stopping: no new jobs; a running job may finish within the budget');
       cancelProbe();
       await scheduler?.stop(config.daemon.stopTimeoutSeconds * 1000);
-      await new Promise<void>((r) => server.close(() => r()));
+      // Keep-alive connections would hold close() open for their idle timeout: end them now.
+      const closed = new Promise<void>((r) => server.close(() => r()));
       server.closeAllConnections();
+      await closed;
       metrics.detach();
       await closeContext(ctx);
       lock.release();
