@@ -2,6 +2,7 @@
 // (one daemon per catalog, SIGHUP reload, SIGTERM with a budget for the running job).
 import type { Server } from 'node:http';
 import { readFileSync } from 'node:fs';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Clock } from '../clock.ts';
 import { Secret, type Config } from '../config/index.ts';
 import { CofreError, messageOf } from '../errors/index.ts';
@@ -20,6 +21,8 @@ import { acquireDaemonLock, type DaemonLock } from './lock.ts';
 import { metricsState, probeRegions, Progress, statusOf, type RegionHealth } from './state.ts';
 
 export const REGION_PROBE_INTERVAL_MS = 60_000;
+/** An event-loop stall longer than this between two /health calls makes the daemon report itself unhealthy. */
+export const EVENT_LOOP_STALL_MS = 10_000;
 
 export interface DaemonOptions {
   /** Loads (and reloads, on SIGHUP) the config; throws CofreError on an invalid one. */
@@ -51,6 +54,9 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
     throw err;
   }
   const health = new Map<string, RegionHealth>();
+  // Liveness includes the event loop: a loop stalled for seconds serves nothing, whatever /health once said.
+  const loopDelay = monitorEventLoopDelay({ resolution: 50 });
+  loopDelay.enable();
   const progress = new Progress(bus, clock);
   let scheduler: Scheduler | null = null;
   const metrics: Metrics = createMetrics(bus, opts.version, metricsState(() => ctx, () => scheduler, health));
@@ -88,6 +94,9 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
   const app = createApp({
     health: () => {
       const problems: string[] = [];
+      const worstMs = loopDelay.max / 1e6;
+      loopDelay.reset();
+      if (worstMs > EVENT_LOOP_STALL_MS) problems.push(`event loop stalled for ${Math.round(worstMs)} ms since the last check`);
       try {
         ctx.catalog.setMeta('heartbeat', clock.now().toISOString());
       } catch (err) {
@@ -155,6 +164,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
       server.closeAllConnections();
       await closed;
       metrics.detach();
+      loopDelay.disable();
       await closeContext(ctx);
       lock.release();
       logger.info('cofre daemon stopped');
