@@ -102,7 +102,7 @@ describe('config layering', () => {
     const fromEnv = loadConfig({ file, env }).config;
     expect(fromEnv.compression.level).toBe(7);
     expect(fromEnv.pipeline.quorum).toBe(2);
-    expect(fromEnv.sources.uploads!.path).toBe('/srv/uploads');
+    expect(fromEnv.sources.uploads).toMatchObject({ path: '/srv/uploads' });
     expect(loadConfig({ file, env, set: ['compression.level=9', 'regions[0].concurrency=3'] }).config).toMatchObject({
       compression: { level: 9 },
       regions: [{ concurrency: 3 }, {}, {}],

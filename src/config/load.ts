@@ -48,6 +48,12 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
     throw new CofreError('CONFIG_INVALID', `${file}: the top level must be a mapping`, { op: 'config.load', path: file });
   }
   const layered = raw as Record<string, unknown>;
+  // COFRE_DB_URL adds a PostgreSQL source `db` to a config that has none (the embedded default protects a
+  // local cluster with no config file).
+  if (env.COFRE_DB_URL || env.COFRE_DB_URL_FILE) {
+    const sources = (layered.sources ??= {}) as Record<string, unknown>;
+    sources.db ??= { kind: 'postgres', url: env.COFRE_DB_URL ?? { file: env.COFRE_DB_URL_FILE } };
+  }
   const envApplied = applyEnv(configSchema, layered, env);
   for (const flag of opts.set ?? []) {
     const { path, value } = parseSetFlag(flag);
@@ -89,6 +95,9 @@ function resolvePaths(cfg: Config, cwd: string): Config {
     cfg.encryption.previousKeyFiles = cfg.encryption.previousKeyFiles.map(at);
   }
   for (const region of cfg.regions) if (region.driver === 'fs') region.path = at(region.path);
-  for (const source of Object.values(cfg.sources)) source.path = at(source.path);
+  for (const source of Object.values(cfg.sources)) {
+    if (source.kind === 'files') source.path = at(source.path);
+    else if (source.binDir) source.binDir = at(source.binDir);
+  }
   return cfg;
 }

@@ -128,7 +128,20 @@ const filesSource = z.strictObject({
   ...sourceCommon,
 });
 
-export const sourceSchema = z.discriminatedUnion('kind', [filesSource]);
+const postgresSource = z.strictObject({
+  kind: z.literal('postgres'),
+  /** postgres://user:password@host:port/database — the password never reaches a command line or a log. */
+  url: secret,
+  /** Databases to dump; empty means every database that accepts connections (templates excluded). */
+  databases: z.array(z.string().min(1)).default([]),
+  /** Directory of pg_dump/pg_restore/psql; found with `pg_config --bindir` when omitted. */
+  binDir: z.string().optional(),
+  /** Only `logical` (pg_dump) is available in this version; physical base backups and WAL come next. */
+  method: z.literal('logical').default('logical'),
+  ...sourceCommon,
+});
+
+export const sourceSchema = z.discriminatedUnion('kind', [filesSource, postgresSource]);
 
 const kmsKey = z.strictObject({
   region: z.string().min(1),
@@ -202,6 +215,8 @@ export const configSchema = z
 export type Config = z.output<typeof configSchema>;
 export type RegionConfig = z.output<typeof regionSchema>;
 export type SourceConfig = z.output<typeof sourceSchema>;
+export type FilesSourceConfig = z.output<typeof filesSource>;
+export type PostgresSourceConfig = z.output<typeof postgresSource>;
 export type S3RegionConfig = z.output<typeof s3Region>;
 export type KmsKeyConfig = z.output<typeof kmsKey>;
 

@@ -145,7 +145,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
   startScheduler();
   logger.info({
     health: `http://${address}/health`, metrics: `http://${address}/metrics`, status: `http://${address}/api/v1/status`,
-    sources: Object.fromEntries(Object.entries(config.sources).map(([k, v]) => [k, v.path])),
+    sources: Object.fromEntries(Object.entries(config.sources).map(([k, v]) => [k, v.kind === 'files' ? v.path : 'postgres (logical)'])),
     regions: config.regions.map((r) => (r.driver === 'fs' ? `${r.name}: ${r.path}` : r.driver === 's3' ? `${r.name}: s3://${r.bucket}/${r.prefix}` : r.name)),
     catalog: config.catalog.path,
   }, 'cofre daemon started');

@@ -1,6 +1,5 @@
 // The backup job: one source, one pass, every region; complete, degraded (copies owed) or failed — never half.
 import { randomUUID } from 'node:crypto';
-import { mkdir, stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { CofreError, messageOf } from '../errors/index.ts';
 import { sealBuffer, sha256Hex, writeObjectStream, writeSealed } from '../pipeline/index.ts';
@@ -11,14 +10,14 @@ import {
   MANIFEST_FORMAT_VERSION,
   objectKey,
   packIdentity,
-  packName,
   readManifest,
   type BackupType,
   type Manifest,
   type ManifestObject,
 } from '../repository/index.ts';
-import { captureTree } from '../sources/files/capture.ts';
-import { PackBuilder } from '../sources/files/pack-builder.ts';
+import type { SourceCaptureInput } from '../sources/capture.ts';
+import { captureFiles, prepareFiles } from '../sources/files/backup.ts';
+import { captureLogical } from '../sources/postgres/logical.ts';
 import type { StorageDriver } from '../storage/index.ts';
 import { cleanAbandoned, removeBackupObjects } from './cleanup.ts';
 import { readOrder, repositoryOf, writeSettings, type JobContext } from './context.ts';
@@ -57,28 +56,19 @@ function sourceConfig(ctx: JobContext, name: string) {
   return cfg;
 }
 
-async function ensureSourceDir(path: string, create: boolean): Promise<void> {
-  try {
-    if (!(await stat(path)).isDirectory()) throw new CofreError('SOURCE_UNREADABLE', `${path} is not a directory`, { op: 'backup', path });
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !create) {
-      if (err instanceof CofreError) throw err;
-      throw new CofreError('SOURCE_UNREADABLE', `cannot read source directory ${path}: ${messageOf(err)}`, { op: 'backup', path, cause: err, hint: 'check the path and permissions' });
-    }
-    await mkdir(path, { recursive: true });
-  }
-}
-
-/** The parent a diff/incr compares with; with none, the backup is promoted to full (as pgBackRest does). */
-function chooseParent(ctx: JobContext, source: string, type: BackupType): { type: BackupType; parentId: string | null } {
-  if (type === 'full') return { type, parentId: null };
+/**
+ * The parent a diff/incr compares with; with none, the backup is promoted to full (as pgBackRest does).
+ * Logical dumps are always full.
+ */
+function chooseParent(ctx: JobContext, source: string, type: BackupType, kind: string): { type: BackupType; parentId: string | null } {
+  if (type === 'full' || kind === 'postgres') return { type: 'full', parentId: null };
   const parent = type === 'diff' ? ctx.catalog.latestUsable(source, 'full') : ctx.catalog.latestUsable(source);
   return parent ? { type, parentId: parent.id } : { type: 'full', parentId: null };
 }
 
 export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<BackupResult> {
   const src = sourceConfig(ctx, args.source);
-  await ensureSourceDir(src.path, src.createIfMissing);
+  if (src.kind === 'files') await prepareFiles(src);
   const runId = randomUUID();
   ctx.catalog.startRun(runId, 'backup', args.source, true);
   const startedAt = ctx.clock.now();
@@ -87,7 +77,7 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
   try {
     await cleanAbandoned(ctx, args.source);
     const { repoId, statuses } = await repositoryOf(ctx, true);
-    const chosen = chooseParent(ctx, args.source, args.type);
+    const chosen = chooseParent(ctx, args.source, args.type, src.kind);
     type = chosen.type;
     let parentManifest: Manifest | null = null;
     const parentRow = chosen.parentId ? ctx.catalog.getBackup(chosen.parentId)! : null;
@@ -104,7 +94,8 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
         op: 'backup', hint: [...owed].map(([r, e]) => `${r}: ${e}`).join('; '),
       });
     }
-    ctx.catalog.insertBackup({ id, source: args.source, type, method: 'files', parent: parentRow?.id ?? null, runId, startedAt: startedAt.toISOString() }, ctx.regions.map((r) => r.region));
+    const method = src.kind === 'files' ? 'files' : 'logical';
+    ctx.catalog.insertBackup({ id, source: args.source, type, method, parent: parentRow?.id ?? null, runId, startedAt: startedAt.toISOString() }, ctx.regions.map((r) => r.region));
     for (const [region, error] of owed) ctx.catalog.setCopy(id, region, 'owed', error);
     const keys = await ctx.envelope.keyrings.prepareWrite();
     if (keys.unreachable.length > 0) ctx.bus.emit('keys.unreachable', { backupId: id, keyIds: keys.unreachable });
@@ -117,7 +108,9 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
       ctx.bus.emit('copy.failed', { backupId: id, region, object, error });
     };
     const settings = writeSettings(ctx);
-    const packs = new PackBuilder(ctx.config.pipeline.packSizeBytes, {
+    const skipped: { path: string; reason: string }[] = [];
+    const input: SourceCaptureInput = {
+      backupId: id, packSizeBytes: ctx.config.pipeline.packSizeBytes, signal: args.signal,
       write: async (name: string, plaintext: Readable): Promise<ManifestObject> => {
         const key = objectKey(args.source, id, name);
         const written = await writeObjectStream(settings, {
@@ -127,30 +120,20 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
         ctx.catalog.recordObject(id, name, written.size, written.sha256);
         return { name, size: written.size, sha256: written.sha256, plainBytes: written.plainBytes };
       },
-    }, packName);
-    const skipped: { path: string; reason: string }[] = [];
-    let captured;
-    try {
-      captured = await captureTree({
-        root: src.path, exclude: src.exclude, backupId: id, packs, signal: args.signal,
-        parent: parentManifest ? { entries: parentManifest.entries, startedAtMs: Date.parse(parentManifest.startedAt) } : null,
-        onSkip: (path, reason) => {
-          skipped.push({ path, reason });
-          ctx.bus.emit('source.skipped', { source: args.source, path, reason });
-        },
-      });
-      await packs.close();
-    } catch (err) {
-      packs.abort(err as Error);
-      throw err;
-    }
+      onSkip: (path, reason) => {
+        skipped.push({ path, reason });
+        ctx.bus.emit('source.skipped', { source: args.source, path, reason });
+      },
+    };
+    const captured = src.kind === 'files' ? await captureFiles(src, input, parentManifest) : await captureLogical(src, input);
 
     // The manifest is written last: its presence in a region is what makes the backup exist there.
     const manifest: Manifest = {
-      format: MANIFEST_FORMAT_VERSION, repo: repoId, source: args.source, backupId: id, type, method: 'files',
+      format: MANIFEST_FORMAT_VERSION, repo: repoId, source: args.source, backupId: id, type, method: captured.method,
       parent: parentRow?.id ?? null, parentManifestSha256: parentRow?.manifestSha256 ?? null,
       startedAt: startedAt.toISOString(), finishedAt: ctx.clock.now().toISOString(), keyIds: ctx.envelope.keyrings.writeKeyIds,
-      objects: packs.objects, entries: captured.entries, stats: captured.stats,
+      objects: captured.objects, entries: captured.entries, stats: captured.stats,
+      ...(captured.logical ? { logical: captured.logical } : {}),
     };
     const sealed = await sealBuffer(settings, manifestIdentity(repoId, args.source, id), Buffer.from(JSON.stringify(manifest)));
     const outcomes = await writeSealed([...live.values()], manifestKey(args.source, id), sealed);
@@ -161,7 +144,7 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
       });
     }
     for (const region of live.keys()) ctx.catalog.setCopy(id, region, 'complete');
-    const storedBytes = packs.objects.reduce((n, o) => n + o.size, 0) + sealed.length;
+    const storedBytes = captured.objects.reduce((n, o) => n + o.size, 0) + sealed.length;
     const status = owed.size === 0 ? 'completed' : 'degraded';
     ctx.catalog.transaction(() => {
       ctx.catalog.recordObject(id, 'manifest', sealed.length, sha256Hex(sealed));

@@ -3,11 +3,16 @@ import { CofreError } from '../errors/index.ts';
 import { readObjectWithFallback, type RegionProblem } from '../pipeline/index.ts';
 import { objectKey, packIdentity, readManifest } from '../repository/index.ts';
 import { restoreTree, type RestoreTreeResult } from '../sources/files/extract.ts';
+import { parseConnUrl } from '../sources/postgres/libpq.ts';
+import { restoreLogical } from '../sources/postgres/restore-logical.ts';
 import { readOrder, repositoryOf, type JobContext } from './context.ts';
 
 export interface RestoreArgs {
   source: string;
-  to: string;
+  /** Files sources: an empty or new directory. */
+  to?: string;
+  /** PostgreSQL sources: the server to restore into (postgres://user@host:port/maintenance-db). */
+  target?: string;
   backupId?: string;
 }
 
@@ -15,6 +20,8 @@ export interface RestoreResult extends RestoreTreeResult {
   backupId: string;
   source: string;
   target: string;
+  /** Logical restores: the databases restored. */
+  databases?: string[];
   durationSeconds: number;
   /** Every damaged or missing copy met on the way, and which region served instead. */
   problems: RegionProblem[];
@@ -53,10 +60,38 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
   const manifestRead = await readManifest(ctx.envelope, readOrder(ctx, backup.id), repoId, args.source, backup.id, onProblem);
   used.add(manifestRead.region);
   const manifest = manifestRead.value;
+  const src = ctx.config.sources[args.source]!;
+  if (src.kind === 'postgres') {
+    if (!args.target) {
+      throw new CofreError('RESTORE_TARGET_NOT_EMPTY', `restoring ${args.source} needs --target <postgres://user@host:port/postgres>`, {
+        op: 'restore', hint: 'a logical backup restores into a running server (roles first, then each database)',
+      });
+    }
+    const byName = new Map(manifest.objects.map((o) => [o.name, o]));
+    const result = await restoreLogical(src, manifest, args.target, async (name, consume) => {
+      const info = byName.get(name);
+      if (!info) throw new CofreError('MANIFEST_INVALID', `backup ${backup.id} has no object ${name}`, { op: 'restore', path: name });
+      const read = await readObjectWithFallback(ctx.envelope, readOrder(ctx, backup.id), {
+        key: objectKey(args.source, backup.id, name), identity: packIdentity(repoId, args.source, backup.id, name), size: info.size, sha256: info.sha256,
+      }, consume, onProblem);
+      used.add(read.region);
+    });
+    const durationSeconds = (ctx.clock.nowMs() - started) / 1000;
+    const bytes = manifest.objects.reduce((n, o) => n + o.plainBytes, 0);
+    ctx.bus.emit('restore.finished', { backupId: backup.id, source: args.source, durationSeconds, files: result.databases.length, bytes });
+    return {
+      files: 0, dirs: 0, symlinks: 0, bytes, backupId: backup.id, source: args.source, target: parseConnUrl(args.target, 'restore').host,
+      databases: result.databases, durationSeconds, problems, regionsUsed: [...used],
+    };
+  }
+  if (!args.to) {
+    throw new CofreError('RESTORE_TARGET_NOT_EMPTY', `restoring ${args.source} needs --to <dir>`, { op: 'restore', hint: 'an empty or new directory' });
+  }
+  const to = args.to;
   // Object sizes and hashes come from the manifest of the backup that wrote each pack.
   const packInfo = new Map<string, { size: number; sha256: string }>();
   for (const o of manifest.objects) packInfo.set(`${backup.id}/${o.name}`, o);
-  const result = await restoreTree(manifest, args.to, async (loc, consume) => {
+  const result = await restoreTree(manifest, to, async (loc, consume) => {
     let info = packInfo.get(`${loc.backup}/${loc.pack}`);
     if (!info) {
       const older = await readManifest(ctx.envelope, readOrder(ctx, loc.backup), repoId, args.source, loc.backup, onProblem);
@@ -71,5 +106,5 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
   });
   const durationSeconds = (ctx.clock.nowMs() - started) / 1000;
   ctx.bus.emit('restore.finished', { backupId: backup.id, source: args.source, durationSeconds, files: result.files, bytes: result.bytes });
-  return { ...result, backupId: backup.id, source: args.source, target: args.to, durationSeconds, problems, regionsUsed: [...used] };
+  return { ...result, backupId: backup.id, source: args.source, target: to, durationSeconds, problems, regionsUsed: [...used] };
 }

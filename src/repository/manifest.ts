@@ -28,13 +28,22 @@ const entrySchema = z.object({
   loc: z.object({ backup: z.string(), pack: z.string() }).optional(),
 });
 
+const fingerprintSchema = z.object({ rows: z.number().int().nonnegative(), hash: z.string() });
+
+/** A logical (pg_dump) backup: the globals dump and one custom-format dump per database. */
+const logicalSchema = z.object({
+  serverVersion: z.string(),
+  globals: z.string(),
+  databases: z.array(z.object({ name: z.string(), object: z.string(), fingerprints: z.record(z.string(), fingerprintSchema) })),
+});
+
 export const manifestSchema = z.object({
   format: z.literal(MANIFEST_FORMAT_VERSION),
   repo: z.string(),
   source: z.string(),
   backupId: z.string(),
   type: z.enum(['full', 'diff', 'incr']),
-  method: z.enum(['files']),
+  method: z.enum(['files', 'logical']),
   parent: z.string().nullable(),
   parentManifestSha256: z.string().nullable(),
   startedAt: z.string(),
@@ -42,12 +51,14 @@ export const manifestSchema = z.object({
   keyIds: z.array(z.string()),
   objects: z.array(objectSchema),
   entries: z.array(entrySchema),
+  logical: logicalSchema.optional(),
   stats: z.object({ files: z.number(), dirs: z.number(), symlinks: z.number(), bytes: z.number(), newBytes: z.number(), newFiles: z.number() }),
 });
 
 export type Manifest = z.infer<typeof manifestSchema>;
 export type ManifestEntry = z.infer<typeof entrySchema>;
 export type ManifestObject = z.infer<typeof objectSchema>;
+export type TableFingerprint = z.infer<typeof fingerprintSchema>;
 
 export function manifestIdentity(repo: string, source: string, backupId: string): ObjectIdentity {
   return { repo, source, backup: backupId, kind: 'manifest', name: MANIFEST_NAME };
@@ -66,7 +77,8 @@ export function parseManifest(text: string, key: string): Manifest {
   }
   const parsed = manifestSchema.safeParse(json);
   if (!parsed.success) {
-    throw new CofreError('MANIFEST_INVALID', `${key} does not match manifest format ${MANIFEST_FORMAT_VERSION}: ${parsed.error.issues[0]?.message}`, {
+    const issue = parsed.error.issues[0];
+    throw new CofreError('MANIFEST_INVALID', `${key} does not match manifest format ${MANIFEST_FORMAT_VERSION}: ${issue?.path.join('.')}: ${issue?.message}`, {
       op: 'manifest.parse', path: key, hint: 'this cofre may be older than the one that wrote it',
     });
   }

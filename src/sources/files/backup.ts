@@ -1,0 +1,39 @@
+// The files source's side of a backup: walk, compare with the parent manifest, pack what changed.
+import { mkdir, stat } from 'node:fs/promises';
+import type { FilesSourceConfig } from '../../config/index.ts';
+import { CofreError, messageOf } from '../../errors/index.ts';
+import { packName, type Manifest } from '../../repository/index.ts';
+import type { SourceCapture, SourceCaptureInput } from '../capture.ts';
+import { captureTree } from './capture.ts';
+import { PackBuilder } from './pack-builder.ts';
+
+async function ensureSourceDir(path: string, create: boolean): Promise<void> {
+  try {
+    if (!(await stat(path)).isDirectory()) throw new CofreError('SOURCE_UNREADABLE', `${path} is not a directory`, { op: 'backup', path });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !create) {
+      if (err instanceof CofreError) throw err;
+      throw new CofreError('SOURCE_UNREADABLE', `cannot read source directory ${path}: ${messageOf(err)}`, { op: 'backup', path, cause: err, hint: 'check the path and permissions' });
+    }
+    await mkdir(path, { recursive: true });
+  }
+}
+
+export async function prepareFiles(src: FilesSourceConfig): Promise<void> {
+  await ensureSourceDir(src.path, src.createIfMissing);
+}
+
+export async function captureFiles(src: FilesSourceConfig, input: SourceCaptureInput, parent: Manifest | null): Promise<SourceCapture> {
+  const packs = new PackBuilder(input.packSizeBytes, { write: input.write }, packName);
+  try {
+    const captured = await captureTree({
+      root: src.path, exclude: src.exclude, backupId: input.backupId, packs, signal: input.signal, onSkip: input.onSkip,
+      parent: parent ? { entries: parent.entries, startedAtMs: Date.parse(parent.startedAt) } : null,
+    });
+    await packs.close();
+    return { method: 'files', objects: packs.objects, entries: captured.entries, stats: captured.stats };
+  } catch (err) {
+    packs.abort(err as Error);
+    throw err;
+  }
+}

@@ -1,0 +1,56 @@
+// Restores a logical backup into a server: roles and tablespaces first (psql), then each database (pg_restore),
+// every dump streamed from the regions straight into the client program.
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import pg from 'pg';
+import type { PostgresSourceConfig } from '../../config/index.ts';
+import { CofreError } from '../../errors/index.ts';
+import type { Manifest } from '../../repository/index.ts';
+import { runProgram } from './child.ts';
+import { binary, clientConfig, libpqEnv, parseConnUrl } from './libpq.ts';
+
+/** Reads one object of the backup (falling back across regions) into consume. */
+export type ObjectReader = (name: string, consume: (plaintext: Readable) => Promise<void>) => Promise<void>;
+
+export interface LogicalRestoreResult {
+  databases: string[];
+  globalsWarnings: number;
+}
+
+export async function restoreLogical(src: PostgresSourceConfig, manifest: Manifest, target: string, read: ObjectReader): Promise<LogicalRestoreResult> {
+  const logical = manifest.logical;
+  if (!logical) throw new CofreError('MANIFEST_INVALID', `${manifest.backupId} is not a logical backup`, { op: 'restore' });
+  const conn = parseConnUrl(target, 'restore');
+  const existing = new Set<string>();
+  const client = new pg.Client(clientConfig(conn));
+  try {
+    await client.connect();
+    for (const r of (await client.query<{ datname: string }>('SELECT datname FROM pg_database')).rows) existing.add(r.datname);
+  } catch (err) {
+    throw new CofreError('RESTORE_FAILED', `cannot connect to the restore target ${conn.host}:${conn.port}: ${(err as Error).message}`, {
+      op: 'restore', hint: 'pass --target postgres://user@host:port/postgres of a server you may create roles and databases on',
+    });
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+
+  // Roles first: objects in the dumps name their owners. Roles that already exist (postgres) only warn.
+  let globalsWarnings = 0;
+  await read(logical.globals, async (plaintext) => {
+    const psql = runProgram(binary(src.binDir, 'psql'), ['-X', '-q', '-v', 'ON_ERROR_STOP=0', '--no-password'], libpqEnv(conn), 'write', 'check the target connection and privileges');
+    psql.child.stderr!.on('data', (d: Buffer) => (globalsWarnings += (d.toString().match(/ERROR/g) ?? []).length));
+    await Promise.all([pipeline(plaintext, psql.child.stdin!), psql.done]);
+  });
+
+  for (const db of logical.databases) {
+    const into = existing.has(db.name)
+      ? ['--clean', '--if-exists', `--dbname=${db.name}`]
+      : ['--create', `--dbname=${conn.database}`];
+    await read(db.object, async (plaintext) => {
+      const restore = runProgram(binary(src.binDir, 'pg_restore'), ['--exit-on-error', '--no-password', ...into], libpqEnv(conn), 'write',
+        `restoring database ${db.name} failed; the target may hold a partial copy of it — drop it before retrying`);
+      await Promise.all([pipeline(plaintext, restore.child.stdin!), restore.done]);
+    });
+  }
+  return { databases: logical.databases.map((d) => d.name), globalsWarnings };
+}

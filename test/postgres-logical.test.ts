@@ -1,0 +1,150 @@
+// Logical backups of a real PostgreSQL 15 cluster: schemas, types, large objects and roles survive a backup and a
+// restore into an empty cluster, proven by table fingerprints recorded in the manifest.
+import { copyFile, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { validate } from '../src/config/index.ts';
+import { runBackup } from '../src/jobs/backup.ts';
+import { repositoryOf } from '../src/jobs/context.ts';
+import { runRestore } from '../src/jobs/restore.ts';
+import { runVerify } from '../src/jobs/verify.ts';
+import { readManifest } from '../src/repository/index.ts';
+import { tableFingerprints } from '../src/sources/postgres/fingerprint.ts';
+import { libpqEnv, parseConnUrl } from '../src/sources/postgres/libpq.ts';
+import { runCli } from './helpers/cli.ts';
+import { rawTestConfig } from './helpers/config.ts';
+import { openTestContext, type TestContext } from './helpers/context.ts';
+import { startCluster, type TestCluster } from './helpers/postgres.ts';
+import { removeDir, tempDir } from './helpers/tmp.ts';
+
+const REPO = new URL('..', import.meta.url).pathname;
+let dir: string;
+let source: TestCluster;
+let target: TestCluster;
+let ctx: TestContext;
+
+const ROLES = `CREATE ROLE shop_owner LOGIN PASSWORD 'owner-secret'; CREATE ROLE shop_reader NOLOGIN;`;
+const SHOP = `
+  CREATE SCHEMA sales AUTHORIZATION shop_owner;
+  CREATE SCHEMA fleet AUTHORIZATION shop_owner;
+  CREATE TYPE sales.order_status AS ENUM ('placed', 'dispatched', 'delivered');
+  CREATE TYPE fleet.position AS (lat double precision, lon double precision);
+  CREATE DOMAIN sales.litres AS numeric(8,2) CHECK (VALUE > 0);
+  CREATE TABLE sales.customers (id bigserial PRIMARY KEY, name text NOT NULL, email text UNIQUE, tags text[], meta jsonb);
+  CREATE TABLE sales.orders (id bigserial PRIMARY KEY, customer bigint REFERENCES sales.customers, status sales.order_status,
+                             litres sales.litres, placed_at timestamptz DEFAULT now(), invoice oid);
+  CREATE TABLE fleet.trucks (plate text PRIMARY KEY, at fleet.position, capacity sales.litres);
+  CREATE TABLE public."Odd Name" ("weird col" int);
+  CREATE INDEX ON sales.orders (customer, placed_at);
+  GRANT USAGE ON SCHEMA sales TO shop_reader;
+  GRANT SELECT ON ALL TABLES IN SCHEMA sales TO shop_reader;
+  INSERT INTO sales.customers (name, email, tags, meta)
+    SELECT 'customer ' || g, 'c' || g || '@example.com', ARRAY['tag' || (g % 5)], jsonb_build_object('n', g, 'vip', g % 7 = 0)
+    FROM generate_series(1, 2000) g;
+  INSERT INTO sales.orders (customer, status, litres, invoice)
+    SELECT 1 + g % 2000, (ARRAY['placed','dispatched','delivered'])[1 + g % 3]::sales.order_status, 10 + g % 90,
+           CASE WHEN g % 500 = 0 THEN lo_from_bytea(0, convert_to('invoice ' || g, 'UTF8')) END
+    FROM generate_series(1, 10000) g;
+  INSERT INTO fleet.trucks SELECT 'TRK-' || g, ROW(40 + g / 100.0, -3 - g / 100.0)::fleet.position, 8000 FROM generate_series(1, 50) g;
+  INSERT INTO public."Odd Name" VALUES (1), (2), (NULL);
+`;
+
+beforeAll(async () => {
+  dir = await tempDir();
+  [source, target] = await Promise.all([startCluster(), startCluster()]);
+  await source.query(ROLES);
+  await source.query('CREATE DATABASE shop OWNER shop_owner'); // not in a transaction block
+  await source.query(SHOP, 'shop');
+  const raw = rawTestConfig(dir);
+  raw.sources = { db: { kind: 'postgres', url: source.url } };
+  ctx = await openTestContext(validate(raw, 'test'));
+});
+
+afterAll(async () => {
+  await ctx?.close();
+  await Promise.all([source?.stop(), target?.stop()]);
+  await removeDir(dir);
+});
+
+async function fingerprintsOf(cluster: TestCluster, database: string) {
+  const client = new pg.Client({ host: '127.0.0.1', port: cluster.port, user: 'postgres', database });
+  await client.connect();
+  try {
+    return await tableFingerprints(client);
+  } finally {
+    await client.end();
+  }
+}
+
+describe('logical backup of a PostgreSQL cluster', () => {
+  let backupId: string;
+
+  it('dumps globals and every database, streamed, with fingerprints in the manifest', async () => {
+    const result = await runBackup(ctx, { source: 'db', type: 'incr' });
+    expect(result.type).toBe('full'); // logical dumps are always full
+    expect(result.status).toBe('completed');
+    backupId = result.backupId;
+    const { repoId } = await repositoryOf(ctx, false);
+    const manifest = (await readManifest(ctx.envelope, ctx.regions, repoId, 'db', backupId)).value;
+    expect(manifest.method).toBe('logical');
+    expect(manifest.logical!.databases.map((d) => d.name)).toEqual(['postgres', 'shop']);
+    const shop = manifest.logical!.databases.find((d) => d.name === 'shop')!;
+    expect(shop.fingerprints['sales.orders']!.rows).toBe(10000);
+    expect(shop.fingerprints['(large objects)']!.rows).toBe(20);
+    expect(shop.fingerprints).toEqual(await fingerprintsOf(source, 'shop'));
+    expect((await runVerify(ctx, { deep: true })).problems).toEqual([]);
+  });
+
+  it('restores into an empty cluster: roles, schemas, types, large objects, and equal fingerprints', async () => {
+    const result = await runRestore(ctx, { source: 'db', backupId, target: target.url });
+    expect(result.databases).toEqual(['postgres', 'shop']);
+    const { repoId } = await repositoryOf(ctx, false);
+    const manifest = (await readManifest(ctx.envelope, ctx.regions, repoId, 'db', backupId)).value;
+    for (const db of manifest.logical!.databases) {
+      expect(await fingerprintsOf(target, db.name), db.name).toEqual(db.fingerprints);
+    }
+    const roles = await target.query<{ rolname: string; rolcanlogin: boolean }>(`SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname LIKE 'shop%' ORDER BY 1`);
+    expect(roles).toEqual([{ rolname: 'shop_owner', rolcanlogin: true }, { rolname: 'shop_reader', rolcanlogin: false }]);
+    const owner = await target.query<{ owner: string }>(`SELECT pg_get_userbyid(datdba) AS owner FROM pg_database WHERE datname = 'shop'`);
+    expect(owner).toEqual([{ owner: 'shop_owner' }]);
+    const grants = await target.query<{ ok: boolean }>(`SELECT has_table_privilege('shop_reader', 'sales.orders', 'SELECT') AS ok`, 'shop');
+    expect(grants).toEqual([{ ok: true }]);
+    const invoice = await target.query<{ text: string }>(`SELECT convert_from(lo_get(invoice), 'UTF8') AS text FROM sales.orders WHERE id = 500`, 'shop');
+    expect(invoice).toEqual([{ text: 'invoice 500' }]);
+  });
+
+  it('hands a password to pg_dump only through its environment, never to events or logs', async () => {
+    const raw = rawTestConfig(join(dir, 'pw'));
+    raw.sources = { db: { kind: 'postgres', url: `postgres://postgres:not-on-argv@127.0.0.1:${source.port}/postgres` } };
+    const pwCtx = await openTestContext(validate(raw, 'test'));
+    try {
+      // trust auth ignores the password, but it is still handed over: only through PGPASSWORD.
+      const result = await runBackup(pwCtx, { source: 'db', type: 'full' });
+      expect(result.status).toBe('completed');
+      expect(JSON.stringify(pwCtx.events)).not.toContain('not-on-argv');
+      const env = libpqEnv(parseConnUrl(`postgres://postgres:not-on-argv@127.0.0.1:${source.port}/postgres`, 'test'), 'shop');
+      expect(env).toMatchObject({ PGPASSWORD: 'not-on-argv', PGDATABASE: 'shop', PGHOST: '127.0.0.1' });
+    } finally {
+      await pwCtx.close();
+    }
+  });
+
+  it('protects a cluster named by COFRE_DB_URL with the embedded default config, from the CLI', async () => {
+    const work = join(dir, 'cli');
+    await mkdir(join(work, 'config'), { recursive: true });
+    await copyFile(join(REPO, 'config', 'cofre.yaml'), join(work, 'config', 'cofre.yaml'));
+    const env = { COFRE_DB_URL: `postgres://postgres:cli-secret@127.0.0.1:${source.port}/postgres` };
+    const check = await runCli(['config', 'check'], { cwd: work, env });
+    expect(check.code).toBe(0);
+    expect(check.stdout).toContain('kind: postgres');
+    expect(check.stdout).not.toContain('cli-secret');
+    const backup = await runCli(['backup', 'db', '--method', 'logical', '--json'], { cwd: work, env });
+    expect(backup.stderr).not.toContain('cli-secret');
+    expect(backup.code).toBe(0);
+    expect(JSON.parse(backup.stdout)).toMatchObject({ source: 'db', type: 'full', status: 'completed' });
+    const physical = await runCli(['backup', 'db', '--method', 'physical'], { cwd: work, env });
+    expect(physical.code).toBe(78);
+    expect(physical.stderr).toContain('logical dumps only');
+  });
+});
