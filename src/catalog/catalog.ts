@@ -313,6 +313,33 @@ export class Catalog {
       .all() as unknown as ScheduleRunRow[];
   }
 
+  // ── WAL ─────────────────────────────────────────────────────────────────────────────────────────────
+
+  recordWal(source: string, name: string, timeline: string, size: number, sha256: string, copies: { region: string; status: 'complete' | 'owed'; error: string | null }[]): void {
+    this.transaction(() => {
+      const at = this.now();
+      this.db
+        .prepare(`INSERT INTO wal_segments (source, name, timeline, size, sha256, pushed_at) VALUES (?, ?, ?, ?, ?, ?)
+                  ON CONFLICT (source, name) DO NOTHING`)
+        .run(source, name, timeline, size, sha256, at);
+      const stmt = this.db.prepare(`INSERT INTO wal_copies (source, name, region, status, error, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+                  ON CONFLICT (source, name, region) DO UPDATE SET status = excluded.status, error = excluded.error, updated_at = excluded.updated_at`);
+      for (const c of copies) stmt.run(source, name, c.region, c.status, c.error, at);
+    });
+  }
+
+  getWal(source: string, name: string): { name: string; size: number; sha256: string; pushedAt: string } | undefined {
+    return this.db
+      .prepare('SELECT name, size, sha256, pushed_at AS pushedAt FROM wal_segments WHERE source = ? AND name = ?')
+      .get(source, name) as unknown as { name: string; size: number; sha256: string; pushedAt: string } | undefined;
+  }
+
+  walCopies(source: string, name: string): { region: string; status: string; error: string | null }[] {
+    return this.db
+      .prepare('SELECT region, status, error FROM wal_copies WHERE source = ? AND name = ? ORDER BY region')
+      .all(source, name) as unknown as { region: string; status: string; error: string | null }[];
+  }
+
   /** Copies each region still owes (backups that finished degraded). */
   copiesOwed(): { region: string; count: number }[] {
     return this.db

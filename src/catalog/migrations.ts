@@ -63,4 +63,25 @@ export const MIGRATIONS: string[] = [
   );
   CREATE INDEX schedule_runs_by_schedule ON schedule_runs (schedule, due_at);
   `,
+  // 3: the WAL archive: every segment (and history / .backup file) with its plaintext hash, and its copies.
+  `
+  CREATE TABLE wal_segments (
+    source TEXT NOT NULL,
+    name TEXT NOT NULL,
+    timeline TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    pushed_at TEXT NOT NULL,
+    PRIMARY KEY (source, name)
+  );
+  CREATE TABLE wal_copies (
+    source TEXT NOT NULL,
+    name TEXT NOT NULL,
+    region TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('complete', 'owed')),
+    error TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (source, name, region)
+  );
+  `,
 ];

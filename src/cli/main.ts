@@ -8,6 +8,7 @@ import { register as list } from './list.ts';
 import { register as restore } from './restore.ts';
 import { register as show } from './show.ts';
 import { register as verify } from './verify.ts';
+import { register as wal } from './wal.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -18,7 +19,7 @@ const program = new Command('cofre')
   .option('--set <key=value>', 'override a config value (repeatable), e.g. --set compression.level=6', (v: string, acc: string[]) => [...acc, v], [] as string[])
   .option('-v, --verbose', 'log progress and events to stderr');
 
-for (const add of [backup, list, show, restore, verify, config]) add(program);
+for (const add of [backup, list, show, restore, verify, wal, config]) add(program);
 daemon(program, pkg.version);
 
 await program.parseAsync(process.argv);

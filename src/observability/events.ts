@@ -30,6 +30,9 @@ export interface CofreEvents {
   'rpo.breached': { source: string; ageSeconds: number | null; rpoSeconds: number };
   'config.reloaded': { file: string };
   'config.rejected': { file: string; error: string };
+  'wal.pushed': { source: string; name: string; bytes: number; regionsOwed: string[]; alreadyStored: boolean };
+  'wal.conflict': { source: string; name: string; region: string };
+  'wal.fetched': { source: string; name: string; region: string };
 }
 
 export type EventName = keyof CofreEvents;
@@ -55,6 +58,7 @@ export class EventBus {
       'backup.started', 'backup.finished', 'backup.failed', 'run.interrupted', 'copy.failed', 'copy.written',
       'restore.fallback', 'restore.finished', 'verify.finished', 'storage.request', 'storage.retry', 'source.skipped',
       'keys.unreachable', 'schedule.fired', 'rpo.breached', 'config.reloaded', 'config.rejected',
+      'wal.pushed', 'wal.conflict', 'wal.fetched',
     ];
     const offs = names.map((n) => this.on(n, (p) => listener(n, p)));
     return () => offs.forEach((off) => off());

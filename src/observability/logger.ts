@@ -15,12 +15,13 @@ export function createLogger(level: string, destination: NodeJS.WritableStream =
 
 const QUIET_EVENTS = new Set<EventName>(['storage.request', 'copy.written']);
 const WARN_EVENTS = new Set<EventName>(['copy.failed', 'restore.fallback', 'storage.retry', 'run.interrupted', 'source.skipped', 'keys.unreachable', 'rpo.breached', 'config.rejected']);
+const ERROR_EVENTS = new Set<EventName>(['backup.failed', 'wal.conflict']);
 
 /** Logs every event at a level that fits it: failures warn, chatter is debug. */
 export function logEvents(bus: EventBus, logger: Logger): () => void {
   return bus.onAny((name, payload) => {
     if (QUIET_EVENTS.has(name)) logger.debug({ event: name, ...payload }, name);
-    else if (name === 'backup.failed') logger.error({ event: name, ...payload }, name);
+    else if (ERROR_EVENTS.has(name)) logger.error({ event: name, ...payload }, name);
     else if (WARN_EVENTS.has(name)) logger.warn({ event: name, ...payload }, name);
     else logger.info({ event: name, ...payload }, name);
   });

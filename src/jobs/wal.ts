@@ -1,0 +1,117 @@
+// The WAL jobs: wal-push stores a segment (or history / .backup file) in every region and succeeds only once it
+// is durable at quorum; wal-fetch reads it back from the first sound region, verified, written atomically.
+import { createHash, randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { readFile, rename, rm } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { ObjectIdentity } from '../crypto/index.ts';
+import { CofreError, isCofreError, messageOf } from '../errors/index.ts';
+import { HashTap, readObjectFrom, readObjectWithFallback, writeObjectStream } from '../pipeline/index.ts';
+import { checkWalName, timelineOf, walIdentity, walKey } from '../sources/postgres/wal-names.ts';
+import type { StorageDriver } from '../storage/index.ts';
+import { writeSettings, type JobContext } from './context.ts';
+
+async function plaintextSha256(ctx: JobContext, driver: StorageDriver, key: string, identity: ObjectIdentity): Promise<string> {
+  return readObjectFrom(ctx.envelope, driver, { key, identity }, async (plain) => {
+    const hash = createHash('sha256');
+    for await (const chunk of plain) hash.update(chunk as Buffer);
+    return hash.digest('hex');
+  });
+}
+
+export interface WalPushResult {
+  name: string;
+  regions: Record<string, 'stored' | 'already-stored' | 'owed'>;
+  regionsOwed: string[];
+}
+
+/**
+ * Pushing a segment already stored with the same bytes succeeds (PostgreSQL retries after crashes); the same
+ * name with other bytes fails loudly and changes nothing.
+ */
+export async function pushWal(ctx: JobContext, source: string, path: string, repoId: string): Promise<WalPushResult> {
+  const name = basename(path);
+  checkWalName(name, 'wal-push');
+  // A segment is at most wal_segment_size (16 MiB by default); it is held once in memory and sent to every region.
+  const body = await readFile(path);
+  const sha256 = createHash('sha256').update(body).digest('hex');
+  const key = walKey(source, name);
+  const identity = walIdentity(repoId, source, name);
+  const regions: WalPushResult['regions'] = {};
+  const errors = new Map<string, string>();
+  const missing: StorageDriver[] = [];
+  await Promise.all(
+    ctx.regions.map(async (driver) => {
+      try {
+        if (!(await driver.stat(key))) return void missing.push(driver);
+        if ((await plaintextSha256(ctx, driver, key, identity)) === sha256) return void (regions[driver.region] = 'already-stored');
+        ctx.bus.emit('wal.conflict', { source, name, region: driver.region });
+        errors.set(driver.region, 'CONFLICT');
+      } catch (err) {
+        errors.set(driver.region, messageOf(err));
+      }
+    }),
+  );
+  const conflicts = [...errors].filter(([, e]) => e === 'CONFLICT').map(([r]) => r);
+  if (conflicts.length > 0) {
+    throw new CofreError('OBJECT_EXISTS', `${name} is already archived with different content in ${conflicts.join(', ')}`, {
+      op: 'wal-push', path: key,
+      hint: 'two clusters may be archiving into one repository (check system identifiers and sources.<name>), or the segment was altered; nothing was overwritten',
+    });
+  }
+  const already = Object.keys(regions).length;
+  const needed = Math.max(0, ctx.quorum - already);
+  if (missing.length > 0) {
+    const settings = { ...writeSettings(ctx), quorum: Math.min(needed, missing.length) };
+    try {
+      const written = await writeObjectStream(settings, {
+        key, identity, regions: missing, onRegionFailed: (region, error) => errors.set(region, error),
+      }, Readable.from([body]));
+      for (const o of written.regions) if (o.ok) regions[o.region] = 'stored';
+    } catch (err) {
+      if (!isCofreError(err, 'QUORUM_NOT_MET')) throw err;
+    }
+  }
+  for (const d of ctx.regions) if (!regions[d.region]) regions[d.region] = 'owed';
+  const durable = Object.values(regions).filter((s) => s !== 'owed').length;
+  const regionsOwed = Object.entries(regions).filter(([, s]) => s === 'owed').map(([r]) => r);
+  if (durable < ctx.quorum) {
+    throw new CofreError('QUORUM_NOT_MET', `${name} is durable in ${durable} of ${ctx.regions.length} regions, quorum is ${ctx.quorum}`, {
+      op: 'wal-push', path: key, hint: regionsOwed.map((r) => `${r}: ${errors.get(r) ?? 'not written'}`).join('; '),
+    });
+  }
+  ctx.catalog.recordWal(source, name, timelineOf(name), body.length, sha256,
+    ctx.regions.map((d) => ({ region: d.region, status: regions[d.region] === 'owed' ? 'owed' : 'complete', error: errors.get(d.region) ?? null })));
+  ctx.bus.emit('wal.pushed', { source, name, bytes: body.length, regionsOwed, alreadyStored: already > 0 && missing.length === 0 });
+  return { name, regions, regionsOwed };
+}
+
+/** Fetches a WAL file into dest (atomically: a temp name, then rename); OBJECT_NOT_FOUND when no region has it. */
+export async function fetchWal(ctx: JobContext, source: string, name: string, dest: string, repoId: string): Promise<{ region: string }> {
+  checkWalName(name, 'wal-fetch');
+  const key = walKey(source, name);
+  const known = ctx.catalog.getWal(source, name);
+  const part = `${dest}.cofre-part-${randomBytes(4).toString('hex')}`;
+  let present = 0;
+  for (const d of ctx.regions) if (await d.stat(key).catch(() => undefined)) present++;
+  if (present === 0) {
+    throw new CofreError('OBJECT_NOT_FOUND', `${name} is not in the archive`, { op: 'wal-fetch', path: key, hint: 'normal at the end of recovery: PostgreSQL asks for segments until one is missing' });
+  }
+  try {
+    const read = await readObjectWithFallback(ctx.envelope, ctx.regions, { key, identity: walIdentity(repoId, source, name) }, async (plain) => {
+      const tap = new HashTap();
+      await pipeline(plain, tap, createWriteStream(part, { mode: 0o600 }));
+      if (known && (tap.sha256() !== known.sha256 || tap.bytes !== known.size)) {
+        throw new CofreError('HASH_MISMATCH', `${name} differs from what was archived`, { op: 'wal-fetch', path: key });
+      }
+    }, (p, next) => ctx.bus.emit('restore.fallback', { backupId: 'wal', region: p.region, object: name, problem: p.problem, nextRegion: next }));
+    await rename(part, dest);
+    ctx.bus.emit('wal.fetched', { source, name, region: read.region });
+    return { region: read.region };
+  } finally {
+    await rm(part, { force: true });
+  }
+}
+
