@@ -11,13 +11,11 @@ export function register(program: Command): void {
     .command('backup <source>')
     .description('back up a source to every region in one pass')
     .option('-t, --type <type>', 'full, diff (changes since the last full) or incr (changes since the last backup)', 'incr')
-    .option('--method <method>', 'PostgreSQL sources: logical (pg_dump); physical base backups are not available yet')
+    .option('--method <method>', 'PostgreSQL sources: physical (base backup; default when pgdata is set) or logical (pg_dump)')
     .option('--json', 'print the result as JSON')
     .action(action(async (source: string, opts: { type: string; method?: string; json?: boolean }) => {
-      if (opts.method && opts.method !== 'logical' && opts.method !== 'files') {
-        throw new CofreError('CONFIG_INVALID', `--method ${opts.method}: this version backs PostgreSQL up with logical dumps only (physical base backups and WAL archiving are not built yet)`, {
-          op: 'cli.backup', hint: 'use --method logical',
-        });
+      if (opts.method && opts.method !== 'logical' && opts.method !== 'physical') {
+        throw new CofreError('CONFIG_INVALID', `--method: expected physical or logical (got ${JSON.stringify(opts.method)})`, { op: 'cli.backup' });
       }
       if (!TYPES.includes(opts.type as (typeof TYPES)[number])) {
         throw new CofreError('CONFIG_INVALID', `--type: expected full, diff or incr (got ${JSON.stringify(opts.type)})`, { op: 'cli.backup' });
@@ -27,12 +25,12 @@ export function register(program: Command): void {
         let bytes = 0;
         const tty = process.stderr.isTTY && !opts.json;
         if (tty) ctx.bus.on('copy.written', (e) => { bytes += e.bytes; process.stderr.write(`\r${source}: ${humanBytes(bytes)} stored`); });
-        const out = await runBackup(ctx, { source, type: opts.type as (typeof TYPES)[number] });
+        const out = await runBackup(ctx, { source, type: opts.type as (typeof TYPES)[number], method: opts.method as 'logical' | 'physical' | undefined });
         if (tty) process.stderr.write('\n');
         return out;
       });
       if (result.type !== result.requestedType) {
-        process.stderr.write(`cofre: took a full backup of ${source}: a ${result.requestedType} needs an earlier backup to compare with, and logical dumps are always full\n`);
+        process.stderr.write(`cofre: took a full backup of ${source}: a ${result.requestedType} needs an earlier backup to compare with, and PostgreSQL backups are full in this version\n`);
       }
       if (result.status === 'degraded') process.stderr.write(`cofre: backup ${result.backupId} is degraded: copies owed in ${result.regionsOwed.join(', ')}\n`);
       for (const s of result.skipped) process.stderr.write(`cofre: skipped ${s.path}: ${s.reason}\n`);

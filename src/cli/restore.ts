@@ -1,8 +1,28 @@
 // cofre restore <source> --to <dir> [--backup <id>]: rebuild the tree of a backup (the latest by default).
 import type { Command } from 'commander';
 import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { configFileFor } from '../config/index.ts';
 import { runRestore } from '../jobs/restore.ts';
 import { action, humanBytes, printJson, withContext, type GlobalOptions } from './common.ts';
+
+interface RestoreOptions {
+  to?: string;
+  target?: string;
+  backup?: string;
+  json?: boolean;
+  targetTime?: string;
+  targetLsn?: string;
+  targetXid?: string;
+  targetName?: string;
+  immediate?: boolean;
+  standby?: boolean;
+  start?: boolean;
+  port: string;
+}
+
+/** The cofre launcher, absolute: restore_command runs it from the restored cluster's directory. */
+const COFRE_BIN = fileURLToPath(new URL('../../bin/cofre', import.meta.url));
 
 export function register(program: Command): void {
   program
@@ -11,11 +31,29 @@ export function register(program: Command): void {
     .option('--to <dir>', 'files sources: target directory (created if missing; must be empty)')
     .option('--target <conninfo>', 'PostgreSQL sources: postgres://user@host:port/postgres of the server to restore into')
     .option('--backup <id>', 'backup to restore (default: the latest)')
+    .option('--target-time <time>', 'physical: recover up to this time (recovery_target_time)')
+    .option('--target-lsn <lsn>', 'physical: recover up to this LSN')
+    .option('--target-xid <xid>', 'physical: recover up to this transaction')
+    .option('--target-name <name>', 'physical: recover up to this restore point')
+    .option('--immediate', 'physical: stop at the end of the backup (the default without another target)')
+    .option('--standby', 'physical: write standby.signal: follow the archive as a log-shipping standby')
+    .option('--start', 'physical: start the restored cluster and wait until it has recovered')
+    .option('--port <port>', 'physical: port for --start', '54329')
     .option('--json', 'print the result as JSON')
-    .action(action(async (source: string, opts: { to?: string; target?: string; backup?: string; json?: boolean }) => {
+    .action(action(async (source: string, opts: RestoreOptions) => {
       const target = opts.target ?? process.env.COFRE_RESTORE_TARGET;
-      const result = await withContext(program.opts<GlobalOptions>(), false, (ctx) =>
-        runRestore(ctx, { source, to: opts.to ? resolve(opts.to) : undefined, target, backupId: opts.backup }),
+      const global = program.opts<GlobalOptions>();
+      const recovery = {
+        ...(opts.targetTime ? { time: opts.targetTime } : {}), ...(opts.targetLsn ? { lsn: opts.targetLsn } : {}),
+        ...(opts.targetXid ? { xid: opts.targetXid } : {}), ...(opts.targetName ? { name: opts.targetName } : {}),
+      };
+      const restoreCommand = `${COFRE_BIN} -c ${configFileFor({ file: global.config })} wal-fetch --source ${source} %f %p`;
+      const result = await withContext(global, false, (ctx) =>
+        runRestore(ctx, {
+          source, to: opts.to ? resolve(opts.to) : undefined, target, backupId: opts.backup,
+          recovery: Object.keys(recovery).length > 0 ? recovery : { immediate: true }, standby: Boolean(opts.standby),
+          startPort: opts.start ? Number(opts.port) : undefined, restoreCommand,
+        }),
       );
       for (const p of result.problems) process.stderr.write(`cofre: ${p.region}: ${p.object}: ${p.problem} (used another region)\n`);
       if (opts.json) return printJson(result);
@@ -23,6 +61,7 @@ export function register(program: Command): void {
         process.stdout.write(`restored ${result.backupId}: databases ${result.databases.join(', ')} in ${result.durationSeconds.toFixed(1)}s\n`);
         return;
       }
+      if (result.started) process.stdout.write(`cluster recovered and accepting queries on port ${result.started.port} after ${(result.started.readyMs / 1000).toFixed(1)}s\n`);
       process.stdout.write(`restored ${result.backupId}: ${result.files} files, ${result.dirs} dirs, ${result.symlinks} symlinks, ${humanBytes(result.bytes)} into ${result.target} in ${result.durationSeconds.toFixed(1)}s\n`);
     }));
 }

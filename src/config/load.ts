@@ -52,7 +52,10 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
   // local cluster with no config file).
   if (env.COFRE_DB_URL || env.COFRE_DB_URL_FILE) {
     const sources = (layered.sources ??= {}) as Record<string, unknown>;
-    sources.db ??= { kind: 'postgres', url: env.COFRE_DB_URL ?? { file: env.COFRE_DB_URL_FILE } };
+    sources.db ??= {
+      kind: 'postgres', url: env.COFRE_DB_URL ?? { file: env.COFRE_DB_URL_FILE },
+      ...(env.COFRE_DB_PGDATA ? { pgdata: env.COFRE_DB_PGDATA } : {}),
+    };
   }
   const envApplied = applyEnv(configSchema, layered, env);
   for (const flag of opts.set ?? []) {
@@ -97,7 +100,10 @@ function resolvePaths(cfg: Config, cwd: string): Config {
   for (const region of cfg.regions) if (region.driver === 'fs') region.path = at(region.path);
   for (const source of Object.values(cfg.sources)) {
     if (source.kind === 'files') source.path = at(source.path);
-    else if (source.binDir) source.binDir = at(source.binDir);
+    else {
+      if (source.binDir) source.binDir = at(source.binDir);
+      if (source.pgdata) source.pgdata = at(source.pgdata);
+    }
   }
   return cfg;
 }

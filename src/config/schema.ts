@@ -136,8 +136,10 @@ const postgresSource = z.strictObject({
   databases: z.array(z.string().min(1)).default([]),
   /** Directory of pg_dump/pg_restore/psql; found with `pg_config --bindir` when omitted. */
   binDir: z.string().optional(),
-  /** Only `logical` (pg_dump) is available in this version; physical base backups and WAL come next. */
-  method: z.literal('logical').default('logical'),
+  /** The cluster's data directory, read directly for physical base backups (cofre runs beside the server). */
+  pgdata: z.string().optional(),
+  /** Default method: physical when pgdata is set, else logical (pg_dump). */
+  method: z.enum(['logical', 'physical']).optional(),
   ...sourceCommon,
 });
 

@@ -14,10 +14,15 @@ import {
   type BackupType,
   type Manifest,
   type ManifestObject,
+  type PhysicalInfo,
 } from '../repository/index.ts';
 import type { SourceCaptureInput } from '../sources/capture.ts';
 import { captureFiles, prepareFiles } from '../sources/files/backup.ts';
 import { captureLogical } from '../sources/postgres/logical.ts';
+import { segmentsBetween } from '../sources/postgres/lsn.ts';
+import { capturePhysical } from '../sources/postgres/physical.ts';
+import { walKey } from '../sources/postgres/wal-names.ts';
+import type { SourceConfig } from '../config/index.ts';
 import type { StorageDriver } from '../storage/index.ts';
 import { cleanAbandoned, removeBackupObjects } from './cleanup.ts';
 import { readOrder, repositoryOf, writeSettings, type JobContext } from './context.ts';
@@ -27,6 +32,26 @@ export interface BackupArgs {
   type: BackupType;
   /** Aborting (daemon shutdown past its budget) ends the backup as `interrupted` and removes its objects. */
   signal?: AbortSignal;
+  /** PostgreSQL sources: logical (pg_dump) or physical (base backup); default from the source's config. */
+  method?: 'logical' | 'physical';
+}
+
+export function methodOf(src: SourceConfig, requested?: 'logical' | 'physical'): 'files' | 'logical' | 'physical' {
+  if (src.kind === 'files') return 'files';
+  return requested ?? src.method ?? (src.pgdata ? 'physical' : 'logical');
+}
+
+/** A physical backup is restorable only with every WAL segment from its start to its stop LSN, at quorum. */
+async function checkWalArchived(ctx: JobContext, source: string, physical: PhysicalInfo): Promise<void> {
+  const names = segmentsBetween(physical.timeline, physical.startLsn, physical.stopLsn, physical.walSegmentSize);
+  for (const name of names) {
+    const present = (await Promise.all(ctx.regions.map((r) => r.stat(walKey(source, name)).catch(() => undefined)))).filter(Boolean).length;
+    if (present < ctx.quorum) {
+      throw new CofreError('QUORUM_NOT_MET', `WAL segment ${name} of this backup is archived in ${present} regions, quorum is ${ctx.quorum}`, {
+        op: 'backup', hint: "set archive_mode = on and archive_command = 'cofre -c <config> wal-push %p' (see docs/postgres.md)",
+      });
+    }
+  }
 }
 
 export interface BackupResult {
@@ -58,7 +83,7 @@ function sourceConfig(ctx: JobContext, name: string) {
 
 /**
  * The parent a diff/incr compares with; with none, the backup is promoted to full (as pgBackRest does).
- * Logical dumps are always full.
+ * PostgreSQL backups are full: logical dumps always, physical ones until block-level incrementals land.
  */
 function chooseParent(ctx: JobContext, source: string, type: BackupType, kind: string): { type: BackupType; parentId: string | null } {
   if (type === 'full' || kind === 'postgres') return { type: 'full', parentId: null };
@@ -77,6 +102,7 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
   try {
     await cleanAbandoned(ctx, args.source);
     const { repoId, statuses } = await repositoryOf(ctx, true);
+    const method = methodOf(src, args.method);
     const chosen = chooseParent(ctx, args.source, args.type, src.kind);
     type = chosen.type;
     let parentManifest: Manifest | null = null;
@@ -94,7 +120,6 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
         op: 'backup', hint: [...owed].map(([r, e]) => `${r}: ${e}`).join('; '),
       });
     }
-    const method = src.kind === 'files' ? 'files' : 'logical';
     ctx.catalog.insertBackup({ id, source: args.source, type, method, parent: parentRow?.id ?? null, runId, startedAt: startedAt.toISOString() }, ctx.regions.map((r) => r.region));
     for (const [region, error] of owed) ctx.catalog.setCopy(id, region, 'owed', error);
     const keys = await ctx.envelope.keyrings.prepareWrite();
@@ -125,7 +150,10 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
         ctx.bus.emit('source.skipped', { source: args.source, path, reason });
       },
     };
-    const captured = src.kind === 'files' ? await captureFiles(src, input, parentManifest) : await captureLogical(src, input);
+    const captured = src.kind === 'files'
+      ? await captureFiles(src, input, parentManifest)
+      : method === 'physical' ? await capturePhysical(src, input) : await captureLogical(src, input);
+    if (captured.physical) await checkWalArchived(ctx, args.source, captured.physical);
 
     // The manifest is written last: its presence in a region is what makes the backup exist there.
     const manifest: Manifest = {
@@ -134,6 +162,7 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
       startedAt: startedAt.toISOString(), finishedAt: ctx.clock.now().toISOString(), keyIds: ctx.envelope.keyrings.writeKeyIds,
       objects: captured.objects, entries: captured.entries, stats: captured.stats,
       ...(captured.logical ? { logical: captured.logical } : {}),
+      ...(captured.physical ? { physical: captured.physical } : {}),
     };
     const sealed = await sealBuffer(settings, manifestIdentity(repoId, args.source, id), Buffer.from(JSON.stringify(manifest)));
     const outcomes = await writeSealed([...live.values()], manifestKey(args.source, id), sealed);

@@ -5,15 +5,23 @@ import { objectKey, packIdentity, readManifest } from '../repository/index.ts';
 import { restoreTree, type RestoreTreeResult } from '../sources/files/extract.ts';
 import { parseConnUrl } from '../sources/postgres/libpq.ts';
 import { restoreLogical } from '../sources/postgres/restore-logical.ts';
+import { preparePgdata, startRestored, type RecoveryTarget, type StartedCluster } from '../sources/postgres/restore-physical.ts';
 import { readOrder, repositoryOf, type JobContext } from './context.ts';
 
 export interface RestoreArgs {
   source: string;
   /** Files sources: an empty or new directory. */
   to?: string;
-  /** PostgreSQL sources: the server to restore into (postgres://user@host:port/maintenance-db). */
+  /** PostgreSQL logical backups: the server to restore into (postgres://user@host:port/maintenance-db). */
   target?: string;
   backupId?: string;
+  /** PostgreSQL physical backups: how far to recover, and whether to follow the archive as a standby. */
+  recovery?: RecoveryTarget;
+  standby?: boolean;
+  /** Start the restored cluster on this port and wait until it has recovered. */
+  startPort?: number;
+  /** restore_command for physical restores (wal-fetch through this cofre and config). */
+  restoreCommand?: string;
 }
 
 export interface RestoreResult extends RestoreTreeResult {
@@ -22,6 +30,8 @@ export interface RestoreResult extends RestoreTreeResult {
   target: string;
   /** Logical restores: the databases restored. */
   databases?: string[];
+  /** Physical restores started with startPort: when the cluster accepted queries, recovered. */
+  started?: StartedCluster;
   durationSeconds: number;
   /** Every damaged or missing copy met on the way, and which region served instead. */
   problems: RegionProblem[];
@@ -61,7 +71,7 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
   used.add(manifestRead.region);
   const manifest = manifestRead.value;
   const src = ctx.config.sources[args.source]!;
-  if (src.kind === 'postgres') {
+  if (src.kind === 'postgres' && manifest.method === 'logical') {
     if (!args.target) {
       throw new CofreError('RESTORE_TARGET_NOT_EMPTY', `restoring ${args.source} needs --target <postgres://user@host:port/postgres>`, {
         op: 'restore', hint: 'a logical backup restores into a running server (roles first, then each database)',
@@ -104,7 +114,16 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
     }, consume, onProblem);
     used.add(read.region);
   });
+  let startedCluster: StartedCluster | undefined;
+  if (src.kind === 'postgres' && manifest.method === 'physical') {
+    await preparePgdata(manifest, to, {
+      restoreCommand: args.restoreCommand ?? 'false', target: args.recovery ?? { immediate: true }, standby: Boolean(args.standby),
+    });
+    if (args.startPort) {
+      startedCluster = await startRestored(manifest, to, args.startPort, { binDir: src.binDir, standby: Boolean(args.standby), clock: ctx.clock, timeoutMs: 600_000 });
+    }
+  }
   const durationSeconds = (ctx.clock.nowMs() - started) / 1000;
   ctx.bus.emit('restore.finished', { backupId: backup.id, source: args.source, durationSeconds, files: result.files, bytes: result.bytes });
-  return { ...result, backupId: backup.id, source: args.source, target: to, durationSeconds, problems, regionsUsed: [...used] };
+  return { ...result, backupId: backup.id, source: args.source, target: to, durationSeconds, problems, regionsUsed: [...used], ...(startedCluster ? { started: startedCluster } : {}) };
 }

@@ -37,13 +37,25 @@ const logicalSchema = z.object({
   databases: z.array(z.object({ name: z.string(), object: z.string(), fingerprints: z.record(z.string(), fingerprintSchema) })),
 });
 
+/** A physical base backup: where it starts and ends in the WAL, and the files PostgreSQL needs to recover it. */
+const physicalSchema = z.object({
+  serverVersion: z.string(),
+  systemIdentifier: z.string(),
+  timeline: z.number().int().positive(),
+  startLsn: z.string(),
+  stopLsn: z.string(),
+  walSegmentSize: z.number().int().positive(),
+  backupLabel: z.string(),
+  tablespaceMap: z.string(),
+});
+
 export const manifestSchema = z.object({
   format: z.literal(MANIFEST_FORMAT_VERSION),
   repo: z.string(),
   source: z.string(),
   backupId: z.string(),
   type: z.enum(['full', 'diff', 'incr']),
-  method: z.enum(['files', 'logical']),
+  method: z.enum(['files', 'logical', 'physical']),
   parent: z.string().nullable(),
   parentManifestSha256: z.string().nullable(),
   startedAt: z.string(),
@@ -52,6 +64,7 @@ export const manifestSchema = z.object({
   objects: z.array(objectSchema),
   entries: z.array(entrySchema),
   logical: logicalSchema.optional(),
+  physical: physicalSchema.optional(),
   stats: z.object({ files: z.number(), dirs: z.number(), symlinks: z.number(), bytes: z.number(), newBytes: z.number(), newFiles: z.number() }),
 });
 
@@ -59,6 +72,7 @@ export type Manifest = z.infer<typeof manifestSchema>;
 export type ManifestEntry = z.infer<typeof entrySchema>;
 export type ManifestObject = z.infer<typeof objectSchema>;
 export type TableFingerprint = z.infer<typeof fingerprintSchema>;
+export type PhysicalInfo = z.infer<typeof physicalSchema>;
 
 export function manifestIdentity(repo: string, source: string, backupId: string): ObjectIdentity {
   return { repo, source, backup: backupId, kind: 'manifest', name: MANIFEST_NAME };

@@ -17,4 +17,5 @@ export interface SourceCapture {
   entries: ManifestEntry[];
   stats: Manifest['stats'];
   logical?: Manifest['logical'];
+  physical?: Manifest['physical'];
 }

@@ -11,6 +11,7 @@ export const PG_BIN = execFileSync('pg_config', ['--bindir']).toString().trim();
 
 export interface TestCluster {
   dir: string;
+  data: string;
   port: number;
   url: string;
   query<T = Record<string, unknown>>(sql: string, database?: string): Promise<T[]>;
@@ -22,7 +23,7 @@ function asPostgres(cmd: string, args: string[]): string {
   return execFileSync(wrapped[0], [...wrapped[1]], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
-export async function startCluster(): Promise<TestCluster> {
+export async function startCluster(extraConf: string[] = []): Promise<TestCluster> {
   const dir = mkdtempSync('/tmp/cofre-pg-');
   chmodSync(dir, 0o755);
   if (process.getuid?.() === 0) {
@@ -33,6 +34,10 @@ export async function startCluster(): Promise<TestCluster> {
   const data = join(dir, 'data');
   const port = await freePort();
   asPostgres(join(PG_BIN, 'initdb'), ['-D', data, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8', '--locale=C']);
+  if (extraConf.length > 0) {
+    // postgresql.conf is the postgres user's file: append as that user.
+    execFileSync('runuser', ['-u', 'postgres', '--', 'sh', '-c', `cat >> ${join(data, 'postgresql.conf')}`], { input: extraConf.join('\n') + '\n' });
+  }
   asPostgres(join(PG_BIN, 'pg_ctl'), [
     '-D', data, '-w', '-l', join(dir, 'log'), 'start',
     '-o', `-p ${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${dir} -c fsync=off`,
@@ -40,6 +45,7 @@ export async function startCluster(): Promise<TestCluster> {
   const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
   return {
     dir,
+    data,
     port,
     url,
     async query<T>(sql: string, database = 'postgres'): Promise<T[]> {
@@ -60,4 +66,18 @@ export async function startCluster(): Promise<TestCluster> {
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Gives the postgres OS user a directory tree (tests run as root; archive_command runs as postgres). */
+export function chownToPostgres(path: string): void {
+  if (process.getuid?.() === 0) execFileSync('chown', ['-R', 'postgres:postgres', path]);
+}
+
+/** Stops a cluster by its data directory, as its owner. */
+export function stopDataDir(data: string): void {
+  try {
+    asPostgres(join(PG_BIN, 'pg_ctl'), ['-D', data, 'stop', '-m', 'immediate']);
+  } catch {
+    // not running
+  }
 }

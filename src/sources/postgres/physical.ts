@@ -1,0 +1,63 @@
+// Physical base backups: a non-exclusive pg_backup_start/stop on a held session, PGDATA read directly (cofre runs
+// beside the server, like pgBackRest) with pg_basebackup's exclusions, packed like any file tree.
+import pg from 'pg';
+import type { PostgresSourceConfig } from '../../config/index.ts';
+import { CofreError } from '../../errors/index.ts';
+import { packName } from '../../repository/index.ts';
+import type { SourceCapture, SourceCaptureInput } from '../capture.ts';
+import { captureTree } from '../files/capture.ts';
+import { PackBuilder } from '../files/pack-builder.ts';
+import { clientConfig, parseConnUrl } from './libpq.ts';
+import { parseSettingBytes } from './lsn.ts';
+
+/** What pg_basebackup leaves out: runtime state, WAL (archived separately), and files recovery must not see. */
+export const PGDATA_EXCLUDES = [
+  'pg_wal/*', 'pg_dynshmem/*', 'pg_notify/*', 'pg_serial/*', 'pg_snapshots/*', 'pg_stat_tmp/*', 'pg_subtrans/*', 'pg_replslot/*',
+  'postmaster.pid', 'postmaster.opts', 'backup_label', 'backup_label.old', 'tablespace_map', 'current_logfiles',
+  'recovery.signal', 'standby.signal', '**/pg_internal.init', '**/pgsql_tmp*',
+];
+
+export async function capturePhysical(src: PostgresSourceConfig, input: SourceCaptureInput): Promise<SourceCapture> {
+  if (!src.pgdata) {
+    throw new CofreError('CONFIG_INVALID', 'a physical backup needs sources.<name>.pgdata (the data directory)', {
+      op: 'backup', hint: 'set pgdata (COFRE_DB_PGDATA for the embedded default), or back up with --method logical',
+    });
+  }
+  const conn = parseConnUrl(src.url, 'backup');
+  const client = new pg.Client(clientConfig(conn));
+  await client.connect();
+  const packs = new PackBuilder(input.packSizeBytes, { write: input.write }, packName);
+  try {
+    const one = async <T>(sql: string, params: unknown[] = []): Promise<T> => (await client.query(sql, params)).rows[0] as T;
+    const { num, version } = await one<{ num: string; version: string }>(`SELECT current_setting('server_version_num') AS num, current_setting('server_version') AS version`);
+    const pg15 = Number(num) >= 150000;
+    const segSize = parseSettingBytes((await one<{ s: string }>(`SELECT current_setting('wal_segment_size') AS s`)).s);
+    const { id } = await one<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()');
+    // The session must stay open: a non-exclusive backup ends (and is abandoned) with it.
+    const label = `cofre ${input.backupId}`;
+    const start = await one<{ lsn: string }>(pg15 ? 'SELECT pg_backup_start($1, true)::text AS lsn' : 'SELECT pg_start_backup($1, true, false)::text AS lsn', [label]);
+    const { tli } = await one<{ tli: number }>('SELECT timeline_id AS tli FROM pg_control_checkpoint()');
+    const captured = await captureTree({
+      root: src.pgdata, exclude: PGDATA_EXCLUDES, backupId: input.backupId, packs, signal: input.signal, parent: null,
+      // Files change and vanish under a running server; WAL replay from the start LSN makes them consistent.
+      onSkip: (path, reason) => (/changed while being read|vanished/.test(reason) ? undefined : input.onSkip(path, reason)),
+    });
+    await packs.close();
+    // wait_for_archive: returns once the last segment of the backup has gone through archive_command.
+    const stop = await one<{ lsn: string; labelfile: string; spcmapfile: string }>(pg15
+      ? 'SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(true)'
+      : 'SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, true)');
+    return {
+      method: 'physical', objects: packs.objects, entries: captured.entries, stats: captured.stats,
+      physical: {
+        serverVersion: version, systemIdentifier: id, timeline: tli, startLsn: start.lsn, stopLsn: stop.lsn, walSegmentSize: segSize,
+        backupLabel: stop.labelfile, tablespaceMap: stop.spcmapfile ?? '',
+      },
+    };
+  } catch (err) {
+    packs.abort(err as Error);
+    throw err;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}

@@ -1,0 +1,124 @@
+// Turns a restored base backup into a cluster PostgreSQL can recover: backup_label, recovery settings that fetch
+// WAL through cofre, the signal file; and, on request, starts it and waits until recovery has finished.
+import { execFileSync } from 'node:child_process';
+import { appendFile, chmod, chown, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import pg from 'pg';
+import type { Clock } from '../../clock.ts';
+import { CofreError } from '../../errors/index.ts';
+import type { Manifest } from '../../repository/index.ts';
+import { binary } from './libpq.ts';
+
+export interface RecoveryTarget {
+  time?: string;
+  lsn?: string;
+  xid?: string;
+  name?: string;
+  /** Stop as soon as the backup is consistent (its end). */
+  immediate?: boolean;
+}
+
+export interface PreparePgdataOptions {
+  /** The command PostgreSQL runs to fetch a WAL file: cofre's wal-fetch with an absolute config path. */
+  restoreCommand: string;
+  target: RecoveryTarget;
+  /** Write standby.signal: the cluster follows the archive as a log-shipping standby. */
+  standby: boolean;
+}
+
+const quote = (v: string): string => `'${v.replace(/'/g, "''")}'`;
+
+/** recovery_target_time rejects ISO 8601's "T…Z"; an ISO time is rewritten as "YYYY-MM-DD HH:MM:SS.mmm+00". */
+export function pgTimestamp(text: string): string {
+  if (!/^\d{4}-\d{2}-\d{2}T/.test(text)) return text;
+  const ms = Date.parse(text);
+  if (Number.isNaN(ms)) return text;
+  return new Date(ms).toISOString().replace('T', ' ').replace('Z', '+00');
+}
+
+export function ownerOf(manifest: Manifest): { uid: number; gid: number } {
+  const entry = manifest.entries.find((e) => e.path === 'PG_VERSION');
+  if (!entry) throw new CofreError('MANIFEST_INVALID', `${manifest.backupId} has no PG_VERSION: not a PostgreSQL data directory`, { op: 'restore' });
+  return { uid: entry.uid, gid: entry.gid };
+}
+
+export async function preparePgdata(manifest: Manifest, dir: string, opts: PreparePgdataOptions): Promise<void> {
+  const physical = manifest.physical;
+  if (!physical) throw new CofreError('MANIFEST_INVALID', `${manifest.backupId} is not a physical backup`, { op: 'restore' });
+  const owner = ownerOf(manifest);
+  const written: string[] = [];
+  const write = async (name: string, text: string, append = false): Promise<void> => {
+    const path = join(dir, name);
+    if (append) await appendFile(path, text, { mode: 0o600 });
+    else await writeFile(path, text, { mode: 0o600 });
+    written.push(path);
+  };
+  await write('backup_label', physical.backupLabel);
+  if (physical.tablespaceMap) await write('tablespace_map', physical.tablespaceMap);
+  const t = opts.target;
+  const lines = [
+    '', `# cofre restore of ${manifest.backupId}`, `restore_command = ${quote(opts.restoreCommand)}`,
+    ...(t.time ? [`recovery_target_time = ${quote(pgTimestamp(t.time))}`] : []),
+    ...(t.lsn ? [`recovery_target_lsn = ${quote(t.lsn)}`] : []),
+    ...(t.xid ? [`recovery_target_xid = ${quote(t.xid)}`] : []),
+    ...(t.name ? [`recovery_target_name = ${quote(t.name)}`] : []),
+    ...(t.immediate ? [`recovery_target = 'immediate'`] : []),
+    ...(opts.standby ? [] : [`recovery_target_action = 'promote'`]),
+    '',
+  ];
+  await write('postgresql.auto.conf', lines.join('\n'), true);
+  await write(opts.standby ? 'standby.signal' : 'recovery.signal', '');
+  if (process.getuid?.() === 0) {
+    await chown(dir, owner.uid, owner.gid);
+    for (const p of written) await chown(p, owner.uid, owner.gid);
+  }
+  await chmod(dir, 0o700);
+}
+
+/** The last lines of the restored server's log, for error messages. */
+async function logTail(dir: string): Promise<string> {
+  const text = await readFile(join(dir, 'cofre-restore.log'), 'utf8').catch(() => '');
+  return text.trim().split('\n').slice(-12).join('\n');
+}
+
+export interface StartedCluster {
+  port: number;
+  /** Milliseconds from start until the server accepted queries (and, unless a standby, left recovery). */
+  readyMs: number;
+}
+
+/** Starts the restored cluster on a loopback port and waits until recovery is over (or, for a standby, it serves). */
+export async function startRestored(manifest: Manifest, dir: string, port: number, opts: { binDir?: string; standby: boolean; clock: Clock; timeoutMs: number }): Promise<StartedCluster> {
+  const started = opts.clock.nowMs();
+  const owner = ownerOf(manifest);
+  const pgCtl = binary(opts.binDir, 'pg_ctl');
+  const args = ['-D', dir, '-l', join(dir, 'cofre-restore.log'), '-o', `-p ${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${dir} -c archive_mode=off`, 'start'];
+  const asOwner = process.getuid?.() === 0
+    ? ['runuser', ['-u', execFileSync('id', ['-nu', String(owner.uid)], { encoding: 'utf8' }).trim(), '--', pgCtl, ...args]] as const
+    : [pgCtl, args] as const;
+  try {
+    execFileSync(asOwner[0], [...asOwner[1]], { stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    throw new CofreError('RESTORE_FAILED', `pg_ctl could not start the restored cluster: ${(err as { stderr?: Buffer }).stderr?.toString().trim() ?? (err as Error).message}\n${await logTail(dir)}`, {
+      op: 'restore', path: dir, hint: `read ${join(dir, 'cofre-restore.log')}`,
+    });
+  }
+  for (;;) {
+    const client = new pg.Client({ host: '127.0.0.1', port, user: execFileSync('id', ['-nu', String(owner.uid)], { encoding: 'utf8' }).trim(), database: 'postgres' });
+    try {
+      await client.connect();
+      const { rows } = await client.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r');
+      if (opts.standby || !rows[0]!.r) return { port, readyMs: opts.clock.nowMs() - started };
+    } catch {
+      // not accepting connections yet
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+    if (opts.clock.nowMs() - started > opts.timeoutMs) {
+      throw new CofreError('RESTORE_FAILED', `the restored cluster did not finish recovery within ${opts.timeoutMs / 1000}s\n${await logTail(dir)}`, {
+        op: 'restore', path: dir, hint: `read ${join(dir, 'cofre-restore.log')}`,
+      });
+    }
+    await opts.clock.sleep(200);
+  }
+}
