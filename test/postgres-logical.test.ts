@@ -145,6 +145,6 @@ describe('logical backup of a PostgreSQL cluster', () => {
     expect(JSON.parse(backup.stdout)).toMatchObject({ source: 'db', type: 'full', status: 'completed' });
     const physical = await runCli(['backup', 'db', '--method', 'physical'], { cwd: work, env });
     expect(physical.code).toBe(78);
-    expect(physical.stderr).toContain('logical dumps only');
+    expect(physical.stderr).toContain('needs sources.db.pgdata');
   });
 });

@@ -31,7 +31,7 @@ async function fingerprints(port: number) {
 
 async function archivedUpTo(c: TestCluster): Promise<void> {
   // Close the current segment and wait until archive_command (cofre wal-push) has stored it.
-  const [{ wal }] = await c.query<{ wal: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS wal');
+  const wal = (await c.query<{ wal: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS wal'))[0]!.wal;
   for (let i = 0; i < 300; i++) {
     const [row] = await c.query<{ last: string | null; failed: string | null }>('SELECT last_archived_wal AS last, last_failed_wal AS failed FROM pg_stat_archiver');
     if (row!.last && row!.last >= wal) return;

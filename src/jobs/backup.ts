@@ -94,6 +94,11 @@ function chooseParent(ctx: JobContext, source: string, type: BackupType, kind: s
 export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<BackupResult> {
   const src = sourceConfig(ctx, args.source);
   if (src.kind === 'files') await prepareFiles(src);
+  if (src.kind === 'postgres' && methodOf(src, args.method) === 'physical' && !src.pgdata) {
+    throw new CofreError('CONFIG_INVALID', `a physical backup of ${args.source} needs sources.${args.source}.pgdata (the data directory)`, {
+      op: 'backup', hint: 'set pgdata (COFRE_DB_PGDATA for the embedded default), or back up with --method logical',
+    });
+  }
   const runId = randomUUID();
   ctx.catalog.startRun(runId, 'backup', args.source, true);
   const startedAt = ctx.clock.now();
