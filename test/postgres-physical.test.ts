@@ -60,7 +60,7 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const d of restoredDirs) stopDataDir(d);
   await cluster?.stop();
-  await removeDir(dir);
+  if (!process.env.COFRE_TEST_KEEP) await removeDir(dir);
 });
 
 describe('physical backup and recovery', () => {
@@ -123,5 +123,34 @@ describe('physical backup and recovery', () => {
       checked++;
     }
     expect(checked).toBe(3);
+  });
+
+  it('restores a --standby that replays segments archived after it started', async () => {
+    const to = join(dir, 'restored-standby');
+    restoredDirs.push(to);
+    const port = await freePort();
+    const out = await runCliAsPostgres(['-c', config, 'restore', 'db', '--backup', backupId, '--to', to, '--standby', '--start', '--port', String(port)]);
+    expect(out.stderr).toBe('');
+    expect(out.code).toBe(0);
+    await cluster.query(`CREATE TABLE after_standby AS SELECT 'shipped through the archive' AS note`);
+    await archivedUpTo(cluster);
+    let note: string | null = null;
+    for (let i = 0; i < 300 && !note; i++) {
+      const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
+      await client.connect();
+      try {
+        const { rows } = await client.query<{ inRecovery: boolean; note: string | null }>(
+          `SELECT pg_is_in_recovery() AS "inRecovery", (SELECT note FROM after_standby) AS note`,
+        ).catch(() => ({ rows: [{ inRecovery: true, note: null }] }));
+        expect(rows[0]!.inRecovery).toBe(true);
+        note = rows[0]!.note;
+      } finally {
+        await client.end();
+      }
+      if (!note) await new Promise((r) => setTimeout(r, 200));
+    }
+    if (!note) console.log(execFileSync('tail', ['-30', join(to, 'cofre-restore.log')]).toString());
+    expect(note).toBe('shipped through the archive');
+    stopDataDir(to);
   });
 });

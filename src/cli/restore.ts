@@ -35,7 +35,7 @@ export function register(program: Command): void {
     .option('--target-lsn <lsn>', 'physical: recover up to this LSN')
     .option('--target-xid <xid>', 'physical: recover up to this transaction')
     .option('--target-name <name>', 'physical: recover up to this restore point')
-    .option('--immediate', 'physical: stop at the end of the backup (the default without another target)')
+    .option('--immediate', 'physical: stop as soon as the backup is consistent (its end); without a target, all archived WAL is replayed')
     .option('--standby', 'physical: write standby.signal: follow the archive as a log-shipping standby')
     .option('--start', 'physical: start the restored cluster and wait until it has recovered')
     .option('--port <port>', 'physical: port for --start', '54329')
@@ -51,7 +51,7 @@ export function register(program: Command): void {
       const result = await withContext(global, false, (ctx) =>
         runRestore(ctx, {
           source, to: opts.to ? resolve(opts.to) : undefined, target, backupId: opts.backup,
-          recovery: Object.keys(recovery).length > 0 ? recovery : { immediate: true }, standby: Boolean(opts.standby),
+          recovery: { ...recovery, ...(opts.immediate ? { immediate: true } : {}) }, standby: Boolean(opts.standby),
           startPort: opts.start ? Number(opts.port) : undefined, restoreCommand,
         }),
       );

@@ -117,7 +117,7 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
   let startedCluster: StartedCluster | undefined;
   if (src.kind === 'postgres' && manifest.method === 'physical') {
     await preparePgdata(manifest, to, {
-      restoreCommand: args.restoreCommand ?? 'false', target: args.recovery ?? { immediate: true }, standby: Boolean(args.standby),
+      restoreCommand: args.restoreCommand ?? 'false', target: args.standby ? {} : (args.recovery ?? {}), standby: Boolean(args.standby),
     });
     if (args.startPort) {
       startedCluster = await startRestored(manifest, to, args.startPort, { binDir: src.binDir, standby: Boolean(args.standby), clock: ctx.clock, timeoutMs: 600_000 });

@@ -9,6 +9,7 @@ import { CofreError } from '../../errors/index.ts';
 import type { Manifest } from '../../repository/index.ts';
 import { binary } from './libpq.ts';
 
+/** Where recovery stops; none of them set means: replay all archived WAL, then promote. */
 export interface RecoveryTarget {
   time?: string;
   lsn?: string;
