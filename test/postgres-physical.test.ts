@@ -6,6 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { writeFile } from 'node:fs/promises';
 import pg from 'pg';
+import { Catalog } from '../src/catalog/catalog.ts';
+import { systemClock } from '../src/clock.ts';
 import { tableFingerprints } from '../src/sources/postgres/fingerprint.ts';
 import { rawTestConfig } from './helpers/config.ts';
 import { COFRE_BIN, runCliAsPostgres } from './helpers/cli.ts';
@@ -123,6 +125,15 @@ describe('physical backup and recovery', () => {
       checked++;
     }
     expect(checked).toBe(3);
+    // The measured recovery point follows the WAL archived after the backup, not just the backup's end.
+    const catalog = new Catalog(join(dir, 'catalog.db'), systemClock);
+    try {
+      const backupEnd = catalog.getBackup(backupId)!.finishedAt!;
+      expect(catalog.recoveryPoint('db')! > backupEnd).toBe(true);
+      expect(catalog.recoveryPoint('db')).toBe(catalog.latestWalAt('db'));
+    } finally {
+      catalog.close();
+    }
   });
 
   it('restores a --standby that replays segments archived after it started', async () => {

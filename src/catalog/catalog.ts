@@ -334,6 +334,23 @@ export class Catalog {
       .get(source, name) as unknown as { name: string; size: number; sha256: string; pushedAt: string } | undefined;
   }
 
+  /** When the newest WAL segment of a source was archived (at quorum: only such pushes are recorded). */
+  latestWalAt(source: string): string | null {
+    const row = this.db.prepare('SELECT max(pushed_at) AS at FROM wal_segments WHERE source = ?').get(source) as { at: string | null };
+    return row.at;
+  }
+
+  /**
+   * The newest recoverable point of a source: the end of its last completed or degraded backup, or, for a
+   * PostgreSQL source archiving WAL after it, the newest segment stored at quorum.
+   */
+  recoveryPoint(source: string): string | null {
+    const backup = this.latestUsable(source)?.finishedAt ?? null;
+    if (!backup) return null;
+    const wal = this.latestWalAt(source);
+    return wal && wal > backup ? wal : backup;
+  }
+
   walCopies(source: string, name: string): { region: string; status: string; error: string | null }[] {
     return this.db
       .prepare('SELECT region, status, error FROM wal_copies WHERE source = ? AND name = ? ORDER BY region')

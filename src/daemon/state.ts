@@ -58,8 +58,13 @@ export function metricsState(ctx: () => JobContext, scheduler: () => Scheduler |
   return {
     recoveryPoints: () =>
       Object.keys(ctx().config.sources).flatMap((source) => {
-        const latest = ctx().catalog.latestUsable(source);
-        return latest?.finishedAt ? [{ source, seconds: Date.parse(latest.finishedAt) / 1000 }] : [];
+        const point = ctx().catalog.recoveryPoint(source);
+        return point ? [{ source, seconds: Date.parse(point) / 1000 }] : [];
+      }),
+    walArchived: () =>
+      Object.keys(ctx().config.sources).flatMap((source) => {
+        const at = ctx().catalog.latestWalAt(source);
+        return at ? [{ source, seconds: Date.parse(at) / 1000 }] : [];
       }),
     targets: () => Object.entries(ctx().config.sources).map(([source, s]) => ({ source, rpoSeconds: s.rpo, rtoSeconds: s.rto })),
     nextRuns: () =>
@@ -84,14 +89,15 @@ export function statusOf(ctx: JobContext, scheduler: Scheduler | null, progress:
         const b = usable.filter((u) => u.type === type).at(-1);
         return b ? { id: b.id, status: b.status, finishedAt: b.finishedAt } : null;
       };
-      const latest = usable.at(-1);
-      const pointMs = latest?.finishedAt ? Date.parse(latest.finishedAt) : null;
+      const point = ctx.catalog.recoveryPoint(source);
+      const pointMs = point ? Date.parse(point) : null;
       const measured = pointMs === null ? null : Math.round((now - pointMs) / 1000);
       const lane = activity[source];
       return [source, {
         kind: cfg.kind,
         lastBackup: { full: lastOf('full'), diff: lastOf('diff'), incr: lastOf('incr') },
-        recoveryPoint: latest?.finishedAt ?? null,
+        recoveryPoint: point,
+        walArchivedAt: ctx.catalog.latestWalAt(source),
         rpo: { targetSeconds: cfg.rpo ?? null, measuredSeconds: measured, breached: cfg.rpo !== undefined && (measured === null || measured > cfg.rpo) },
         rtoTargetSeconds: cfg.rto ?? null,
         nextDue: Object.fromEntries(next.filter((n) => n.spec.source === source).map((n) => [n.spec.type, n.at?.toISOString() ?? null])),

@@ -10,6 +10,7 @@ export interface Metrics {
 /** Values read at scrape time from the daemon's current state (catalog, scheduler, region probes). */
 export interface MetricsState {
   recoveryPoints(): { source: string; seconds: number }[];
+  walArchived(): { source: string; seconds: number }[];
   targets(): { source: string; rpoSeconds?: number; rtoSeconds?: number }[];
   nextRuns(): { source: string; job: string; seconds: number }[];
   regions(): { region: string; up: boolean; copiesOwed: number }[];
@@ -69,8 +70,10 @@ export function createMetrics(bus: EventBus, version: string, state?: MetricsSta
       for (const r of state.regions()) g.set({ region: r.region }, r.copiesOwed);
     });
   }
-  // WAL archiving (PostgreSQL sources) feeds these; with only file sources they have no samples.
-  new Gauge({ name: 'cofre_wal_last_archived_timestamp_seconds', help: 'Time of the last WAL segment stored at quorum', labelNames: ['source'], registers: [registry] });
+  stateGauge(registry, 'cofre_wal_last_archived_timestamp_seconds', 'Time of the last WAL segment stored at quorum', ['source'], (g) => {
+    for (const w of state?.walArchived() ?? []) g.set({ source: w.source }, w.seconds);
+  });
+  // Fed once the daemon pushes ahead from archive_status/*.ready; until then it has no samples.
   new Gauge({ name: 'cofre_wal_ready_segments', help: 'WAL segments waiting to be archived', labelNames: ['source'], registers: [registry] });
   const rpoBreaches = new Counter({ name: 'cofre_rpo_breaches_total', help: 'Times a source was found older than its RPO', labelNames: ['source'], registers: [registry] });
 

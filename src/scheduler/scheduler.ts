@@ -182,7 +182,8 @@ export class Scheduler {
       const lane = this.lanes.get(source);
       if (lane?.running || lane?.queued) continue;
       const latest = this.opts.catalog.latestUsable(source);
-      const pointMs = latest?.finishedAt ? Date.parse(latest.finishedAt) : null;
+      const point = this.opts.catalog.recoveryPoint(source);
+      const pointMs = point ? Date.parse(point) : null;
       const ageSeconds = pointMs === null ? null : (now - pointMs) / 1000;
       if (ageSeconds !== null && ageSeconds <= rpo) continue;
       this.opts.bus.emit('rpo.breached', { source, ageSeconds, rpoSeconds: rpo });
