@@ -1,7 +1,7 @@
 // Physical base backups of a real PostgreSQL 15 cluster archiving its WAL through `cofre wal-push`, restored with
 // recovery through `cofre wal-fetch`: to the end of the backup, and to points in time. Every cofre step runs as
 // the postgres OS user, as archive_command and restore_command do.
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { writeFile } from 'node:fs/promises';
@@ -12,7 +12,7 @@ import { tableFingerprints } from '../src/sources/postgres/fingerprint.ts';
 import { rawTestConfig } from './helpers/config.ts';
 import { COFRE_BIN, runCliAsPostgres } from './helpers/cli.ts';
 import { freePort } from './helpers/moto.ts';
-import { chownToPostgres, PG_BIN, startCluster, stopDataDir, type TestCluster } from './helpers/postgres.ts';
+import { chownToPostgres, letPostgresReach, PG_BIN, startCluster, stopDataDir, type TestCluster } from './helpers/postgres.ts';
 import { removeDir, tempDir } from './helpers/tmp.ts';
 import { execFileSync } from 'node:child_process';
 
@@ -43,6 +43,7 @@ async function archivedUpTo(c: TestCluster): Promise<void> {
 }
 
 beforeAll(async () => {
+  letPostgresReach(dirname(COFRE_BIN));
   dir = await tempDir();
   config = join(dir, 'cofre.yaml');
   const raw = rawTestConfig(dir);

@@ -1,9 +1,9 @@
 // Throwaway PostgreSQL 15 clusters for tests: initdb as the postgres OS user (initdb refuses root), a free
 // loopback port, a socket in the cluster's own temp dir, and always an immediate stop by data directory.
 import { execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, mkdtempSync } from 'node:fs';
+import { chmodSync, chownSync, mkdtempSync, statSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import pg from 'pg';
 import { freePort } from './moto.ts';
 
@@ -79,5 +79,18 @@ export function stopDataDir(data: string): void {
     asPostgres(join(PG_BIN, 'pg_ctl'), ['-D', data, 'stop', '-m', 'immediate']);
   } catch {
     // not running
+  }
+}
+
+/**
+ * archive_command and restore_command run cofre as the postgres OS user, so that user must be able to reach the
+ * checkout. A fresh clone may sit under a 0700 directory (mktemp -d): give "others" search permission (x only,
+ * no read) on each ancestor that lacks it.
+ */
+export function letPostgresReach(path: string): void {
+  if (process.getuid?.() !== 0) return;
+  for (let dir = path; dir !== '/'; dir = dirname(dir)) {
+    const mode = statSync(dir).mode & 0o7777;
+    if (!(mode & 0o001)) chmodSync(dir, mode | 0o001);
   }
 }
