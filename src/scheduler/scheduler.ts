@@ -199,7 +199,10 @@ export class Scheduler {
     for (const lane of this.lanes.values()) lane.queued = null;
     await this.loop;
     const all = Promise.all([...this.lanes.values()].map((l) => l.done));
-    const cancel = this.opts.clock.after(budgetMs, () => this.abortJobs.abort(new Error('shutdown: stop budget spent')));
+    // An infinite budget (a reload) waits for the jobs; a timer of Infinity ms would fire at once.
+    const cancel = Number.isFinite(budgetMs)
+      ? this.opts.clock.after(budgetMs, () => this.abortJobs.abort(new Error('shutdown: stop budget spent')))
+      : () => undefined;
     await all;
     cancel();
   }
