@@ -28,7 +28,7 @@ async function settle(): Promise<void> {
   for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
 }
 
-function setup(clock: TestClock, opts: { catalog?: Catalog; rpo?: number; execute?: (w: Work) => Promise<WorkOutcome> } = {}) {
+function setup(clock: TestClock, opts: { catalog?: Catalog; rpo?: number; execute?: (w: Work, signal: AbortSignal) => Promise<WorkOutcome> } = {}) {
   const config = testConfig(join(dir, `s${seq++}`), {
     sources: { uploads: { kind: 'files', path: join(dir, 'u'), ...(opts.rpo ? { rpo: opts.rpo } : {}) } },
   });
@@ -37,9 +37,9 @@ function setup(clock: TestClock, opts: { catalog?: Catalog; rpo?: number; execut
   const bus = new EventBus();
   const scheduler = new Scheduler({
     specs: specsFor(config), catalog, clock, bus, rpoSeconds: { uploads: opts.rpo }, rpoCheckSeconds: 60,
-    execute: async (work) => {
+    execute: async (work, signal) => {
       started.push({ at: clock.now(), work: { ...work, runIds: [...work.runIds] } });
-      return opts.execute ? opts.execute(work) : 'completed';
+      return opts.execute ? opts.execute(work, signal) : 'completed';
     },
   });
   return { scheduler, catalog, started, bus, config };
@@ -132,6 +132,34 @@ describe('Scheduler', () => {
     expect(peak).toBe(1);
     await scheduler.stop(1000);
     catalog.close();
+  });
+
+  it('on stop, lets a running job finish within the budget (forever for a reload) and aborts it after', async () => {
+    for (const [budget, expected] of [[Number.POSITIVE_INFINITY, 'completed'], [500, 'interrupted']] as const) {
+      const clock = new TestClock('2026-11-05T12:00:00Z');
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      let outcome = '';
+      const { scheduler, catalog } = setup(clock, {
+        execute: async (work, signal) => {
+          if (work.job !== 'backup') return 'completed';
+          await gate;
+          // What the job saw of its abort signal once it could look again.
+          outcome = signal.aborted ? 'interrupted' : 'completed';
+          return outcome as WorkOutcome;
+        },
+      });
+      scheduler.start();
+      await settle();
+      const stopped = scheduler.stop(budget);
+      await settle();
+      clock.advance(1000);
+      await settle();
+      release();
+      await stopped;
+      expect(outcome).toBe(expected);
+      catalog.close();
+    }
   });
 
   it('starts a backup when the newest recoverable point is older than the RPO', async () => {
