@@ -11,6 +11,9 @@ export interface Clock {
   after(ms: number, fn: () => void): () => void;
 }
 
+/** The longest delay setTimeout accepts. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export const systemClock: Clock = {
   now: () => new Date(),
   nowMs: () => Date.now(),
@@ -33,6 +36,8 @@ export const systemClock: Clock = {
     return () => clearInterval(timer);
   },
   after: (ms, fn) => {
+    // setTimeout turns delays it cannot hold (Infinity, > 2^31-1 ms) into 1 ms; such a timer never fires here.
+    if (!Number.isFinite(ms) || ms > MAX_TIMER_MS) return () => undefined;
     const timer = setTimeout(fn, ms);
     return () => clearTimeout(timer);
   },

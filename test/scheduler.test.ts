@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Catalog } from '../src/catalog/catalog.ts';
-import { TestClock } from '../src/clock.ts';
+import { systemClock, TestClock } from '../src/clock.ts';
 import { EventBus } from '../src/observability/events.ts';
 import { Scheduler, type Work, type WorkOutcome } from '../src/scheduler/scheduler.ts';
 import { specsFor } from '../src/scheduler/specs.ts';
@@ -160,6 +160,14 @@ describe('Scheduler', () => {
       expect(outcome).toBe(expected);
       catalog.close();
     }
+  });
+
+  it('never fires a system timer whose delay setTimeout cannot hold', async () => {
+    let fired = false;
+    const cancel = systemClock.after(Number.POSITIVE_INFINITY, () => (fired = true));
+    await new Promise((r) => setTimeout(r, 50));
+    cancel();
+    expect(fired).toBe(false);
   });
 
   it('starts a backup when the newest recoverable point is older than the RPO', async () => {
