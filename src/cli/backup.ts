@@ -15,10 +15,10 @@ export function register(program: Command): void {
     .option('--json', 'print the result as JSON')
     .action(action(async (source: string, opts: { type: string; method?: string; json?: boolean }) => {
       if (opts.method && opts.method !== 'logical' && opts.method !== 'physical') {
-        throw new CofreError('CONFIG_INVALID', `--method: expected physical or logical (got ${JSON.stringify(opts.method)})`, { op: 'cli.backup' });
+        throw new CofreError('USAGE', `--method: expected physical or logical (got ${JSON.stringify(opts.method)})`, { op: 'cli.backup' });
       }
       if (!TYPES.includes(opts.type as (typeof TYPES)[number])) {
-        throw new CofreError('CONFIG_INVALID', `--type: expected full, diff or incr (got ${JSON.stringify(opts.type)})`, { op: 'cli.backup' });
+        throw new CofreError('USAGE', `--type: expected full, diff or incr (got ${JSON.stringify(opts.type)})`, { op: 'cli.backup' });
       }
       const global = program.opts<GlobalOptions>();
       const result = await withContext(global, true, async (ctx) => {

@@ -10,6 +10,7 @@ export const EXIT_TEMPFAIL = 75; // EX_TEMPFAIL: busy (another run holds the sou
 export const EXIT_CONFIG = 78; // EX_CONFIG
 
 export const ERROR_CODES = {
+  USAGE: { exit: EXIT_USAGE, retryable: false },
   CONFIG_INVALID: { exit: EXIT_CONFIG, retryable: false },
   CONFIG_NOT_FOUND: { exit: EXIT_CONFIG, retryable: false },
   KEY_FILE_INSECURE: { exit: EXIT_CONFIG, retryable: false },

@@ -1,4 +1,5 @@
 // The restore job: rebuild a source's tree from any backup of its chain, reading each object from the first sound region.
+import type { Readable } from 'node:stream';
 import { CofreError } from '../errors/index.ts';
 import { readObjectWithFallback, type RegionProblem } from '../pipeline/index.ts';
 import { objectKey, packIdentity, readManifest } from '../repository/index.ts';
@@ -71,9 +72,16 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
   used.add(manifestRead.region);
   const manifest = manifestRead.value;
   const src = ctx.config.sources[args.source]!;
+  /** One object of a backup of the chain, from the first region that gives sound bytes. */
+  const readBackupObject = async (backupId: string, name: string, info: { size: number; sha256: string }, consume: (plaintext: Readable) => Promise<void>): Promise<void> => {
+    const read = await readObjectWithFallback(ctx.envelope, readOrder(ctx, backupId), {
+      key: objectKey(args.source, backupId, name), identity: packIdentity(repoId, args.source, backupId, name), size: info.size, sha256: info.sha256,
+    }, consume, onProblem);
+    used.add(read.region);
+  };
   if (src.kind === 'postgres' && manifest.method === 'logical') {
     if (!args.target) {
-      throw new CofreError('RESTORE_TARGET_NOT_EMPTY', `restoring ${args.source} needs --target <postgres://user@host:port/postgres>`, {
+      throw new CofreError('USAGE', `restoring ${args.source} needs --target <postgres://user@host:port/postgres>`, {
         op: 'restore', hint: 'a logical backup restores into a running server (roles first, then each database)',
       });
     }
@@ -81,10 +89,7 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
     const result = await restoreLogical(src, manifest, args.target, async (name, consume) => {
       const info = byName.get(name);
       if (!info) throw new CofreError('MANIFEST_INVALID', `backup ${backup.id} has no object ${name}`, { op: 'restore', path: name });
-      const read = await readObjectWithFallback(ctx.envelope, readOrder(ctx, backup.id), {
-        key: objectKey(args.source, backup.id, name), identity: packIdentity(repoId, args.source, backup.id, name), size: info.size, sha256: info.sha256,
-      }, consume, onProblem);
-      used.add(read.region);
+      await readBackupObject(backup.id, name, info, consume);
     });
     const durationSeconds = (ctx.clock.nowMs() - started) / 1000;
     const bytes = manifest.objects.reduce((n, o) => n + o.plainBytes, 0);
@@ -95,7 +100,7 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
     };
   }
   if (!args.to) {
-    throw new CofreError('RESTORE_TARGET_NOT_EMPTY', `restoring ${args.source} needs --to <dir>`, { op: 'restore', hint: 'an empty or new directory' });
+    throw new CofreError('USAGE', `restoring ${args.source} needs --to <dir>`, { op: 'restore', hint: 'an empty or new directory' });
   }
   const to = args.to;
   // Object sizes and hashes come from the manifest of the backup that wrote each pack.
@@ -109,10 +114,7 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
       info = packInfo.get(`${loc.backup}/${loc.pack}`);
       if (!info) throw new CofreError('MANIFEST_INVALID', `backup ${loc.backup} has no object ${loc.pack}`, { op: 'restore', path: loc.pack });
     }
-    const read = await readObjectWithFallback(ctx.envelope, readOrder(ctx, loc.backup), {
-      key: objectKey(args.source, loc.backup, loc.pack), identity: packIdentity(repoId, args.source, loc.backup, loc.pack), size: info.size, sha256: info.sha256,
-    }, consume, onProblem);
-    used.add(read.region);
+    await readBackupObject(loc.backup, loc.pack, info, consume);
   });
   let startedCluster: StartedCluster | undefined;
   if (src.kind === 'postgres' && manifest.method === 'physical') {
