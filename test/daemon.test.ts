@@ -42,8 +42,7 @@ beforeAll(async () => {
   dir = await tempDir();
   await mkdir(join(dir, 'config'));
   await copyFile(join(REPO, 'config', 'cofre.yaml'), join(dir, 'config', 'cofre.yaml'));
-  await mkdir(join(dir, 'var', 'data', 'uploads'), { recursive: true });
-  await writeFile(join(dir, 'var', 'data', 'uploads', 'invoice-1.pdf'), 'first invoice');
+  // As on a fresh clone: no ./var at all; the daemon creates its state and the source directories.
   port = await freePort();
   daemon = start();
 });

@@ -1,5 +1,6 @@
 // One daemon per catalog: a lock file next to it holding the owner's pid; a lock left by a dead process is taken over.
-import { closeSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { processAlive } from '../catalog/catalog.ts';
 import { CofreError } from '../errors/index.ts';
 
@@ -10,6 +11,8 @@ export interface DaemonLock {
 
 export function acquireDaemonLock(catalogPath: string): DaemonLock {
   const path = `${catalogPath}.daemon.lock`;
+  // A fresh install has no state directory yet.
+  mkdirSync(dirname(path), { recursive: true });
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       const fd = openSync(path, 'wx', 0o600);
