@@ -1,25 +1,8 @@
-// The cofre command line: global options, one file per command, exit codes from the error registry.
-import { Command } from 'commander';
-import { readFileSync } from 'node:fs';
-import { register as backup } from './backup.ts';
-import { register as config } from './config.ts';
-import { register as daemon } from './daemon.ts';
-import { register as list } from './list.ts';
-import { register as restore } from './restore.ts';
-import { register as show } from './show.ts';
-import { register as verify } from './verify.ts';
-import { register as wal } from './wal.ts';
+// The cofre command line. `wal-push` first tries the running daemon's socket, loading almost nothing; every
+// other command (and wal-push without a daemon) loads the full program.
+import { walPushViaDaemon } from './wal-client.ts';
 
-const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-
-const program = new Command('cofre')
-  .version(pkg.version)
-  .description('encrypted, multi-region backups of a PostgreSQL-backed application')
-  .option('-c, --config <file>', 'config file (default: $COFRE_CONFIG, else ./config/cofre.yaml)')
-  .option('--set <key=value>', 'override a config value (repeatable), e.g. --set compression.level=6', (v: string, acc: string[]) => [...acc, v], [] as string[])
-  .option('-v, --verbose', 'log progress and events to stderr');
-
-for (const add of [backup, list, show, restore, verify, wal, config]) add(program);
-daemon(program, pkg.version);
-
-await program.parseAsync(process.argv);
+if (!(await walPushViaDaemon(process.argv))) {
+  const { runProgram } = await import('./program.ts');
+  await runProgram(process.argv);
+}

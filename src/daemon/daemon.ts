@@ -2,6 +2,7 @@
 // (one daemon per catalog, SIGHUP reload, SIGTERM with a budget for the running job).
 import type { Server } from 'node:http';
 import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Clock } from '../clock.ts';
 import { Secret, type Config } from '../config/index.ts';
@@ -18,6 +19,8 @@ import { Scheduler, type Work, type WorkOutcome } from '../scheduler/scheduler.t
 import { specsFor } from '../scheduler/specs.ts';
 import { createApp, listen } from './http.ts';
 import { acquireDaemonLock, type DaemonLock } from './lock.ts';
+import { WalService } from './wal-service.ts';
+import { SOCKET_NAME } from './wal-socket.ts';
 import { metricsState, probeRegions, Progress, statusOf, type RegionHealth } from './state.ts';
 
 export const REGION_PROBE_INTERVAL_MS = 60_000;
@@ -59,7 +62,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
   loopDelay.enable();
   const progress = new Progress(bus, clock);
   let scheduler: Scheduler | null = null;
-  const metrics: Metrics = createMetrics(bus, opts.version, metricsState(() => ctx, () => scheduler, health));
+  const wal = new WalService(() => ctx, clock, logger);
+  const metrics: Metrics = createMetrics(bus, opts.version, { ...metricsState(() => ctx, () => scheduler, health), walReady: () => wal.readySegments() });
 
   const execute = async (work: Work, signal: AbortSignal): Promise<WorkOutcome> => {
     const log = logger.child({ job: work.job, source: work.source, type: work.type, reason: work.reason });
@@ -143,11 +147,15 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
   await probeRegions(ctx, health);
   const cancelProbe = clock.every(REGION_PROBE_INTERVAL_MS, () => void probeRegions(ctx, health));
   startScheduler();
+  const archivesWal = Object.values(config.sources).some((s) => s.kind === 'postgres');
+  const socketPath = join(dirname(config.catalog.path), SOCKET_NAME);
+  if (archivesWal) await wal.start(socketPath);
   logger.info({
     health: `http://${address}/health`, metrics: `http://${address}/metrics`, status: `http://${address}/api/v1/status`,
     sources: Object.fromEntries(Object.entries(config.sources).map(([k, v]) => [k, v.kind === 'files' ? v.path : 'postgres (logical)'])),
     regions: config.regions.map((r) => (r.driver === 'fs' ? `${r.name}: ${r.path}` : r.driver === 's3' ? `${r.name}: s3://${r.bucket}/${r.prefix}` : r.name)),
     catalog: config.catalog.path,
+    ...(archivesWal ? { walSocket: socketPath } : {}),
   }, 'cofre daemon started');
 
   let resolveDone!: () => void;
@@ -159,6 +167,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
       logger.info({ budgetSeconds: config.daemon.stopTimeoutSeconds }, 'stopping: no new jobs; a running job may finish within the budget');
       cancelProbe();
       await scheduler?.stop(config.daemon.stopTimeoutSeconds * 1000);
+      if (archivesWal) await wal.stop();
       // Keep-alive connections would hold close() open for their idle timeout: end them now.
       const closed = new Promise<void>((r) => server.close(() => r()));
       server.closeAllConnections();

@@ -6,6 +6,7 @@ import { readFile, rename, rm } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import type { Config } from '../config/index.ts';
 import type { ObjectIdentity } from '../crypto/index.ts';
 import { CofreError, isCofreError, messageOf } from '../errors/index.ts';
 import { HashTap, readObjectFrom, readObjectWithFallback, writeObjectStream } from '../pipeline/index.ts';
@@ -113,5 +114,21 @@ export async function fetchWal(ctx: JobContext, source: string, name: string, de
   } finally {
     await rm(part, { force: true });
   }
+}
+
+
+/** The source WAL belongs to: --source, else the only PostgreSQL source configured. */
+export function walSource(config: Config, named?: string): string {
+  if (named) {
+    if (config.sources[named]?.kind !== 'postgres') throw new CofreError('SOURCE_NOT_FOUND', `no PostgreSQL source named "${named}"`, { op: 'wal' });
+    return named;
+  }
+  const pg = Object.entries(config.sources).filter(([, s]) => s.kind === 'postgres').map(([k]) => k);
+  if (pg.length !== 1) {
+    throw new CofreError('SOURCE_NOT_FOUND', pg.length === 0 ? 'no PostgreSQL source is configured' : `several PostgreSQL sources (${pg.join(', ')}): say which with --source`, {
+      op: 'wal', hint: 'set COFRE_DB_URL or add a source of kind postgres',
+    });
+  }
+  return pg[0]!;
 }
 

@@ -11,6 +11,7 @@ export interface Metrics {
 export interface MetricsState {
   recoveryPoints(): { source: string; seconds: number }[];
   walArchived(): { source: string; seconds: number }[];
+  walReady?(): { source: string; count: number }[];
   targets(): { source: string; rpoSeconds?: number; rtoSeconds?: number }[];
   nextRuns(): { source: string; job: string; seconds: number }[];
   regions(): { region: string; up: boolean; copiesOwed: number }[];
@@ -73,8 +74,9 @@ export function createMetrics(bus: EventBus, version: string, state?: MetricsSta
   stateGauge(registry, 'cofre_wal_last_archived_timestamp_seconds', 'Time of the last WAL segment stored at quorum', ['source'], (g) => {
     for (const w of state?.walArchived() ?? []) g.set({ source: w.source }, w.seconds);
   });
-  // Fed once the daemon pushes ahead from archive_status/*.ready; until then it has no samples.
-  new Gauge({ name: 'cofre_wal_ready_segments', help: 'WAL segments waiting to be archived', labelNames: ['source'], registers: [registry] });
+  stateGauge(registry, 'cofre_wal_ready_segments', 'WAL segments PostgreSQL marked ready and not yet archived', ['source'], (g) => {
+    for (const r of state?.walReady?.() ?? []) g.set({ source: r.source }, r.count);
+  });
   const rpoBreaches = new Counter({ name: 'cofre_rpo_breaches_total', help: 'Times a source was found older than its RPO', labelNames: ['source'], registers: [registry] });
 
   const offs = [
