@@ -6,6 +6,7 @@ import { createKeyFile } from '../src/crypto/index.ts';
 import { runBackup } from '../src/jobs/backup.ts';
 import { runRestore } from '../src/jobs/restore.ts';
 import { runVerify } from '../src/jobs/verify.ts';
+import { runHeal } from '../src/jobs/heal.ts';
 import { objectKey } from '../src/repository/index.ts';
 import { rawTestConfig, testConfig } from './helpers/config.ts';
 import { validate } from '../src/config/index.ts';
@@ -75,6 +76,27 @@ describe('a region unreachable during a backup', () => {
       expect(restored.regionsUsed).toEqual(['eu-west-1']);
     } finally {
       await degradedCtx.close();
+    }
+    // The region comes back: heal copies the owed copy from a sound region, byte for byte.
+    const healed = await openTestContext(testConfig(own, { quorum: 2 }));
+    try {
+      const before = healed.catalog.listBackups('uploads')[0]!;
+      const report = await runHeal(healed);
+      expect(report).toMatchObject({ ok: true, problems: [] });
+      expect(report.healed).toEqual([{ what: `uploads/${before.id}`, region: 'us-east-1' }]);
+      expect(healed.catalog.getBackup(before.id)!.status).toBe('completed');
+      expect(healed.catalog.copiesOwed()).toEqual([]);
+      const deep = await runVerify(healed, { deep: true });
+      expect(deep.problems).toEqual([]);
+      const objects = healed.catalog.objectsOf(before.id);
+      for (const o of objects) {
+        const key = o.name === 'manifest' ? `uploads/backups/${before.id}/manifest` : objectKey('uploads', before.id, o.name);
+        const a = await readFile(join(own, 'regions', 'eu-west-1', ...key.split('/')));
+        const b = await readFile(join(own, 'regions', 'us-east-1', ...key.split('/')));
+        expect(b.equals(a)).toBe(true); // the same ciphertext, not a new encryption
+      }
+    } finally {
+      await healed.close();
     }
   });
 

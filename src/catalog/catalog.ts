@@ -357,11 +357,40 @@ export class Catalog {
       .all(source, name) as unknown as { region: string; status: string; error: string | null }[];
   }
 
+  /** Every owed copy of a usable backup, oldest backup first. */
+  owedBackupCopies(): { backupId: string; source: string; region: string }[] {
+    return this.db
+      .prepare(`SELECT c.backup_id AS backupId, b.source, c.region FROM copies c JOIN backups b ON b.id = c.backup_id
+                WHERE c.status = 'owed' AND b.status IN ('completed', 'degraded') ORDER BY b.started_at, c.region`)
+      .all() as unknown as { backupId: string; source: string; region: string }[];
+  }
+
+  owedWalCopies(): { source: string; name: string; region: string }[] {
+    return this.db
+      .prepare(`SELECT source, name, region FROM wal_copies WHERE status = 'owed' ORDER BY source, name, region`)
+      .all() as unknown as { source: string; name: string; region: string }[];
+  }
+
+  setWalCopy(source: string, name: string, region: string, status: 'complete' | 'owed', error: string | null = null): void {
+    this.db.prepare('UPDATE wal_copies SET status = ?, error = ?, updated_at = ? WHERE source = ? AND name = ? AND region = ?')
+      .run(status, error, this.now(), source, name, region);
+  }
+
+  /** A degraded backup whose every copy is now complete becomes completed. */
+  promoteIfWhole(backupId: string): void {
+    const owed = this.copiesOf(backupId).some((c) => c.status !== 'complete');
+    if (!owed) this.db.prepare(`UPDATE backups SET status = 'completed' WHERE id = ? AND status = 'degraded'`).run(backupId);
+  }
+
   /** Copies each region still owes (backups that finished degraded). */
   copiesOwed(): { region: string; count: number }[] {
     return this.db
-      .prepare(`SELECT region, count(*) AS count FROM copies c JOIN backups b ON b.id = c.backup_id
-                WHERE c.status = 'owed' AND b.status IN ('completed', 'degraded') GROUP BY region`)
+      .prepare(`SELECT region, sum(n) AS count FROM (
+                  SELECT c.region, count(*) AS n FROM copies c JOIN backups b ON b.id = c.backup_id
+                  WHERE c.status = 'owed' AND b.status IN ('completed', 'degraded') GROUP BY c.region
+                  UNION ALL
+                  SELECT region, count(*) AS n FROM wal_copies WHERE status = 'owed' GROUP BY region
+                ) GROUP BY region`)
       .all() as unknown as { region: string; count: number }[];
   }
 }

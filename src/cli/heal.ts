@@ -1,0 +1,22 @@
+// cofre heal [--json]: re-create every owed copy from a sound one; exit 0 only when nothing is owed any more.
+import type { Command } from 'commander';
+import { EXIT_PROBLEMS_FOUND } from '../errors/index.ts';
+import { runHeal } from '../jobs/heal.ts';
+import { action, printJson, withContext, type GlobalOptions } from './common.ts';
+
+export function register(program: Command): void {
+  program
+    .command('heal')
+    .description('copy every owed backup and WAL copy from a sound region (byte for byte, checked)')
+    .option('--json', 'print the report as JSON')
+    .action(action(async (opts: { json?: boolean }) => {
+      const report = await withContext(program.opts<GlobalOptions>(), false, (ctx) => runHeal(ctx));
+      if (opts.json) printJson(report);
+      else {
+        for (const h of report.healed) process.stdout.write(`healed ${h.what} in ${h.region}\n`);
+        for (const p of report.problems) process.stdout.write(`PROBLEM ${p.what} in ${p.region}: ${p.message}\n`);
+        process.stdout.write(`${report.ok ? 'ok' : 'FAILED'}: ${report.healed.length} copies healed, ${report.problems.length} still owed\n`);
+      }
+      return report.ok ? 0 : EXIT_PROBLEMS_FOUND;
+    }));
+}

@@ -1,0 +1,108 @@
+// The heal job: every owed copy (a backup that finished degraded, a WAL segment pushed with a region down) is
+// re-created from a sound copy in another region, byte for byte — never by encrypting anew.
+import { messageOf } from '../errors/index.ts';
+import { createHash } from 'node:crypto';
+import { HashTap, readObjectFrom } from '../pipeline/index.ts';
+import { manifestKey, objectKey } from '../repository/index.ts';
+import { walIdentity, walKey } from '../sources/postgres/wal-names.ts';
+import type { StorageDriver } from '../storage/index.ts';
+import { repositoryOf, type JobContext } from './context.ts';
+
+export interface HealReport {
+  ok: boolean;
+  healed: { what: string; region: string }[];
+  problems: { what: string; region: string; message: string }[];
+}
+
+/**
+ * Copies one object's ciphertext from a sound region. The expected sha256 (from the manifest or the catalog)
+ * is checked on the bytes read; a copy that does not match is removed again.
+ */
+async function copyObject(from: StorageDriver, to: StorageDriver, key: string, expect: { size: number; sha256?: string }): Promise<void> {
+  const existing = await to.stat(key);
+  if (existing && existing.size === expect.size) return;
+  if (existing) await to.delete(key); // a wrong-sized leftover, never a sound copy
+  const tap = new HashTap();
+  const source = await from.read(key);
+  await to.create(key, source.pipe(tap), { size: expect.size });
+  if (tap.bytes !== expect.size || (expect.sha256 && tap.sha256() !== expect.sha256)) {
+    await to.delete(key);
+    throw new Error(`${key} read from ${from.region} does not match its record (${tap.bytes} bytes); not healed from there`);
+  }
+}
+
+export async function runHeal(ctx: JobContext): Promise<HealReport> {
+  const report: HealReport = { ok: true, healed: [], problems: [] };
+  const byName = new Map(ctx.regions.map((r) => [r.region, r]));
+  for (const owed of ctx.catalog.owedBackupCopies()) {
+    const target = byName.get(owed.region);
+    const what = `${owed.source}/${owed.backupId}`;
+    const sound = ctx.catalog.copiesOf(owed.backupId).filter((c) => c.status === 'complete').map((c) => byName.get(c.region)).filter((r): r is StorageDriver => Boolean(r));
+    if (!target || sound.length === 0) {
+      report.problems.push({ what, region: owed.region, message: 'no sound copy to heal from' });
+      continue;
+    }
+    const objects = ctx.catalog.objectsOf(owed.backupId);
+    const manifest = objects.find((o) => o.name === 'manifest');
+    let healed = false;
+    let lastError = '';
+    for (const from of sound) {
+      try {
+        // Packs first, the manifest last: the copy exists in the region only once it is whole.
+        for (const o of objects.filter((x) => x.name !== 'manifest')) await copyObject(from, target, objectKey(owed.source, owed.backupId, o.name), o);
+        if (manifest) await copyObject(from, target, manifestKey(owed.source, owed.backupId), manifest);
+        healed = true;
+        break;
+      } catch (err) {
+        lastError = messageOf(err);
+      }
+    }
+    if (!healed) {
+      report.problems.push({ what, region: owed.region, message: lastError || 'failed' });
+      continue;
+    }
+    ctx.catalog.setCopy(owed.backupId, owed.region, 'complete');
+    ctx.catalog.promoteIfWhole(owed.backupId);
+    report.healed.push({ what, region: owed.region });
+  }
+  const owedWal = ctx.catalog.owedWalCopies();
+  const repoId = owedWal.length > 0 ? (await repositoryOf(ctx, false)).repoId : '';
+  for (const owed of owedWal) {
+    const target = byName.get(owed.region);
+    const what = `${owed.source}/wal/${owed.name}`;
+    const sound = ctx.catalog.walCopies(owed.source, owed.name).filter((c) => c.status === 'complete').map((c) => byName.get(c.region)).filter((r): r is StorageDriver => Boolean(r));
+    const key = walKey(owed.source, owed.name);
+    let done = false;
+    let lastError = 'no sound copy to heal from';
+    for (const from of sound) {
+      try {
+        const info = await from.stat(key);
+        if (!info) throw new Error(`${from.region} has no ${key}`);
+        await copyObject(from, target!, key, { size: info.size });
+        // The catalog knows the plaintext hash of a segment: the new copy must decrypt to exactly it.
+        const known = ctx.catalog.getWal(owed.source, owed.name);
+        const sha = await readObjectFrom(ctx.envelope, target!, { key, identity: walIdentity(repoId, owed.source, owed.name) }, async (plain) => {
+          const h = createHash('sha256');
+          for await (const chunk of plain) h.update(chunk as Buffer);
+          return h.digest('hex');
+        });
+        if (known && sha !== known.sha256) {
+          await target!.delete(key);
+          throw new Error(`${key} healed from ${from.region} does not decrypt to the archived segment`);
+        }
+        done = true;
+        break;
+      } catch (err) {
+        lastError = messageOf(err);
+      }
+    }
+    if (!target || !done) {
+      report.problems.push({ what, region: owed.region, message: lastError });
+      continue;
+    }
+    ctx.catalog.setWalCopy(owed.source, owed.name, owed.region, 'complete');
+    report.healed.push({ what, region: owed.region });
+  }
+  report.ok = report.problems.length === 0;
+  return report;
+}
