@@ -1,6 +1,6 @@
 // The daemon as operators run it: a child process on the embedded default config in a temp directory.
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -184,6 +184,45 @@ describe('cofre daemon on the embedded default', () => {
     const out = await runCli(['config', 'check'], { cwd: dir, env: { COFRE_DAEMON_LISTEN: '0.0.0.0:9847' } });
     expect(out.code).toBe(78);
     expect(out.stderr).toContain('daemon.tokenFile');
+  });
+});
+
+describe('self-healing in the daemon', () => {
+  it('heals the copies a degraded backup owes once the region is back, by itself', async () => {
+    const own = await tempDir();
+    const healPort = await freePort();
+    let healLogs = '';
+    await mkdir(join(own, 'config'));
+    await copyFile(join(REPO, 'config', 'cofre.yaml'), join(own, 'config', 'cofre.yaml'));
+    // us-east-1 is "down": a file stands where its directory should be.
+    await mkdir(join(own, 'var', 'regions'), { recursive: true });
+    await writeFile(join(own, 'var', 'regions', 'us-east-1'), 'down');
+    const child = startCli(['daemon'], {
+      cwd: own,
+      env: { COFRE_DAEMON_LISTEN: `127.0.0.1:${healPort}`, COFRE_PIPELINE_QUORUM: '2', COFRE_DAEMON_HEAL_INTERVAL_SECONDS: '1' },
+    });
+    child.stderr!.on('data', (d: Buffer) => (healLogs += d.toString()));
+    try {
+      const api = `http://127.0.0.1:${healPort}/api/v1/backups`;
+      const degraded = await waitFor('degraded backups', async () => {
+        const rows = (await (await fetch(api)).json()) as { status: string; regions: Record<string, string> }[];
+        return rows.length === 2 && rows.every((r) => r.status === 'degraded') ? rows : undefined;
+      });
+      expect(degraded.every((r) => r.regions['us-east-1'] === 'owed')).toBe(true);
+      await rm(join(own, 'var', 'regions', 'us-east-1'));
+      const healed = await waitFor('healed backups', async () => {
+        const rows = (await (await fetch(api)).json()) as { status: string; regions: Record<string, string> }[];
+        return rows.every((r) => r.status === 'completed' && r.regions['us-east-1'] === 'complete') ? rows : undefined;
+      });
+      expect(healed).toHaveLength(2);
+      const metrics = await (await fetch(`http://127.0.0.1:${healPort}/metrics`)).text();
+      expect(metrics).toContain('cofre_region_copies_owed{region="us-east-1"} 0');
+      expect(healLogs).toContain('owed copies healed');
+    } finally {
+      child.kill('SIGTERM');
+      await exitOf(child);
+      await removeDir(own);
+    }
   });
 });
 

@@ -189,6 +189,8 @@ export const configSchema = z
         verify: z.strictObject({ cron: cron.default('0 3 * * *'), timezone: z.string().default('UTC') }).prefault({}),
         /** How often the RPO of every source is checked. */
         rpoCheckSeconds: z.number().positive().default(60),
+        /** How often owed copies are healed (from a sound region) while any region owes one. */
+        healIntervalSeconds: z.number().positive().default(60),
       })
       .prefault({}),
     logging: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info') }).prefault({}),

@@ -10,6 +10,7 @@ import { CofreError, messageOf } from '../errors/index.ts';
 import { runBackup } from '../jobs/backup.ts';
 import { closeContext, openContext, type JobContext } from '../jobs/context.ts';
 import { listBackups } from '../jobs/list.ts';
+import { runHeal } from '../jobs/heal.ts';
 import { runVerify } from '../jobs/verify.ts';
 import type { EventBus } from '../observability/events.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -68,6 +69,12 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
   const execute = async (work: Work, signal: AbortSignal): Promise<WorkOutcome> => {
     const log = logger.child({ job: work.job, source: work.source, type: work.type, reason: work.reason });
     try {
+      if (work.job === 'heal') {
+        const report = await runHeal(ctx);
+        if (report.healed.length > 0) log.info({ healed: report.healed.length }, 'owed copies healed');
+        if (!report.ok) log.warn({ stillOwed: report.problems.length }, 'copies still owed; healing again later');
+        return report.ok ? 'completed' : 'failed';
+      }
       if (work.job === 'verify') {
         const report = await runVerify(ctx, { deep: false });
         if (!report.ok) log.warn({ problems: report.problems.length }, 'verify found problems');
@@ -146,6 +153,13 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
   const address = typeof bound === 'object' && bound ? `${bound.address.includes(':') ? `[${bound.address}]` : bound.address}:${bound.port}` : config.daemon.listen;
   await probeRegions(ctx, health);
   const cancelProbe = clock.every(REGION_PROBE_INTERVAL_MS, () => void probeRegions(ctx, health));
+  // Self-healing: after a degraded backup, and then every healIntervalSeconds while anything is owed (a region
+  // that is still down makes that round fail quickly; the next round retries).
+  const healOwed = (): void => {
+    if (ctx.catalog.copiesOwed().length > 0) scheduler?.enqueue({ job: 'heal', source: null, type: null, reason: 'owed-copies', runIds: [] });
+  };
+  const offDegraded = bus.on('backup.finished', (e) => (e.status === 'degraded' ? healOwed() : undefined));
+  const cancelHeal = clock.every(config.daemon.healIntervalSeconds * 1000, healOwed);
   startScheduler();
   const archivesWal = Object.values(config.sources).some((s) => s.kind === 'postgres');
   const socketPath = join(dirname(config.catalog.path), SOCKET_NAME);
@@ -166,6 +180,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
     stopping ??= (async () => {
       logger.info({ budgetSeconds: config.daemon.stopTimeoutSeconds }, 'stopping: no new jobs; a running job may finish within the budget');
       cancelProbe();
+      cancelHeal();
+      offDegraded();
       await scheduler?.stop(config.daemon.stopTimeoutSeconds * 1000);
       if (archivesWal) await wal.stop();
       // Keep-alive connections would hold close() open for their idle timeout: end them now.

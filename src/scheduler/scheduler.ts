@@ -6,11 +6,11 @@ import type { EventBus } from '../observability/events.ts';
 import type { BackupType } from '../repository/index.ts';
 import { runIdFor, stronger, TYPE_STRENGTH, type ScheduleSpec } from './specs.ts';
 
-export type WorkReason = 'schedule' | 'catch-up' | 'rpo' | 'api';
+export type WorkReason = 'schedule' | 'catch-up' | 'rpo' | 'api' | 'owed-copies';
 export type WorkOutcome = 'completed' | 'failed' | 'interrupted';
 
 export interface Work {
-  job: 'backup' | 'verify';
+  job: 'backup' | 'verify' | 'heal';
   source: string | null;
   type: BackupType | null;
   reason: WorkReason;
