@@ -48,7 +48,13 @@ export class WalService {
         buffer += d.toString();
         const nl = buffer.indexOf('\n');
         if (nl < 0) return;
-        const req = JSON.parse(buffer.slice(0, nl)) as { op: string; path?: string; source?: string };
+        let req: { op: string; path?: string; source?: string };
+        try {
+          req = JSON.parse(buffer.slice(0, nl)) as typeof req;
+        } catch {
+          conn.end(JSON.stringify({ ok: false, code: 'USAGE', message: 'malformed request' }) + '\n');
+          return;
+        }
         buffer = '';
         void this.answer(req).then((a) => conn.end(JSON.stringify(a) + '\n'));
       });
