@@ -9,6 +9,7 @@ import { systemClock } from '../src/clock.ts';
 import { runCli, startCli } from './helpers/cli.ts';
 import { freePort } from './helpers/moto.ts';
 import { removeDir, tempDir } from './helpers/tmp.ts';
+import { waitFor as waitForAny } from './helpers/wait.ts';
 
 const REPO = new URL('..', import.meta.url).pathname;
 let dir: string;
@@ -17,14 +18,8 @@ let daemon: ChildProcess;
 let logs = '';
 const base = () => `http://127.0.0.1:${port}`;
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const start = performance.now();
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (performance.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}\n${logs.slice(-3000)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
+  return waitForAny(what, fn, timeoutMs, () => logs);
 }
 
 function exitOf(child: ChildProcess): Promise<number | null> {

@@ -12,6 +12,7 @@ import { COFRE_BIN, runCliAsPostgres } from './helpers/cli.ts';
 import { freePort } from './helpers/moto.ts';
 import { chownToPostgres, letPostgresReach, startCluster, type TestCluster } from './helpers/postgres.ts';
 import { removeDir, tempDir } from './helpers/tmp.ts';
+import { waitFor as waitForAny } from './helpers/wait.ts';
 
 let dir: string;
 let config: string;
@@ -20,14 +21,8 @@ let daemon: ChildProcess;
 let port: number;
 let logs = '';
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const start = performance.now();
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (performance.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}\n${logs.slice(-3000)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+  return waitForAny(what, fn, timeoutMs, () => logs);
 }
 
 beforeAll(async () => {
