@@ -130,6 +130,21 @@ describe('logical backup of a PostgreSQL cluster', () => {
     }
   });
 
+  it('refuses a physical backup of a cluster that does not archive its WAL, before reading anything', async () => {
+    const raw = rawTestConfig(join(dir, 'noarchive'));
+    raw.sources = { db: { kind: 'postgres', url: source.url, pgdata: join(source.dir, 'data') } };
+    const noArchive = await openTestContext(validate(raw, 'test'));
+    try {
+      const err = await runBackup(noArchive, { source: 'db', type: 'full' }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: 'CONFIG_INVALID' });
+      expect((err as Error).message).toContain('archive_mode = off');
+      expect(noArchive.catalog.listBackups('db').map((b) => b.status)).toEqual(['failed']);
+      expect(noArchive.catalog.listBackups('db')[0]!.storedBytes).toBe(0);
+    } finally {
+      await noArchive.close();
+    }
+  });
+
   it('protects a cluster named by COFRE_DB_URL with the embedded default config, from the CLI', async () => {
     const work = join(dir, 'cli');
     await mkdir(join(work, 'config'), { recursive: true });

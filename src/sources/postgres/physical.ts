@@ -17,6 +17,9 @@ export const PGDATA_EXCLUDES = [
   'recovery.signal', 'standby.signal', '**/pg_internal.init', '**/pgsql_tmp*',
 ];
 
+/** How long pg_backup_stop may wait for the archiver before the backup fails. */
+export const ARCHIVE_WAIT_MS = 10 * 60_000;
+
 export async function capturePhysical(src: PostgresSourceConfig, input: SourceCaptureInput): Promise<SourceCapture> {
   if (!src.pgdata) {
     throw new CofreError('CONFIG_INVALID', 'a physical backup needs sources.<name>.pgdata (the data directory)', {
@@ -33,6 +36,14 @@ export async function capturePhysical(src: PostgresSourceConfig, input: SourceCa
     const pg15 = Number(num) >= 150000;
     const segSize = parseSettingBytes((await one<{ s: string }>(`SELECT current_setting('wal_segment_size') AS s`)).s);
     const { id } = await one<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()');
+    // Without a WAL archive a base backup cannot be recovered; and pg_backup_stop would wait for an archiver that
+    // never archives. Refuse before reading a byte.
+    const archive = await one<{ mode: string; command: string }>(`SELECT current_setting('archive_mode') AS mode, current_setting('archive_command') AS command`);
+    if (archive.mode === 'off' || !archive.command.trim()) {
+      throw new CofreError('CONFIG_INVALID', `the cluster does not archive its WAL (archive_mode = ${archive.mode}, archive_command = '${archive.command}')`, {
+        op: 'backup', hint: "set archive_mode = on and archive_command = 'cofre -c <config> wal-push %p' (docs/postgres.md), or back up with --method logical",
+      });
+    }
     // The session must stay open: a non-exclusive backup ends (and is abandoned) with it.
     const label = `cofre ${input.backupId}`;
     const start = await one<{ lsn: string }>(pg15 ? 'SELECT pg_backup_start($1, true)::text AS lsn' : 'SELECT pg_start_backup($1, true, false)::text AS lsn', [label]);
@@ -43,10 +54,16 @@ export async function capturePhysical(src: PostgresSourceConfig, input: SourceCa
       onSkip: (path, reason) => (/changed while being read|vanished/.test(reason) ? undefined : input.onSkip(path, reason)),
     });
     await packs.close();
-    // wait_for_archive: returns once the last segment of the backup has gone through archive_command.
+    // wait_for_archive: returns once the last segment of the backup has gone through archive_command — which,
+    // if archive_command keeps failing, is never: bound the wait.
+    await client.query(`SET statement_timeout = ${ARCHIVE_WAIT_MS}`);
     const stop = await one<{ lsn: string; labelfile: string; spcmapfile: string }>(pg15
       ? 'SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(true)'
-      : 'SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, true)');
+      : 'SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, true)').catch((err: Error) => {
+      throw new CofreError('QUORUM_NOT_MET', `the WAL of this backup was not archived within ${ARCHIVE_WAIT_MS / 60_000} minutes: ${err.message}`, {
+        op: 'backup', cause: err, hint: 'archive_command is failing: see pg_stat_archiver and the PostgreSQL log',
+      });
+    });
     return {
       method: 'physical', objects: packs.objects, entries: captured.entries, stats: captured.stats,
       physical: {
