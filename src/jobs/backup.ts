@@ -20,7 +20,7 @@ import type { SourceCaptureInput } from '../sources/capture.ts';
 import { captureFiles, prepareFiles } from '../sources/files/backup.ts';
 import { captureLogical } from '../sources/postgres/logical.ts';
 import { segmentsBetween } from '../sources/postgres/lsn.ts';
-import { capturePhysical } from '../sources/postgres/physical.ts';
+import { capturePhysical, pgdataOf } from '../sources/postgres/physical.ts';
 import { walKey } from '../sources/postgres/wal-names.ts';
 import type { SourceConfig } from '../config/index.ts';
 import type { StorageDriver } from '../storage/index.ts';
@@ -94,11 +94,8 @@ function chooseParent(ctx: JobContext, source: string, type: BackupType, kind: s
 export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<BackupResult> {
   const src = sourceConfig(ctx, args.source);
   if (src.kind === 'files') await prepareFiles(src);
-  if (src.kind === 'postgres' && methodOf(src, args.method) === 'physical' && !src.pgdata) {
-    throw new CofreError('CONFIG_INVALID', `a physical backup of ${args.source} needs sources.${args.source}.pgdata (the data directory)`, {
-      op: 'backup', hint: 'set pgdata (COFRE_DB_PGDATA for the embedded default), or back up with --method logical',
-    });
-  }
+  const method = methodOf(src, args.method);
+  const pgdata = src.kind === 'postgres' && method === 'physical' ? pgdataOf(src, args.source) : null;
   const runId = randomUUID();
   ctx.catalog.startRun(runId, 'backup', args.source, true);
   const startedAt = ctx.clock.now();
@@ -107,7 +104,6 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
   try {
     await cleanAbandoned(ctx, args.source);
     const { repoId, statuses } = await repositoryOf(ctx, true);
-    const method = methodOf(src, args.method);
     const chosen = chooseParent(ctx, args.source, args.type, src.kind);
     type = chosen.type;
     let parentManifest: Manifest | null = null;
@@ -157,7 +153,7 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
     };
     const captured = src.kind === 'files'
       ? await captureFiles(src, input, parentManifest)
-      : method === 'physical' ? await capturePhysical(src, input) : await captureLogical(src, input);
+      : pgdata ? await capturePhysical(src, pgdata, input) : await captureLogical(src, input);
     if (captured.physical) await checkWalArchived(ctx, args.source, captured.physical);
 
     // The manifest is written last: its presence in a region is what makes the backup exist there.

@@ -1,5 +1,4 @@
 // Removes what an interrupted or failed backup left in the regions: the manifest first, so no region ever shows it complete.
-import type { Manifest } from '../repository/index.ts';
 import { backupPrefix, MANIFEST_NAME } from '../repository/index.ts';
 import { messageOf } from '../errors/index.ts';
 import type { JobContext } from './context.ts';
@@ -28,5 +27,3 @@ export async function cleanAbandoned(ctx: JobContext, source: string): Promise<v
     if (errors.length === 0) ctx.catalog.markCleaned(b.id);
   }
 }
-
-export type { Manifest };

@@ -4,7 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Clock } from '../clock.ts';
 import type { Envelope, ObjectIdentity } from '../crypto/index.ts';
 import { messageOf } from '../errors/index.ts';
-import { createOrMatch, readAll, type StorageDriver } from '../storage/index.ts';
+import { createOrMatch, type StorageDriver } from '../storage/index.ts';
 import { Fanout, type RegionOutcome } from './fanout.ts';
 import { Coalesce, CountTap, HashTap, zstdCompress } from './transforms.ts';
 
@@ -80,5 +80,3 @@ export async function writeSealed(regions: StorageDriver[], key: string, sealed:
     }),
   );
 }
-
-export { readAll };

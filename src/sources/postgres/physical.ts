@@ -20,12 +20,17 @@ export const PGDATA_EXCLUDES = [
 /** How long pg_backup_stop may wait for the archiver before the backup fails. */
 export const ARCHIVE_WAIT_MS = 10 * 60_000;
 
-export async function capturePhysical(src: PostgresSourceConfig, input: SourceCaptureInput): Promise<SourceCapture> {
+/** The data directory a physical backup of `name` reads; refused (before any run starts) when not configured. */
+export function pgdataOf(src: PostgresSourceConfig, name: string): string {
   if (!src.pgdata) {
-    throw new CofreError('CONFIG_INVALID', 'a physical backup needs sources.<name>.pgdata (the data directory)', {
+    throw new CofreError('CONFIG_INVALID', `a physical backup of ${name} needs sources.${name}.pgdata (the data directory)`, {
       op: 'backup', hint: 'set pgdata (COFRE_DB_PGDATA for the embedded default), or back up with --method logical',
     });
   }
+  return src.pgdata;
+}
+
+export async function capturePhysical(src: PostgresSourceConfig, pgdata: string, input: SourceCaptureInput): Promise<SourceCapture> {
   const conn = parseConnUrl(src.url, 'backup');
   const client = new pg.Client(clientConfig(conn));
   await client.connect();
@@ -49,7 +54,7 @@ export async function capturePhysical(src: PostgresSourceConfig, input: SourceCa
     const start = await one<{ lsn: string }>(pg15 ? 'SELECT pg_backup_start($1, true)::text AS lsn' : 'SELECT pg_start_backup($1, true, false)::text AS lsn', [label]);
     const { tli } = await one<{ tli: number }>('SELECT timeline_id AS tli FROM pg_control_checkpoint()');
     const captured = await captureTree({
-      root: src.pgdata, exclude: PGDATA_EXCLUDES, backupId: input.backupId, packs, signal: input.signal, parent: null,
+      root: pgdata, exclude: PGDATA_EXCLUDES, backupId: input.backupId, packs, signal: input.signal, parent: null,
       // Files change and vanish under a running server; WAL replay from the start LSN makes them consistent.
       onSkip: (path, reason) => (/changed while being read|vanished/.test(reason) ? undefined : input.onSkip(path, reason)),
     });
