@@ -9,7 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Config } from '../config/index.ts';
 import type { ObjectIdentity } from '../crypto/index.ts';
 import { CofreError, isCofreError, messageOf } from '../errors/index.ts';
-import { HashTap, readObjectFrom, readObjectWithFallback, writeObjectStream } from '../pipeline/index.ts';
+import { HashTap, readObjectFrom, readObjectWithFallback, writeObjectStream, type RegionProblem } from '../pipeline/index.ts';
 import { checkWalName, timelineOf, walIdentity, walKey } from '../sources/postgres/wal-names.ts';
 import type { StorageDriver } from '../storage/index.ts';
 import { writeSettings, type JobContext } from './context.ts';
@@ -95,19 +95,30 @@ export async function fetchWal(ctx: JobContext, source: string, name: string, de
   const key = walKey(source, name);
   const known = ctx.catalog.getWal(source, name);
   const part = `${dest}.cofre-part-${randomBytes(4).toString('hex')}`;
-  let present = 0;
-  for (const d of ctx.regions) if (await d.stat(key).catch(() => undefined)) present++;
-  if (present === 0) {
-    throw new CofreError('OBJECT_NOT_FOUND', `${name} is not in the archive`, { op: 'wal-fetch', path: key, hint: 'normal at the end of recovery: PostgreSQL asks for segments until one is missing' });
-  }
+  // Problems are reported only once the outcome is known: a segment missing everywhere is the normal end of
+  // recovery (PostgreSQL asks until one is missing) and must not read as a run of region failures.
+  const problems: { problem: RegionProblem; next: string | null }[] = [];
+  const report = (): void => {
+    for (const { problem: p, next } of problems) ctx.bus.emit('restore.fallback', { backupId: 'wal', region: p.region, object: name, problem: p.problem, nextRegion: next });
+  };
   try {
-    const read = await readObjectWithFallback(ctx.envelope, ctx.regions, { key, identity: walIdentity(repoId, source, name) }, async (plain) => {
-      const tap = new HashTap();
-      await pipeline(plain, tap, createWriteStream(part, { mode: 0o600 }));
-      if (known && (tap.sha256() !== known.sha256 || tap.bytes !== known.size)) {
-        throw new CofreError('HASH_MISMATCH', `${name} differs from what was archived`, { op: 'wal-fetch', path: key });
+    let read;
+    try {
+      read = await readObjectWithFallback(ctx.envelope, ctx.regions, { key, identity: walIdentity(repoId, source, name) }, async (plain) => {
+        const tap = new HashTap();
+        await pipeline(plain, tap, createWriteStream(part, { mode: 0o600 }));
+        if (known && (tap.sha256() !== known.sha256 || tap.bytes !== known.size)) {
+          throw new CofreError('HASH_MISMATCH', `${name} differs from what was archived`, { op: 'wal-fetch', path: key });
+        }
+      }, (problem, next) => problems.push({ problem, next }));
+    } catch (err) {
+      if (problems.length > 0 && problems.every(({ problem }) => problem.code === 'OBJECT_NOT_FOUND')) {
+        throw new CofreError('OBJECT_NOT_FOUND', `${name} is not in the archive`, { op: 'wal-fetch', path: key, hint: 'normal at the end of recovery: PostgreSQL asks for segments until one is missing' });
       }
-    }, (p, next) => ctx.bus.emit('restore.fallback', { backupId: 'wal', region: p.region, object: name, problem: p.problem, nextRegion: next }));
+      report();
+      throw err;
+    }
+    report();
     await rename(part, dest);
     ctx.bus.emit('wal.fetched', { source, name, region: read.region });
     return { region: read.region };
