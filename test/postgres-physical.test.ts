@@ -42,6 +42,17 @@ async function archivedUpTo(c: TestCluster): Promise<void> {
   throw new Error(`segment ${wal} was not archived: ${execFileSync('tail', ['-20', join(c.dir, 'log')]).toString()}`);
 }
 
+/** `cofre restore db --backup <id> --to <dir> ... --start` as postgres on a free port; the restore must succeed. */
+async function restoreAndStart(name: string, args: string[]): Promise<{ to: string; port: number; stdout: string }> {
+  const to = join(dir, name);
+  restoredDirs.push(to);
+  const port = await freePort();
+  const out = await runCliAsPostgres(['-c', config, 'restore', 'db', '--backup', backupId, '--to', to, ...args, '--start', '--port', String(port)]);
+  expect(out.stderr).toBe('');
+  expect(out.code).toBe(0);
+  return { to, port, stdout: out.stdout };
+}
+
 beforeAll(async () => {
   letPostgresReach(dirname(COFRE_BIN));
   dir = await tempDir();
@@ -66,8 +77,9 @@ afterAll(async () => {
   if (!process.env.COFRE_TEST_KEEP) await removeDir(dir);
 });
 
+let backupId: string;
+
 describe('physical backup and recovery', () => {
-  let backupId: string;
   let atBackup: Awaited<ReturnType<typeof fingerprints>>;
 
   it('takes a full base backup, completed only once its WAL is archived at quorum', async () => {
@@ -86,15 +98,10 @@ describe('physical backup and recovery', () => {
   it('restores to the end of the backup (--immediate --start): equal fingerprints, later changes absent', async () => {
     await cluster.query(`UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= 5000`);
     await archivedUpTo(cluster);
-    const target = join(dir, 'restored-immediate');
-    restoredDirs.push(target);
-    const port = await freePort();
-    const out = await runCliAsPostgres(['-c', config, 'restore', 'db', '--backup', backupId, '--to', target, '--immediate', '--start', '--port', String(port)]);
-    expect(out.stderr).toBe('');
-    expect(out.code).toBe(0);
-    expect(out.stdout).toContain(`accepting queries on port ${port}`);
+    const { to, port, stdout } = await restoreAndStart('restored-immediate', ['--immediate']);
+    expect(stdout).toContain(`accepting queries on port ${port}`);
     expect(await fingerprints(port)).toEqual(atBackup);
-    stopDataDir(target);
+    stopDataDir(to);
   });
 
   it('recovers to points in time: exactly the rows committed at or before each target exist', async () => {
@@ -111,12 +118,7 @@ describe('physical backup and recovery', () => {
       // Midway between two commits: every row up to `pick` committed before it, none after.
       const target = new Date((rows[pick - 1]!.at.getTime() + rows[pick]!.at.getTime()) / 2);
       if (target.getTime() <= rows[pick - 1]!.at.getTime()) continue; // same millisecond: no room for a target
-      const to = join(dir, `restored-pitr-${pick}`);
-      restoredDirs.push(to);
-      const port = await freePort();
-      const out = await runCliAsPostgres(['-c', config, 'restore', 'db', '--backup', backupId, '--to', to, '--target-time', target.toISOString(), '--start', '--port', String(port)]);
-      expect(out.stderr).toBe('');
-      expect(out.code).toBe(0);
+      const { to, port } = await restoreAndStart(`restored-pitr-${pick}`, ['--target-time', target.toISOString()]);
       const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
       await client.connect();
       const { rows: got } = await client.query<{ n: number; max: number }>('SELECT count(*)::int AS n, max(id) AS max FROM commits');
@@ -138,12 +140,7 @@ describe('physical backup and recovery', () => {
   });
 
   it('restores a --standby that replays segments archived after it started', async () => {
-    const to = join(dir, 'restored-standby');
-    restoredDirs.push(to);
-    const port = await freePort();
-    const out = await runCliAsPostgres(['-c', config, 'restore', 'db', '--backup', backupId, '--to', to, '--standby', '--start', '--port', String(port)]);
-    expect(out.stderr).toBe('');
-    expect(out.code).toBe(0);
+    const { to, port } = await restoreAndStart('restored-standby', ['--standby']);
     await cluster.query(`CREATE TABLE after_standby AS SELECT 'shipped through the archive' AS note`);
     await archivedUpTo(cluster);
     let note: string | null = null;
