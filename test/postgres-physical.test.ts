@@ -1,79 +1,32 @@
 // Physical base backups of a real PostgreSQL 15 cluster archiving its WAL through `cofre wal-push`, restored with
 // recovery through `cofre wal-fetch`: to the end of the backup, and to points in time. Every cofre step runs as
 // the postgres OS user, as archive_command and restore_command do.
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
-import { writeFile } from 'node:fs/promises';
 import pg from 'pg';
 import { Catalog } from '../src/catalog/catalog.ts';
 import { systemClock } from '../src/clock.ts';
-import { tableFingerprints } from '../src/sources/postgres/fingerprint.ts';
-import { rawTestConfig } from './helpers/config.ts';
-import { COFRE_BIN, runCliAsPostgres } from './helpers/cli.ts';
-import { freePort } from './helpers/moto.ts';
-import { chownToPostgres, letPostgresReach, PG_BIN, startCluster, stopDataDir, type TestCluster } from './helpers/postgres.ts';
+import { runCliAsPostgres } from './helpers/cli.ts';
+import { archivedUpTo, fingerprints, pgbench, startArchivingCluster, type ArchivingCluster } from './helpers/physical.ts';
+import { stopDataDir, type TestCluster } from './helpers/postgres.ts';
 import { removeDir, tempDir } from './helpers/tmp.ts';
 import { execFileSync } from 'node:child_process';
 
 let dir: string;
 let config: string;
 let cluster: TestCluster;
-const restoredDirs: string[] = [];
-
-async function fingerprints(port: number) {
-  const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
-  await client.connect();
-  try {
-    return await tableFingerprints(client);
-  } finally {
-    await client.end();
-  }
-}
-
-async function archivedUpTo(c: TestCluster): Promise<void> {
-  // Close the current segment and wait until archive_command (cofre wal-push) has stored it.
-  const wal = (await c.query<{ wal: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS wal'))[0]!.wal;
-  for (let i = 0; i < 300; i++) {
-    const [row] = await c.query<{ last: string | null; failed: string | null }>('SELECT last_archived_wal AS last, last_failed_wal AS failed FROM pg_stat_archiver');
-    if (row!.last && row!.last >= wal) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`segment ${wal} was not archived: ${execFileSync('tail', ['-20', join(c.dir, 'log')]).toString()}`);
-}
-
-/** `cofre restore db --backup <id> --to <dir> ... --start` as postgres on a free port; the restore must succeed. */
-async function restoreAndStart(name: string, args: string[]): Promise<{ to: string; port: number; stdout: string }> {
-  const to = join(dir, name);
-  restoredDirs.push(to);
-  const port = await freePort();
-  const out = await runCliAsPostgres(['-c', config, 'restore', 'db', '--backup', backupId, '--to', to, ...args, '--start', '--port', String(port)]);
-  expect(out.stderr).toBe('');
-  expect(out.code).toBe(0);
-  return { to, port, stdout: out.stdout };
-}
+let archiving: ArchivingCluster;
+const restoreAndStart = (name: string, args: string[]) => archiving.restoreAndStart(backupId, name, args);
 
 beforeAll(async () => {
-  letPostgresReach(dirname(COFRE_BIN));
   dir = await tempDir();
-  config = join(dir, 'cofre.yaml');
-  const raw = rawTestConfig(dir);
-  raw.sources = { db: { kind: 'postgres', url: 'postgres://postgres@127.0.0.1:1/postgres', pgdata: '/nonexistent' } };
-  await writeFile(config, stringify(raw));
-  chownToPostgres(dir);
-  cluster = await startCluster([
-    'archive_mode = on', `archive_command = '${COFRE_BIN} -c ${config} wal-push %p'`, 'wal_level = replica', 'max_wal_senders = 0',
-  ]);
-  // Now that the port is known, point the source at the cluster.
-  raw.sources = { db: { kind: 'postgres', url: cluster.url, pgdata: cluster.data } };
-  await writeFile(config, stringify(raw));
-  chownToPostgres(dir);
-  execFileSync('runuser', ['-u', 'postgres', '--', join(PG_BIN, 'pgbench'), '-i', '-s', '2', '-q', '-h', '127.0.0.1', '-p', String(cluster.port), 'postgres'], { stdio: 'ignore' });
+  archiving = await startArchivingCluster(dir);
+  ({ cluster, config } = archiving);
+  pgbench(cluster, ['-i', '-s', '2', '-q']);
 });
 
 afterAll(async () => {
-  for (const d of restoredDirs) stopDataDir(d);
-  await cluster?.stop();
+  await archiving?.stop();
   if (!process.env.COFRE_TEST_KEEP) await removeDir(dir);
 });
 

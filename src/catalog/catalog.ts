@@ -255,9 +255,8 @@ export class Catalog {
       .all(source) as unknown as BackupRow[];
   }
 
-  latestUsable(source: string, type?: 'full'): BackupRow | undefined {
-    const rows = this.usableBackups(source).filter((b) => !type || b.type === type);
-    return rows[rows.length - 1];
+  latestUsable(source: string): BackupRow | undefined {
+    return this.usableBackups(source).at(-1);
   }
 
   interruptedUncleaned(source: string): BackupRow[] {

@@ -82,12 +82,12 @@ function sourceConfig(ctx: JobContext, name: string) {
 }
 
 /**
- * The parent a diff/incr compares with; with none, the backup is promoted to full (as pgBackRest does).
- * PostgreSQL backups are full: logical dumps always, physical ones until block-level incrementals land.
+ * The parent a diff/incr compares with: the last full (diff) or the last backup (incr) of the same method; with
+ * none, the backup is promoted to full (as pgBackRest does). Logical dumps are always full.
  */
-function chooseParent(ctx: JobContext, source: string, type: BackupType, kind: string): { type: BackupType; parentId: string | null } {
-  if (type === 'full' || kind === 'postgres') return { type: 'full', parentId: null };
-  const parent = type === 'diff' ? ctx.catalog.latestUsable(source, 'full') : ctx.catalog.latestUsable(source);
+function chooseParent(ctx: JobContext, source: string, type: BackupType, method: string): { type: BackupType; parentId: string | null } {
+  if (type === 'full' || method === 'logical') return { type: 'full', parentId: null };
+  const parent = ctx.catalog.usableBackups(source).filter((b) => b.method === method && (type === 'incr' || b.type === 'full')).at(-1);
   return parent ? { type, parentId: parent.id } : { type: 'full', parentId: null };
 }
 
@@ -104,7 +104,7 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
   try {
     await cleanAbandoned(ctx, args.source);
     const { repoId, statuses } = await repositoryOf(ctx, true);
-    const chosen = chooseParent(ctx, args.source, args.type, src.kind);
+    const chosen = chooseParent(ctx, args.source, args.type, method);
     type = chosen.type;
     let parentManifest: Manifest | null = null;
     const parentRow = chosen.parentId ? ctx.catalog.getBackup(chosen.parentId)! : null;
@@ -153,7 +153,7 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
     };
     const captured = src.kind === 'files'
       ? await captureFiles(src, input, parentManifest)
-      : pgdata ? await capturePhysical(src, pgdata, input) : await captureLogical(src, input);
+      : pgdata ? await capturePhysical(src, pgdata, input, parentManifest) : await captureLogical(src, input);
     if (captured.physical) await checkWalArchived(ctx, args.source, captured.physical);
 
     // The manifest is written last: its presence in a region is what makes the backup exist there.

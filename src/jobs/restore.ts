@@ -115,7 +115,7 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
       if (!info) throw new CofreError('MANIFEST_INVALID', `backup ${loc.backup} has no object ${loc.pack}`, { op: 'restore', path: loc.pack });
     }
     await readBackupObject(loc.backup, loc.pack, info, consume);
-  });
+  }, ctx.catalog.usableBackups(args.source).map((b) => b.id));
   let startedCluster: StartedCluster | undefined;
   if (src.kind === 'postgres' && manifest.method === 'physical') {
     await preparePgdata(manifest, to, {

@@ -67,6 +67,19 @@ async function checkPackContent(plaintext: Readable, expected: Map<string, { siz
   return problems;
 }
 
+/** What the manifest says this backup's pack holds: whole files, and (physical diff/incr) page deltas. */
+function packMembers(manifest: Manifest, pack: string): Map<string, { size: number; sha256: string }> {
+  const members = new Map<string, { size: number; sha256: string }>();
+  const here = (loc: { backup: string; pack: string }): boolean => loc.backup === manifest.backupId && loc.pack === pack;
+  for (const e of manifest.entries) {
+    if (e.type !== 'file') continue;
+    if (e.loc && here(e.loc)) members.set(e.path, { size: e.size ?? 0, sha256: e.sha256 ?? '' });
+    const delta = e.deltas?.find(here);
+    if (delta) members.set(e.path, delta);
+  }
+  return members;
+}
+
 async function verifyCopy(
   ctx: JobContext, repoId: string, region: StorageDriver, manifest: Manifest, deep: boolean, report: VerifyReport,
 ): Promise<void> {
@@ -81,13 +94,8 @@ async function verifyCopy(
       if (!info) { problem('missing', obj.name, `${key} is missing`); continue; }
       if (info.size !== obj.size) { problem('wrong-size', obj.name, `${key} has ${info.size} bytes, manifest says ${obj.size}`); continue; }
       if (!deep) continue;
-      const expected = new Map(
-        manifest.entries
-          .filter((e) => e.type === 'file' && e.loc?.backup === manifest.backupId && e.loc.pack === obj.name)
-          .map((e) => [e.path, { size: e.size ?? 0, sha256: e.sha256 ?? '' }]),
-      );
-      // File packs are re-hashed file by file; other objects (dumps) are read whole: authenticated and decompressed.
-      const consume = manifest.method === 'files' ? (plain: Readable) => checkPackContent(plain, expected) : drain;
+      // Packs are re-hashed member by member; other objects (dumps) are read whole: authenticated and decompressed.
+      const consume = manifest.method === 'logical' ? drain : (plain: Readable) => checkPackContent(plain, packMembers(manifest, obj.name));
       const contentProblems = await readObjectFrom(ctx.envelope, region, {
         key, identity: packIdentity(repoId, manifest.source, manifest.backupId, obj.name), size: obj.size, sha256: obj.sha256,
       }, consume);

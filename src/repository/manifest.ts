@@ -26,6 +26,17 @@ const entrySchema = z.object({
   target: z.string().optional(),
   /** Which backup of the chain holds this file's bytes, and in which of its packs. */
   loc: z.object({ backup: z.string(), pack: z.string() }).optional(),
+  /**
+   * Physical diff/incr: the member at `loc` is an older copy of the file (this size and hash), and `deltas`, applied
+   * oldest first, overwrite the pages that changed since; the file is then cut to `size`. No whole-file hash: pages
+   * whose only change is a hint bit keep the older copy's bytes, which recovery accepts.
+   */
+  base: z.object({ size: z.number().int().nonnegative(), sha256: z.string().length(64) }).optional(),
+  deltas: z.array(z.object({
+    backup: z.string(), pack: z.string(), size: z.number().int().nonnegative(), sha256: z.string().length(64),
+    /** The pages the member holds, in order: "0-4,9" (see sources/postgres/pages.ts). */
+    blocks: z.string(),
+  })).optional(),
 });
 
 const fingerprintSchema = z.object({ rows: z.number().int().nonnegative(), hash: z.string() });
@@ -71,6 +82,7 @@ export const manifestSchema = z.object({
 export type Manifest = z.infer<typeof manifestSchema>;
 export type ManifestEntry = z.infer<typeof entrySchema>;
 export type ManifestObject = z.infer<typeof objectSchema>;
+export type PageDelta = NonNullable<ManifestEntry['deltas']>[number];
 export type TableFingerprint = z.infer<typeof fingerprintSchema>;
 export type PhysicalInfo = z.infer<typeof physicalSchema>;
 

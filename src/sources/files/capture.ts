@@ -19,6 +19,8 @@ export interface CaptureInput {
   /** The manifest this backup is compared with (the last full for diff, the last backup for incr). */
   parent: { entries: ManifestEntry[]; startedAtMs: number } | null;
   packs: PackBuilder;
+  /** Physical diff/incr: files stored as the pages changed since the parent (see sources/postgres/pages.ts). */
+  pages?: PageLevel;
   onSkip: (path: string, reason: string) => void;
   signal?: AbortSignal;
 }
@@ -34,6 +36,14 @@ export interface CaptureStats {
 
 type Verdict = 'same' | 'doubt' | 'changed';
 
+/** Stores some files as changes against the parent's copy instead of whole. */
+export interface PageLevel {
+  /** Whether this file, with the parent's entry for its path, is stored as changes. */
+  applies(entry: WalkEntry, old: ManifestEntry | undefined): boolean;
+  /** Stores the changes; `entry` is the manifest entry's metadata part. Null when the file is gone. */
+  store(file: WalkEntry, old: ManifestEntry, entry: ManifestEntry): Promise<{ entry: ManifestEntry; storedBytes: number } | null>;
+}
+
 interface Planned {
   entry: WalkEntry;
   verdict: Verdict;
@@ -47,16 +57,18 @@ interface Planned {
  * the parent backup ran ("racy": its bytes may predate the last write), in which case its hash decides.
  */
 function verdictOf(entry: WalkEntry, old: ManifestEntry | undefined, parentStartedAtMs: number): Verdict {
-  if (!old || old.type !== 'file' || !old.loc || !old.sha256 || old.size !== entry.size) return 'changed';
+  if (!old || old.type !== 'file' || !old.loc || !(old.sha256 || old.deltas) || old.size !== entry.size) return 'changed';
   const metaSame = old.mtimeNs === String(entry.mtimeNs) && old.ctimeNs === String(entry.ctimeNs) && old.ino === String(entry.ino);
   const racy = Number(entry.mtimeNs / 1_000_000n) >= parentStartedAtMs - 1000;
   return metaSame && !racy ? 'same' : 'doubt';
 }
 
-async function plan(entry: WalkEntry, previous: Map<string, ManifestEntry>, parentStartedAtMs: number): Promise<Planned> {
+async function plan(entry: WalkEntry, previous: Map<string, ManifestEntry>, parentStartedAtMs: number, pages?: PageLevel): Promise<Planned> {
   if (entry.type !== 'file') return { entry, verdict: 'changed' };
   const old = previous.get(entry.path);
   let verdict = verdictOf(entry, old, parentStartedAtMs);
+  // A relation file in doubt is settled page by page in the main loop, not by a whole-file hash.
+  if (verdict !== 'same' && pages?.applies(entry, old)) return { entry, verdict, old };
   try {
     if (entry.size <= SMALL_FILE_BYTES && verdict !== 'same') {
       const small = await readSmallFile(entry.abs, entry.size);
@@ -80,6 +92,11 @@ async function* mapOrdered<T, R>(source: AsyncIterable<T>, limit: number, fn: (i
   while (queue.length > 0) yield await queue.shift()!;
 }
 
+/** What the manifest keeps of where an unchanged file's bytes already are. */
+function storedAt(old: ManifestEntry): Pick<ManifestEntry, 'sha256' | 'loc' | 'base' | 'deltas'> {
+  return { sha256: old.sha256, loc: old.loc, ...(old.base ? { base: old.base } : {}), ...(old.deltas ? { deltas: old.deltas } : {}) };
+}
+
 function baseEntry(e: WalkEntry): ManifestEntry {
   return { path: e.path, type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, mtimeNs: String(e.mtimeNs), ctimeNs: String(e.ctimeNs), ino: String(e.ino) };
 }
@@ -91,7 +108,8 @@ export async function captureTree(input: CaptureInput): Promise<{ entries: Manif
   const stats: CaptureStats = { files: 0, dirs: 0, symlinks: 0, bytes: 0, newBytes: 0, newFiles: 0 };
   const walk = walkTree(input.root, { exclude: input.exclude, onSkip: input.onSkip });
   // plan() never rejects (errors are returned), so promises waiting in the look-ahead are never unhandled.
-  for await (const p of mapOrdered(walk, LOOKAHEAD_ENTRIES, (e) => plan(e, previous, parentStartedAtMs))) {
+  const pages = input.pages;
+  for await (const p of mapOrdered(walk, LOOKAHEAD_ENTRIES, (e) => plan(e, previous, parentStartedAtMs, pages))) {
     const e = p.entry;
     if (input.signal?.aborted) {
       throw new CofreError('ABORTED', `backup aborted: ${(input.signal.reason as Error)?.message ?? 'stopped'}`, {
@@ -113,9 +131,17 @@ export async function captureTree(input: CaptureInput): Promise<{ entries: Manif
     stats.files++;
     stats.bytes += e.size;
     if (p.verdict === 'same') {
-      entries.push({ ...baseEntry(e), size: e.size, sha256: p.old!.sha256, loc: p.old!.loc });
+      entries.push({ ...baseEntry(e), size: e.size, ...storedAt(p.old!) });
       continue;
     }
+    const delta = pages?.applies(e, p.old) ? await pages.store(e, p.old!, baseEntry(e)) : null;
+    if (delta) {
+      if (delta.storedBytes > 0) stats.newFiles++;
+      stats.newBytes += delta.storedBytes;
+      entries.push(delta.entry);
+      continue;
+    }
+    // No delta (the file vanished): stored whole or skipped below like any other.
     let stored;
     try {
       stored = p.small ? await input.packs.addBuffer(e, p.small) : await input.packs.addFile(e);

@@ -1,6 +1,6 @@
 // Restores a manifest's tree into an empty directory: all-or-nothing, verified file by file, never through a symlink.
 import { randomBytes } from 'node:crypto';
-import { chmodSync, createWriteStream, lchownSync, lutimesSync, mkdirSync, renameSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, createWriteStream, lchownSync, lutimesSync, mkdirSync, openSync, renameSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
 import { mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -9,6 +9,7 @@ import tar from 'tar-stream';
 import { CofreError } from '../../errors/index.ts';
 import { HashTap } from '../../pipeline/index.ts';
 import type { Manifest, ManifestEntry } from '../../repository/index.ts';
+import { decodeBlocks, PAGE_BYTES } from '../postgres/pages.ts';
 import { SMALL_FILE_BYTES } from './read-file.ts';
 import { assertSafePath, assertSafeTree } from './safe-path.ts';
 
@@ -51,28 +52,74 @@ function nsToSeconds(ns: string): number {
   return Number(big / 1_000_000_000n) + Number(big % 1_000_000_000n) / 1e9;
 }
 
-async function extractPack(plaintext: Readable, staging: string, wanted: Map<string, ManifestEntry>, where: string): Promise<void> {
+/** One member of a pack a restore needs: a whole file, the older copy page deltas build on, or a delta's pages. */
+interface Wanted {
+  size: number;
+  sha256: string;
+  /** A page delta: the blocks its member holds, written in place into the file already staged. */
+  blocks?: string;
+}
+
+/** Writes a delta member's pages at their blocks; verified as a whole after, and idempotent when a region retries. */
+async function applyPages(member: { pipe<T extends NodeJS.WritableStream>(to: T): T }, path: string, want: Wanted, name: string): Promise<void> {
+  const runs = decodeBlocks(want.blocks!);
+  const fd = openSync(path, 'r+');
+  const tap = new HashTap();
+  try {
+    let run = 0;
+    let done = 0;
+    let pending: Buffer = Buffer.alloc(0);
+    for await (const chunk of member.pipe(tap)) {
+      pending = pending.length > 0 ? Buffer.concat([pending, chunk as Buffer]) : (chunk as Buffer);
+      let off = 0;
+      while (run < runs.length && pending.length - off >= PAGE_BYTES) {
+        const [first, count] = runs[run]!;
+        const n = Math.min(count - done, Math.floor((pending.length - off) / PAGE_BYTES));
+        writeSync(fd, pending, off, n * PAGE_BYTES, (first + done) * PAGE_BYTES);
+        off += n * PAGE_BYTES;
+        done += n;
+        if (done === count) [run, done] = [run + 1, 0];
+      }
+      pending = pending.subarray(off);
+    }
+  } finally {
+    closeSync(fd);
+  }
+  if (tap.bytes !== want.size || tap.sha256() !== want.sha256) {
+    throw new CofreError('HASH_MISMATCH', `${name}: restored pages do not match the manifest`, {
+      op: 'restore', path: name, hint: 'the pack does not hold what the manifest recorded; another region is tried',
+    });
+  }
+}
+
+async function extractPack(plaintext: Readable, staging: string, wanted: Map<string, Wanted>, where: string): Promise<void> {
   const extract = tar.extract();
   const done = (async () => {
     for await (const item of extract) {
       const name = item.header.name.replace(/\/$/, '');
       assertSafePath(name, where);
-      const entry = wanted.get(name);
-      if (!entry || item.header.type !== 'file') {
+      const want = wanted.get(name);
+      if (!want || item.header.type !== 'file') {
         item.resume();
+        continue;
+      }
+      if (want.blocks !== undefined) {
+        await applyPages(item, join(staging, name), want, name);
+        wanted.delete(name);
         continue;
       }
       const part = join(staging, `${name}${PART_SUFFIX}`);
       const tap = new HashTap();
-      if ((entry.size ?? 0) <= SMALL_FILE_BYTES) {
+      // The staging directory is cofre's own (0700, random name): a part left by a failed attempt is overwritten.
+      if (want.size <= SMALL_FILE_BYTES) {
         // Small files are gathered and written synchronously: cheaper than an async stream per file.
         const parts: Buffer[] = [];
         for await (const chunk of item.pipe(tap)) parts.push(chunk as Buffer);
-        writeFileSync(part, Buffer.concat(parts), { mode: 0o600, flag: 'wx' });
+        writeFileSync(part, Buffer.concat(parts), { mode: 0o600 });
       } else {
-        await pipeline(item, tap, createWriteStream(part, { mode: 0o600, flags: 'wx' }));
+        await pipeline(item, tap, createWriteStream(part, { mode: 0o600 }));
       }
-      if (tap.bytes !== entry.size || tap.sha256() !== entry.sha256) {
+      if (tap.bytes !== want.size || tap.sha256() !== want.sha256) {
         await rm(part, { force: true });
         throw new CofreError('HASH_MISMATCH', `${name}: restored content does not match the manifest`, {
           op: 'restore', path: name, hint: 'the pack does not hold what the manifest recorded; another region is tried',
@@ -90,11 +137,32 @@ async function extractPack(plaintext: Readable, staging: string, wanted: Map<str
   }
 }
 
+/** The packs a restore reads, each with the members it needs from it, in the order the backups were taken. */
+function packPlan(files: ManifestEntry[], order: string[]): { loc: PackLocation; wanted: Map<string, Wanted> }[] {
+  const byPack = new Map<string, { loc: PackLocation; wanted: Map<string, Wanted> }>();
+  const want = (loc: PackLocation, path: string, w: Wanted): void => {
+    const key = `${loc.backup}/${loc.pack}`;
+    const group = byPack.get(key) ?? { loc: { backup: loc.backup, pack: loc.pack }, wanted: new Map<string, Wanted>() };
+    group.wanted.set(path, w);
+    byPack.set(key, group);
+  };
+  for (const f of files) {
+    const base = f.deltas ? f.base : f.sha256 ? { size: f.size ?? 0, sha256: f.sha256 } : undefined;
+    if (!f.loc || !base) throw new CofreError('MANIFEST_INVALID', `${f.path} has no pack location`, { op: 'restore', path: f.path });
+    want(f.loc, f.path, base);
+    for (const d of f.deltas ?? []) want(d, f.path, { size: d.size, sha256: d.sha256, blocks: d.blocks });
+  }
+  // A file's older copy must be in place before the pages of later backups are written over it.
+  const rank = new Map(order.map((id, i) => [id, i]));
+  return [...byPack.values()].sort((a, b) => (rank.get(a.loc.backup) ?? -1) - (rank.get(b.loc.backup) ?? -1));
+}
+
 /**
  * Builds the tree in a hidden staging directory inside target, then moves it into place. On any failure
- * the staging directory is removed, so target is left as empty as it was.
+ * the staging directory is removed, so target is left as empty as it was. `order` lists the chain's backups
+ * oldest first (physical page deltas are applied in it).
  */
-export async function restoreTree(manifest: Manifest, target: string, readPack: PackReader): Promise<RestoreTreeResult> {
+export async function restoreTree(manifest: Manifest, target: string, readPack: PackReader, order: string[] = []): Promise<RestoreTreeResult> {
   assertSafeTree(manifest.entries, `manifest of ${manifest.backupId}`);
   await ensureEmptyTarget(target);
   const staging = join(target, `${STAGING_PREFIX}${randomBytes(4).toString('hex')}`);
@@ -106,16 +174,17 @@ export async function restoreTree(manifest: Manifest, target: string, readPack: 
     result.dirs = dirs.length;
 
     const files = manifest.entries.filter((e) => e.type === 'file');
-    const byPack = new Map<string, { loc: PackLocation; entries: ManifestEntry[] }>();
-    for (const f of files) {
-      if (!f.loc) throw new CofreError('MANIFEST_INVALID', `${f.path} has no pack location`, { op: 'restore', path: f.path });
-      const key = `${f.loc.backup}/${f.loc.pack}`;
-      const group = byPack.get(key) ?? { loc: f.loc, entries: [] };
-      group.entries.push(f);
-      byPack.set(key, group);
+    for (const { loc, wanted } of packPlan(files, order)) {
+      await readPack(loc, (plaintext) => extractPack(plaintext, staging, new Map(wanted), `${loc.backup}/${loc.pack}`));
     }
-    for (const { loc, entries } of byPack.values()) {
-      await readPack(loc, (plaintext) => extractPack(plaintext, staging, new Map(entries.map((e) => [e.path, e])), `${loc.backup}/${loc.pack}`));
+    for (const f of files.filter((e) => e.deltas)) {
+      const p = join(staging, f.path);
+      if (statSync(p).size < (f.size ?? 0)) {
+        throw new CofreError('RESTORE_FAILED', `${f.path}: the backups of the chain hold ${statSync(p).size} of its ${f.size} bytes`, {
+          op: 'restore', path: f.path, hint: 'a page delta is missing from the chain; verify the backups (cofre verify --deep)',
+        });
+      }
+      truncateSync(p, f.size ?? 0);
     }
     // Metadata is set synchronously: per file it costs less than an async round trip.
     const asRoot = process.getuid?.() === 0;

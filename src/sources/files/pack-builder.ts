@@ -1,4 +1,5 @@
 // Packs changed files into tar (pax) streams of bounded size, each written to every region as one object.
+import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import tar from 'tar-stream';
 import type { ManifestObject } from '../../repository/index.ts';
@@ -77,21 +78,38 @@ export class PackBuilder {
 
   /** Streams a large file's bytes; returns the hash of what was stored and the pack holding it. */
   async addFile(entry: WalkEntry): Promise<{ pack: string; sha256: string; changed: boolean }> {
-    const pack = this.open();
     const read = readFileExactly(entry.abs, entry.size);
+    const pack = await this.stream(entry, entry.size, read.chunks);
+    return { pack, ...read.result() };
+  }
+
+  /** Stores `size` bytes under the entry's path that are not the file's own (a physical backup's changed pages). */
+  async addBytes(entry: WalkEntry, size: number, chunks: AsyncIterable<Buffer> | Iterable<Buffer>): Promise<{ pack: string; sha256: string }> {
+    const hash = createHash('sha256');
+    const pack = await this.stream(entry, size, (async function* () {
+      for await (const chunk of chunks) {
+        hash.update(chunk);
+        yield chunk;
+      }
+    })());
+    return { pack, sha256: hash.digest('hex') };
+  }
+
+  private async stream(entry: WalkEntry, size: number, chunks: AsyncIterable<Buffer>): Promise<string> {
+    const pack = this.open();
     await new Promise<void>((resolve, reject) => {
-      const sink = pack.tar.entry(this.header(entry), (err) => (err ? reject(err) : resolve()));
-      const src = Readable.from(read.chunks, { objectMode: false });
+      const sink = pack.tar.entry({ ...this.header(entry), size }, (err) => (err ? reject(err) : resolve()));
+      const src = Readable.from(chunks, { objectMode: false });
       src.on('error', (err) => {
         sink.destroy(err);
         reject(err);
       });
       src.pipe(sink);
     });
-    pack.plainBytes += entry.size;
+    pack.plainBytes += size;
     const name = pack.name;
     if (pack.plainBytes >= this.packSizeBytes) await this.close();
-    return { pack: name, ...read.result() };
+    return name;
   }
 
   /** Closes the open pack (if any) and waits until it is stored. */

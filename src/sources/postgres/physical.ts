@@ -1,14 +1,17 @@
 // Physical base backups: a non-exclusive pg_backup_start/stop on a held session, PGDATA read directly (cofre runs
 // beside the server, like pgBackRest) with pg_basebackup's exclusions, packed like any file tree.
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import pg from 'pg';
 import type { PostgresSourceConfig } from '../../config/index.ts';
 import { CofreError } from '../../errors/index.ts';
-import { packName } from '../../repository/index.ts';
+import { packName, type Manifest } from '../../repository/index.ts';
 import type { SourceCapture, SourceCaptureInput } from '../capture.ts';
 import { captureTree } from '../files/capture.ts';
 import { PackBuilder } from '../files/pack-builder.ts';
 import { clientConfig, parseConnUrl } from './libpq.ts';
-import { parseSettingBytes } from './lsn.ts';
+import { parseLsn, parseSettingBytes } from './lsn.ts';
+import { pageLevel } from './pages.ts';
 
 /** What pg_basebackup leaves out: runtime state, WAL (archived separately), and files recovery must not see. */
 export const PGDATA_EXCLUDES = [
@@ -30,7 +33,36 @@ export function pgdataOf(src: PostgresSourceConfig, name: string): string {
   return src.pgdata;
 }
 
-export async function capturePhysical(src: PostgresSourceConfig, pgdata: string, input: SourceCaptureInput): Promise<SourceCapture> {
+/**
+ * Whether a diff/incr of the cluster (system `systemId`, now on `timeline`) may build on `parent`: the same cluster,
+ * and the parent's WAL on the current timeline's history before any switch away from it. Throws when not.
+ */
+export async function checkParent(parent: Manifest, systemId: string, timeline: number, pgdata: string): Promise<void> {
+  const p = parent.physical;
+  const refuse = (why: string): never => {
+    throw new CofreError('NO_PARENT', `cannot take an incremental on top of ${parent.backupId}: ${why}`, {
+      op: 'backup', hint: 'take a full backup (cofre backup <source> --type full); later diff/incr backups build on it',
+    });
+  };
+  if (!p) return refuse('it is not a physical backup');
+  if (p.systemIdentifier !== systemId) return refuse(`it is of another cluster (system identifier ${p.systemIdentifier}, this one is ${systemId})`);
+  if (p.timeline === timeline) return;
+  const history = await readFile(join(pgdata, 'pg_wal', `${timeline.toString(16).toUpperCase().padStart(8, '0')}.history`), 'utf8').catch(() => '');
+  const switchAt = timelineSwitchPoint(history, p.timeline);
+  if (switchAt === null) return refuse(`its timeline ${p.timeline} is not in the history of this cluster's timeline ${timeline}`);
+  if (parseLsn(p.stopLsn) > parseLsn(switchAt)) return refuse(`timeline ${p.timeline} was left at ${switchAt}, before that backup ended (${p.stopLsn})`);
+}
+
+/** Where a timeline history file ("<parent tli>\t<switch lsn>\t<reason>" lines) says `timeline` was left. */
+export function timelineSwitchPoint(history: string, timeline: number): string | null {
+  for (const line of history.split('\n')) {
+    const m = /^\s*(\d+)\s+([0-9A-Fa-f]+\/[0-9A-Fa-f]+)/.exec(line);
+    if (m && Number(m[1]) === timeline) return m[2]!;
+  }
+  return null;
+}
+
+export async function capturePhysical(src: PostgresSourceConfig, pgdata: string, input: SourceCaptureInput, parent: Manifest | null): Promise<SourceCapture> {
   const conn = parseConnUrl(src.url, 'backup');
   const client = new pg.Client(clientConfig(conn));
   await client.connect();
@@ -41,6 +73,8 @@ export async function capturePhysical(src: PostgresSourceConfig, pgdata: string,
     const pg15 = Number(num) >= 150000;
     const segSize = parseSettingBytes((await one<{ s: string }>(`SELECT current_setting('wal_segment_size') AS s`)).s);
     const { id } = await one<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()');
+    const { tli } = await one<{ tli: number }>('SELECT timeline_id AS tli FROM pg_control_checkpoint()');
+    if (parent) await checkParent(parent, id, tli, pgdata);
     // Without a WAL archive a base backup cannot be recovered; and pg_backup_stop would wait for an archiver that
     // never archives. Refuse before reading a byte.
     const archive = await one<{ mode: string; command: string }>(`SELECT current_setting('archive_mode') AS mode, current_setting('archive_command') AS command`);
@@ -52,9 +86,10 @@ export async function capturePhysical(src: PostgresSourceConfig, pgdata: string,
     // The session must stay open: a non-exclusive backup ends (and is abandoned) with it.
     const label = `cofre ${input.backupId}`;
     const start = await one<{ lsn: string }>(pg15 ? 'SELECT pg_backup_start($1, true)::text AS lsn' : 'SELECT pg_start_backup($1, true, false)::text AS lsn', [label]);
-    const { tli } = await one<{ tli: number }>('SELECT timeline_id AS tli FROM pg_control_checkpoint()');
     const captured = await captureTree({
-      root: pgdata, exclude: PGDATA_EXCLUDES, backupId: input.backupId, packs, signal: input.signal, parent: null,
+      root: pgdata, exclude: PGDATA_EXCLUDES, backupId: input.backupId, packs, signal: input.signal,
+      parent: parent ? { entries: parent.entries, startedAtMs: Date.parse(parent.startedAt) } : null,
+      ...(parent ? { pages: pageLevel(packs, input.backupId, parseLsn(parent.physical!.startLsn)) } : {}),
       // Files change and vanish under a running server; WAL replay from the start LSN makes them consistent.
       onSkip: (path, reason) => (/changed while being read|vanished/.test(reason) ? undefined : input.onSkip(path, reason)),
     });
