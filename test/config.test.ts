@@ -33,6 +33,12 @@ function s3Raw(extra: Record<string, unknown> = {}) {
 }
 
 describe('cofre config check', () => {
+  it('accepts the shipped example (three S3 regions, KMS, files and PostgreSQL sources)', () => {
+    const { config } = loadConfig({ file: join(REPO_ROOT, 'config', 'cofre.example.yaml') });
+    expect(Object.keys(config.sources).sort()).toEqual(['db', 'logs', 'uploads']);
+    expect(config.regions.map((r) => r.driver)).toEqual(['s3', 's3', 's3']);
+  });
+
   it('prints the embedded default from the working directory', async () => {
     const work = join(dir, 'work');
     await mkdir(join(work, 'config'), { recursive: true });

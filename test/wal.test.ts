@@ -1,11 +1,13 @@
 // The WAL archive through the real CLI, as archive_command / restore_command call it.
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { Catalog } from '../src/catalog/catalog.ts';
 import { systemClock } from '../src/clock.ts';
+import { agentSocketFor, askSocket } from '../src/daemon/wal-socket.ts';
 import { rawTestConfig } from './helpers/config.ts';
 import { runCli } from './helpers/cli.ts';
 import { removeDir, tempDir } from './helpers/tmp.ts';
@@ -94,6 +96,42 @@ describe('wal-push and wal-fetch', () => {
     expect((await readFile(dest)).equals(body)).toBe(true);
     expect(out.stderr).toContain('restore.fallback');
     await writeFile(path, stored);
+  });
+
+  it('leaves an agent that serves the next wal-fetch calls from segments it read ahead', async () => {
+    // Two 1 MiB segments (a cluster initialised with --wal-segsize=1), as recovery asks for them.
+    const [a, b] = ['000000010000000000000010', '000000010000000000000011'];
+    const bodies = new Map([[a, randomBytes(1024 * 1024)], [b, randomBytes(1024 * 1024)]]);
+    for (const [name, bytes] of bodies) {
+      await writeFile(join(dir, 'pg_wal', name), bytes);
+      expect((await runCli(['-c', config, 'wal-push', join(dir, 'pg_wal', name)])).code).toBe(0);
+    }
+    const pgWal = join(dir, 'recovery', 'pg_wal');
+    await mkdir(pgWal, { recursive: true });
+    const dest = join(pgWal, 'RECOVERYXLOG');
+    expect((await runCli(['-c', config, 'wal-fetch', a, dest])).code).toBe(0);
+    expect((await readFile(dest)).equals(bodies.get(a)!)).toBe(true);
+    const socket = agentSocketFor(dest)!;
+    let held: string[] = [];
+    for (let i = 0; i < 200 && !held.includes(b); i++) {
+      const answer = existsSync(socket) ? await askSocket(socket, { op: 'status' }) : null;
+      held = answer?.ok ? (JSON.parse(answer.message!) as { held: string[] }).held : [];
+      if (!held.includes(b)) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(held).toContain(b);
+    // Gone from every region: only the agent's read-ahead still has it.
+    for (const region of ['eu-west-1', 'us-east-1', 'ap-southeast-1']) await rm(walPath(region, b));
+    const served = await runCli(['-c', config, 'wal-fetch', b, dest]);
+    expect(served.stderr).toBe('');
+    expect(served.code).toBe(0);
+    expect((await readFile(dest)).equals(bodies.get(b)!)).toBe(true);
+    // The end of recovery through the agent: non-zero, said briefly, nothing written.
+    const missing = await runCli(['-c', config, 'wal-fetch', '000000010000000000000012', join(pgWal, 'NEXT')]);
+    expect(missing.code).not.toBe(0);
+    expect(missing.stderr).toContain('not in the archive');
+    expect(existsSync(join(pgWal, 'NEXT'))).toBe(false);
+    // The recovery's directory removed: the agent leaves.
+    await rm(join(dir, 'recovery'), { recursive: true });
   });
 
   it('fails (non-zero, nothing written) for a segment that was never archived', async () => {

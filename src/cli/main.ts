@@ -1,8 +1,8 @@
-// The cofre command line. `wal-push` first tries the running daemon's socket, loading almost nothing; every
-// other command (and wal-push without a daemon) loads the full program.
-import { walPushViaDaemon } from './wal-client.ts';
+// The cofre command line. `wal-push` first tries the running daemon's socket and `wal-fetch` the recovery's
+// fetch agent, loading almost nothing; every other command (and those two without a peer) loads the full program.
+import { walFetchViaAgent, walPushViaDaemon } from './wal-client.ts';
 
-if (!(await walPushViaDaemon(process.argv))) {
+if (!(await walPushViaDaemon(process.argv)) && !(await walFetchViaAgent(process.argv))) {
   const { runProgram } = await import('./program.ts');
   await runProgram(process.argv);
 }

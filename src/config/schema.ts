@@ -140,6 +140,12 @@ const postgresSource = z.strictObject({
   pgdata: z.string().optional(),
   /** Default method: physical when pgdata is set, else logical (pg_dump). */
   method: z.enum(['logical', 'physical']).optional(),
+  /**
+   * Segments `wal-fetch` reads ahead during a recovery: the first wal-fetch leaves an agent (on a socket in pg_wal,
+   * exiting after a minute idle) that serves the next calls and fetches ahead into memory (at most 128 MiB, never to
+   * disk). 0: every wal-fetch works alone.
+   */
+  walPrefetch: z.number().int().min(0).max(64).default(8),
   ...sourceCommon,
 });
 

@@ -1,16 +1,16 @@
 // The daemon's side of WAL archiving: a local socket that `cofre wal-push` hands segments to (answering at once
 // for segments already stored), and pushing ahead from archive_status/*.ready so they usually are.
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:net';
+import type { Server } from 'node:net';
 import { basename, join } from 'node:path';
 import type { Clock } from '../clock.ts';
 import { isCofreError, messageOf } from '../errors/index.ts';
 import { repositoryOf, type JobContext } from '../jobs/context.ts';
 import { pushWal, walSource } from '../jobs/wal.ts';
 import type { Logger } from '../observability/logger.ts';
-import { askDaemon } from './wal-socket.ts';
+import { serveSocket, type SocketAnswer, type SocketRequest } from './wal-socket.ts';
 
 /** Segments pushed at once; each holds one segment (16 MiB by default) in memory. */
 export const WAL_PUSH_CONCURRENCY = 4;
@@ -40,37 +40,13 @@ export class WalService {
   }
 
   async start(socketPath: string): Promise<void> {
-    // A socket file left by a daemon that died is removed; one that answers belongs to a live daemon.
-    if (existsSync(socketPath) && (await askDaemon(socketPath, { op: 'ping' })) === null) rmSync(socketPath, { force: true });
-    this.server = createServer((conn) => {
-      let buffer = '';
-      conn.on('data', (d: Buffer) => {
-        buffer += d.toString();
-        const nl = buffer.indexOf('\n');
-        if (nl < 0) return;
-        let req: { op: string; path?: string; source?: string };
-        try {
-          req = JSON.parse(buffer.slice(0, nl)) as typeof req;
-        } catch {
-          conn.end(JSON.stringify({ ok: false, code: 'USAGE', message: 'malformed request' }) + '\n');
-          return;
-        }
-        buffer = '';
-        void this.answer(req).then((a) => conn.end(JSON.stringify(a) + '\n'));
-      });
-      conn.on('error', () => undefined);
-    });
-    await new Promise<void>((resolve, reject) => {
-      this.server!.once('error', reject);
-      this.server!.listen(socketPath, () => resolve());
-    });
+    this.server = await serveSocket(socketPath, (req) => this.answer(req));
     this.socketPath = socketPath;
     this.cancelScan = this.clock.every(READY_SCAN_INTERVAL_MS, () => this.pushAhead());
     this.pushAhead();
   }
 
-  private async answer(req: { op: string; path?: string; source?: string }): Promise<{ ok: boolean; code?: string; message?: string }> {
-    if (req.op === 'ping') return { ok: true };
+  private async answer(req: SocketRequest): Promise<SocketAnswer> {
     if (req.op !== 'wal-push' || !req.path) return { ok: false, code: 'USAGE', message: `unknown request ${req.op}` };
     try {
       const source = walSource(this.ctx().config, req.source);

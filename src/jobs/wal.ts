@@ -2,7 +2,7 @@
 // is durable at quorum; wal-fetch reads it back from the first sound region, verified, written atomically.
 import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { readFile, rename, rm } from 'node:fs/promises';
+import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -89,12 +89,14 @@ export async function pushWal(ctx: JobContext, source: string, path: string, rep
   return { name, regions, regionsOwed };
 }
 
-/** Fetches a WAL file into dest (atomically: a temp name, then rename); OBJECT_NOT_FOUND when no region has it. */
-export async function fetchWal(ctx: JobContext, source: string, name: string, dest: string, repoId: string): Promise<{ region: string }> {
+/**
+ * Reads a WAL file from the first region that gives sound bytes, checked against the catalog's record of what was
+ * archived when there is one; OBJECT_NOT_FOUND when no region has it. `sink` may run again for the next region.
+ */
+async function readWal<T>(ctx: JobContext, source: string, name: string, repoId: string, sink: (plain: Readable) => Promise<T>): Promise<{ value: T; region: string }> {
   checkWalName(name, 'wal-fetch');
   const key = walKey(source, name);
   const known = ctx.catalog.getWal(source, name);
-  const part = `${dest}.cofre-part-${randomBytes(4).toString('hex')}`;
   // Problems are reported only once the outcome is known: a segment missing everywhere is the normal end of
   // recovery (PostgreSQL asks until one is missing) and must not read as a run of region failures.
   const problems: { problem: RegionProblem; next: string | null }[] = [];
@@ -102,31 +104,62 @@ export async function fetchWal(ctx: JobContext, source: string, name: string, de
     for (const { problem: p, next } of problems) ctx.bus.emit('restore.fallback', { backupId: 'wal', region: p.region, object: name, problem: p.problem, nextRegion: next });
   };
   try {
-    let read;
-    try {
-      read = await readObjectWithFallback(ctx.envelope, ctx.regions, { key, identity: walIdentity(repoId, source, name) }, async (plain) => {
-        const tap = new HashTap();
-        await pipeline(plain, tap, createWriteStream(part, { mode: 0o600 }));
-        if (known && (tap.sha256() !== known.sha256 || tap.bytes !== known.size)) {
-          throw new CofreError('HASH_MISMATCH', `${name} differs from what was archived`, { op: 'wal-fetch', path: key });
-        }
-      }, (problem, next) => problems.push({ problem, next }));
-    } catch (err) {
-      if (problems.length > 0 && problems.every(({ problem }) => problem.code === 'OBJECT_NOT_FOUND')) {
-        throw new CofreError('OBJECT_NOT_FOUND', `${name} is not in the archive`, { op: 'wal-fetch', path: key, hint: 'normal at the end of recovery: PostgreSQL asks for segments until one is missing' });
+    const read = await readObjectWithFallback(ctx.envelope, ctx.regions, { key, identity: walIdentity(repoId, source, name) }, async (plain) => {
+      const tap = new HashTap();
+      plain.on('error', (err) => tap.destroy(err));
+      const value = await sink(plain.pipe(tap));
+      if (known && (tap.sha256() !== known.sha256 || tap.bytes !== known.size)) {
+        throw new CofreError('HASH_MISMATCH', `${name} differs from what was archived`, { op: 'wal-fetch', path: key });
       }
-      report();
-      throw err;
+      return value;
+    }, (problem, next) => problems.push({ problem, next }));
+    report();
+    ctx.bus.emit('wal.fetched', { source, name, region: read.region });
+    return read;
+  } catch (err) {
+    if (problems.length > 0 && problems.every(({ problem }) => problem.code === 'OBJECT_NOT_FOUND')) {
+      throw new CofreError('OBJECT_NOT_FOUND', `${name} is not in the archive`, { op: 'wal-fetch', path: key, hint: 'normal at the end of recovery: PostgreSQL asks for segments until one is missing' });
     }
     report();
+    throw err;
+  }
+}
+
+/** Fetches a WAL file into dest atomically (a temp name, then rename). */
+export async function fetchWal(ctx: JobContext, source: string, name: string, dest: string, repoId: string): Promise<{ region: string; bytes: number }> {
+  const part = `${dest}.cofre-part-${randomBytes(4).toString('hex')}`;
+  try {
+    const read = await readWal(ctx, source, name, repoId, async (plain) => {
+      const out = createWriteStream(part, { mode: 0o600 });
+      await pipeline(plain, out);
+      return out.bytesWritten;
+    });
     await rename(part, dest);
-    ctx.bus.emit('wal.fetched', { source, name, region: read.region });
-    return { region: read.region };
+    return { region: read.region, bytes: read.value };
   } finally {
     await rm(part, { force: true });
   }
 }
 
+/** Reads a WAL file into memory (the wal-fetch agent's read-ahead); see readWal. */
+export async function readWalBody(ctx: JobContext, source: string, name: string, repoId: string): Promise<Buffer> {
+  return (await readWal(ctx, source, name, repoId, async (plain) => {
+    const parts: Buffer[] = [];
+    for await (const chunk of plain) parts.push(chunk as Buffer);
+    return Buffer.concat(parts);
+  })).value;
+}
+
+/** Writes bytes to dest atomically (a temp name, then rename). */
+export async function writeAtomically(dest: string, body: Buffer): Promise<void> {
+  const part = `${dest}.cofre-part-${randomBytes(4).toString('hex')}`;
+  try {
+    await writeFile(part, body, { mode: 0o600 });
+    await rename(part, dest);
+  } finally {
+    await rm(part, { force: true });
+  }
+}
 
 /** The source WAL belongs to: --source, else the only PostgreSQL source configured. */
 export function walSource(config: Config, named?: string): string {

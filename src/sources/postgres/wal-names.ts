@@ -24,3 +24,14 @@ export function checkWalName(name: string, op: string): void {
     });
   }
 }
+
+/** The segment after a full segment `name` of `segmentSize` bytes, on the same timeline; null for other WAL files. */
+export function nextSegment(name: string, segmentSize: number): string | null {
+  if (!/^[0-9A-F]{24}$/.test(name) || segmentSize <= 0 || (segmentSize & (segmentSize - 1)) !== 0) return null;
+  const perLog = 0x100000000 / segmentSize;
+  let log = parseInt(name.slice(8, 16), 16);
+  let seg = parseInt(name.slice(16, 24), 16) + 1;
+  if (seg >= perLog) [log, seg] = [log + 1, 0];
+  const hex = (n: number): string => n.toString(16).toUpperCase().padStart(8, '0');
+  return `${name.slice(0, 8)}${hex(log)}${hex(seg)}`;
+}
