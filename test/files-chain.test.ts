@@ -118,6 +118,18 @@ describe('a chain of full, incr and diff backups of a files source', () => {
     expect(Object.keys(await snapshotTree(target))).toEqual(['keep.txt']);
   });
 
+  it('restores over an earlier restore with delta: matching files kept, the rest made exactly the backup', async () => {
+    const target = join(dir, 'restore', snapshots[0]!.id);
+    const latest = snapshots[snapshots.length - 1]!;
+    // Leftovers the latest backup does not have, and a file damaged since the first restore.
+    await writeFile(join(target, 'stray.txt'), 'not in any backup');
+    const damaged = Object.keys(latest.tree).find((p) => latest.tree[p]!.type === 'file' && snapshots[0]!.tree[p]?.sha256 === latest.tree[p]!.sha256)!;
+    await writeFile(join(target, damaged), 'damaged');
+    const result = await runRestore(ctx, { source: 'uploads', to: target, backupId: latest.id, delta: true });
+    expect(result.reused).toBeGreaterThan(0);
+    expect(await snapshotTree(target)).toEqual(latest.tree);
+  });
+
   it('verifies every copy, shallow and deep', async () => {
     for (const deep of [false, true]) {
       const report = await runVerify(ctx, { deep });

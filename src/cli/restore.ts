@@ -18,6 +18,7 @@ interface RestoreOptions {
   immediate?: boolean;
   standby?: boolean;
   start?: boolean;
+  delta?: boolean;
   port: string;
 }
 
@@ -28,7 +29,7 @@ export function register(program: Command): void {
   program
     .command('restore <source>')
     .description('restore a backup: a files source into an empty directory, a PostgreSQL source into a server')
-    .option('--to <dir>', 'files sources: target directory (created if missing; must be empty)')
+    .option('--to <dir>', 'files and physical: target directory (created if missing; must be empty unless --delta)')
     .option('--target <conninfo>', 'PostgreSQL sources: postgres://user@host:port/postgres of the server to restore into')
     .option('--backup <id>', 'backup to restore (default: the latest)')
     .option('--target-time <time>', 'physical: recover up to this time (recovery_target_time)')
@@ -39,6 +40,7 @@ export function register(program: Command): void {
     .option('--standby', 'physical: write standby.signal: follow the archive as a log-shipping standby')
     .option('--start', 'physical: start the restored cluster and wait until it has recovered')
     .option('--port <port>', 'physical: port for --start', '54329')
+    .option('--delta', 'restore over an earlier restore in --to: keep files whose content matches, replace the rest')
     .option('--json', 'print the result as JSON')
     .action(action(async (source: string, opts: RestoreOptions) => {
       const target = opts.target ?? process.env.COFRE_RESTORE_TARGET;
@@ -52,7 +54,7 @@ export function register(program: Command): void {
         runRestore(ctx, {
           source, to: opts.to ? resolve(opts.to) : undefined, target, backupId: opts.backup,
           recovery: { ...recovery, ...(opts.immediate ? { immediate: true } : {}) }, standby: Boolean(opts.standby),
-          startPort: opts.start ? Number(opts.port) : undefined, restoreCommand,
+          startPort: opts.start ? Number(opts.port) : undefined, restoreCommand, delta: Boolean(opts.delta),
         }),
       );
       for (const p of result.problems) process.stderr.write(`cofre: ${p.region}: ${p.object}: ${p.problem} (used another region)\n`);
@@ -62,6 +64,6 @@ export function register(program: Command): void {
         return;
       }
       if (result.started) process.stdout.write(`cluster recovered and accepting queries on port ${result.started.port} after ${(result.started.readyMs / 1000).toFixed(1)}s\n`);
-      process.stdout.write(`restored ${result.backupId}: ${result.files} files, ${result.dirs} dirs, ${result.symlinks} symlinks, ${humanBytes(result.bytes)} into ${result.target} in ${result.durationSeconds.toFixed(1)}s\n`);
+      process.stdout.write(`restored ${result.backupId}: ${result.files} files, ${result.dirs} dirs, ${result.symlinks} symlinks, ${humanBytes(result.bytes)} into ${result.target} in ${result.durationSeconds.toFixed(1)}s${result.reused !== undefined ? ` (${result.reused} files kept as they were)` : ''}\n`);
     }));
 }

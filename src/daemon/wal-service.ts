@@ -96,7 +96,8 @@ export class WalService {
       const statusDir = join(src.pgdata, 'pg_wal', 'archive_status');
       let names: string[];
       try {
-        names = readdirSync(statusDir).filter((n) => n.endsWith('.ready')).map((n) => n.slice(0, -'.ready'.length));
+        // Oldest first: the order the archiver asks for them.
+        names = readdirSync(statusDir).filter((n) => n.endsWith('.ready')).map((n) => n.slice(0, -'.ready'.length)).sort();
       } catch {
         continue; // not readable by this user, or not a data directory yet
       }

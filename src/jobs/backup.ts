@@ -68,6 +68,8 @@ export interface BackupResult {
   storedBytes: number;
   files: number;
   newFiles: number;
+  /** Bytes of source data this backup stored anew (changed files; for physical diff/incr, changed pages), before compression. */
+  newBytes: number;
   skipped: { path: string; reason: string }[];
 }
 
@@ -191,7 +193,7 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
       backupId: id, runId, source: args.source, type, requestedType: args.type, parent: manifest.parent, status,
       regions: Object.fromEntries(ctx.regions.map((r) => [r.region, live.has(r.region) ? 'complete' : 'owed'])),
       regionsOwed: [...owed.keys()], sizeBytes: captured.stats.bytes, storedBytes, files: captured.stats.files,
-      newFiles: captured.stats.newFiles, skipped,
+      newFiles: captured.stats.newFiles, newBytes: captured.stats.newBytes, skipped,
     };
   } catch (err) {
     const message = messageOf(err);

@@ -21,6 +21,8 @@ export interface RestoreArgs {
   standby?: boolean;
   /** Start the restored cluster on this port and wait until it has recovered. */
   startPort?: number;
+  /** Restore over an earlier restore in `to`, keeping the files whose content matches. */
+  delta?: boolean;
   /** restore_command for physical restores (wal-fetch through this cofre and config). */
   restoreCommand?: string;
 }
@@ -115,7 +117,7 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
       if (!info) throw new CofreError('MANIFEST_INVALID', `backup ${loc.backup} has no object ${loc.pack}`, { op: 'restore', path: loc.pack });
     }
     await readBackupObject(loc.backup, loc.pack, info, consume);
-  }, ctx.catalog.usableBackups(args.source).map((b) => b.id));
+  }, { order: ctx.catalog.usableBackups(args.source).map((b) => b.id), delta: Boolean(args.delta) });
   let startedCluster: StartedCluster | undefined;
   if (src.kind === 'postgres' && manifest.method === 'physical') {
     await preparePgdata(manifest, to, {

@@ -58,6 +58,8 @@ const physicalSchema = z.object({
   walSegmentSize: z.number().int().positive(),
   backupLabel: z.string(),
   tablespaceMap: z.string(),
+  /** Tablespaces outside the data directory (stored under pg_tblspc/<oid>) and where the cluster had them. */
+  tablespaces: z.array(z.object({ oid: z.string(), location: z.string() })).default([]),
 });
 
 export const manifestSchema = z.object({

@@ -19,6 +19,8 @@ export interface CaptureInput {
   /** The manifest this backup is compared with (the last full for diff, the last backup for incr). */
   parent: { entries: ManifestEntry[]; startedAtMs: number } | null;
   packs: PackBuilder;
+  /** Symlinks walked as the directories they point to (see walk.ts). */
+  follow?: (path: string) => boolean;
   /** Physical diff/incr: files stored as the pages changed since the parent (see sources/postgres/pages.ts). */
   pages?: PageLevel;
   onSkip: (path: string, reason: string) => void;
@@ -106,7 +108,7 @@ export async function captureTree(input: CaptureInput): Promise<{ entries: Manif
   const parentStartedAtMs = input.parent?.startedAtMs ?? 0;
   const entries: ManifestEntry[] = [];
   const stats: CaptureStats = { files: 0, dirs: 0, symlinks: 0, bytes: 0, newBytes: 0, newFiles: 0 };
-  const walk = walkTree(input.root, { exclude: input.exclude, onSkip: input.onSkip });
+  const walk = walkTree(input.root, { exclude: input.exclude, onSkip: input.onSkip, ...(input.follow ? { follow: input.follow } : {}) });
   // plan() never rejects (errors are returned), so promises waiting in the look-ahead are never unhandled.
   const pages = input.pages;
   for await (const p of mapOrdered(walk, LOOKAHEAD_ENTRIES, (e) => plan(e, previous, parentStartedAtMs, pages))) {

@@ -1,6 +1,9 @@
 // Restores a manifest's tree into an empty directory: all-or-nothing, verified file by file, never through a symlink.
 import { randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, createWriteStream, lchownSync, lutimesSync, mkdirSync, openSync, renameSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  chmodSync, closeSync, createWriteStream, existsSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, realpathSync, renameSync, statSync,
+  symlinkSync, truncateSync, utimesSync, writeFileSync, writeSync,
+} from 'node:fs';
 import { mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -10,7 +13,7 @@ import { CofreError } from '../../errors/index.ts';
 import { HashTap } from '../../pipeline/index.ts';
 import type { Manifest, ManifestEntry } from '../../repository/index.ts';
 import { decodeBlocks, PAGE_BYTES } from '../postgres/pages.ts';
-import { SMALL_FILE_BYTES } from './read-file.ts';
+import { hashFile, SMALL_FILE_BYTES } from './read-file.ts';
 import { assertSafePath, assertSafeTree } from './safe-path.ts';
 
 const STAGING_PREFIX = '.cofre-restore-';
@@ -29,6 +32,15 @@ export interface RestoreTreeResult {
   dirs: number;
   symlinks: number;
   bytes: number;
+  /** --delta: files already in the target with the recorded hash, kept instead of downloaded. */
+  reused?: number;
+}
+
+export interface RestoreTreeOptions {
+  /** The chain's backups, oldest first: physical page deltas are applied in this order. */
+  order?: string[];
+  /** Restore over an earlier restore: files whose content matches are kept, everything else is replaced. */
+  delta?: boolean;
 }
 
 export async function ensureEmptyTarget(target: string): Promise<void> {
@@ -138,7 +150,7 @@ async function extractPack(plaintext: Readable, staging: string, wanted: Map<str
 }
 
 /** The packs a restore reads, each with the members it needs from it, in the order the backups were taken. */
-function packPlan(files: ManifestEntry[], order: string[]): { loc: PackLocation; wanted: Map<string, Wanted> }[] {
+function packPlan(files: ManifestEntry[], order: string[] = []): { loc: PackLocation; wanted: Map<string, Wanted> }[] {
   const byPack = new Map<string, { loc: PackLocation; wanted: Map<string, Wanted> }>();
   const want = (loc: PackLocation, path: string, w: Wanted): void => {
     const key = `${loc.backup}/${loc.pack}`;
@@ -157,14 +169,52 @@ function packPlan(files: ManifestEntry[], order: string[]): { loc: PackLocation;
   return [...byPack.values()].sort((a, b) => (rank.get(a.loc.backup) ?? -1) - (rank.get(b.loc.backup) ?? -1));
 }
 
+/** --delta: the target may hold an earlier restore, but not a running server. */
+async function checkDeltaTarget(target: string): Promise<void> {
+  try {
+    if (!(await stat(target)).isDirectory()) throw new CofreError('RESTORE_TARGET_NOT_EMPTY', `${target} exists and is not a directory`, { op: 'restore', path: target });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    await mkdir(target, { recursive: true, mode: 0o700 });
+  }
+  if (existsSync(join(target, 'postmaster.pid'))) {
+    throw new CofreError('RESTORE_TARGET_NOT_EMPTY', `${target} has a postmaster.pid: a server may be running on it`, {
+      op: 'restore', path: target, hint: 'stop that server first (pg_ctl -D <dir> stop); remove postmaster.pid only if no server runs',
+    });
+  }
+}
+
+/**
+ * --delta: links into staging every file of the target whose size and hash equal the manifest's (reached without
+ * following a symlink), so it is not downloaded; the target itself is not changed until the final swap.
+ */
+async function reuseMatching(files: ManifestEntry[], target: string, staging: string): Promise<Set<string>> {
+  const reused = new Set<string>();
+  const root = realpathSync(target);
+  for (const f of files) {
+    if (!f.sha256 || f.deltas) continue;
+    const existing = join(target, f.path);
+    try {
+      const st = lstatSync(existing);
+      if (!st.isFile() || st.size !== f.size || realpathSync(existing) !== join(root, f.path)) continue;
+      if ((await hashFile(existing, st.size)) !== f.sha256) continue;
+      linkSync(existing, join(staging, f.path));
+      reused.add(f.path);
+    } catch {
+      // absent or unreadable: restored from the backup
+    }
+  }
+  return reused;
+}
+
 /**
  * Builds the tree in a hidden staging directory inside target, then moves it into place. On any failure
- * the staging directory is removed, so target is left as empty as it was. `order` lists the chain's backups
- * oldest first (physical page deltas are applied in it).
+ * the staging directory is removed, so target is left as it was (empty, or with --delta its earlier content).
  */
-export async function restoreTree(manifest: Manifest, target: string, readPack: PackReader, order: string[] = []): Promise<RestoreTreeResult> {
+export async function restoreTree(manifest: Manifest, target: string, readPack: PackReader, opts: RestoreTreeOptions = {}): Promise<RestoreTreeResult> {
   assertSafeTree(manifest.entries, `manifest of ${manifest.backupId}`);
-  await ensureEmptyTarget(target);
+  if (opts.delta) await checkDeltaTarget(target);
+  else await ensureEmptyTarget(target);
   const staging = join(target, `${STAGING_PREFIX}${randomBytes(4).toString('hex')}`);
   await mkdir(staging, { mode: 0o700 });
   const result: RestoreTreeResult = { files: 0, dirs: 0, symlinks: 0, bytes: 0 };
@@ -174,7 +224,9 @@ export async function restoreTree(manifest: Manifest, target: string, readPack: 
     result.dirs = dirs.length;
 
     const files = manifest.entries.filter((e) => e.type === 'file');
-    for (const { loc, wanted } of packPlan(files, order)) {
+    const reused = opts.delta ? await reuseMatching(files, target, staging) : new Set<string>();
+    if (opts.delta) result.reused = reused.size;
+    for (const { loc, wanted } of packPlan(files.filter((f) => !reused.has(f.path)), opts.order)) {
       await readPack(loc, (plaintext) => extractPack(plaintext, staging, new Map(wanted), `${loc.backup}/${loc.pack}`));
     }
     for (const f of files.filter((e) => e.deltas)) {
@@ -210,6 +262,8 @@ export async function restoreTree(manifest: Manifest, target: string, readPack: 
       chmodSync(p, d.mode);
       utimesSync(p, nsToSeconds(d.mtimeNs), nsToSeconds(d.mtimeNs));
     }
+    // --delta: what the target held goes (kept files live on through their links in staging), then the swap.
+    if (opts.delta) for (const old of await readdir(target)) if (join(target, old) !== staging) await rm(join(target, old), { recursive: true, force: true });
     for (const top of await readdir(staging)) await rename(join(staging, top), join(target, top));
     await rmdir(staging);
     return result;

@@ -1,6 +1,6 @@
 // Walks a source tree in a stable order with lstat (never following symlinks); skips what tar cannot hold.
 // Metadata calls are synchronous: per entry they cost less than an async round trip through libuv's pool.
-import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
+import { lstatSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { join, matchesGlob } from 'node:path';
 
 export type EntryType = 'file' | 'dir' | 'symlink';
@@ -22,6 +22,8 @@ export interface WalkEntry {
 
 export interface WalkOptions {
   exclude: string[];
+  /** Symlinks to directories walked as the directories they point to (a cluster's tablespaces). */
+  follow?: (path: string) => boolean;
   onSkip: (path: string, reason: string) => void;
 }
 
@@ -59,6 +61,20 @@ export async function* walkTree(root: string, opts: WalkOptions, rel = ''): Asyn
       yield { ...base, type: 'file', size: Number(st.size) };
     } else if (st.isDirectory()) {
       yield { ...base, type: 'dir' };
+      yield* walkTree(root, opts, path);
+    } else if (st.isSymbolicLink() && opts.follow?.(path)) {
+      let target;
+      try {
+        target = statSync(abs, { bigint: true });
+      } catch (err) {
+        opts.onSkip(path, (err as Error).message);
+        continue;
+      }
+      if (!target.isDirectory()) {
+        yield { ...base, type: 'symlink', target: readlinkSync(abs) };
+        continue;
+      }
+      yield { ...base, type: 'dir', mode: Number(target.mode & 0o7777n), uid: Number(target.uid), gid: Number(target.gid), mtimeNs: target.mtimeNs, ctimeNs: target.ctimeNs, ino: target.ino };
       yield* walkTree(root, opts, path);
     } else if (st.isSymbolicLink()) {
       yield { ...base, type: 'symlink', target: readlinkSync(abs) };

@@ -1,6 +1,6 @@
 // Physical base backups: a non-exclusive pg_backup_start/stop on a held session, PGDATA read directly (cofre runs
 // beside the server, like pgBackRest) with pg_basebackup's exclusions, packed like any file tree.
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import pg from 'pg';
 import type { PostgresSourceConfig } from '../../config/index.ts';
@@ -19,6 +19,19 @@ export const PGDATA_EXCLUDES = [
   'postmaster.pid', 'postmaster.opts', 'backup_label', 'backup_label.old', 'tablespace_map', 'current_logfiles',
   'recovery.signal', 'standby.signal', '**/pg_internal.init', '**/pgsql_tmp*',
 ];
+
+const TABLESPACE_LINK = /^pg_tblspc\/\d+$/;
+
+/** The cluster's tablespaces outside its data directory: pg_tblspc/<oid> symlinks and where they point. */
+async function tablespacesOf(pgdata: string): Promise<{ oid: string; location: string }[]> {
+  const names = await readdir(join(pgdata, 'pg_tblspc')).catch(() => [] as string[]);
+  const out: { oid: string; location: string }[] = [];
+  for (const oid of names.filter((n) => /^\d+$/.test(n)).sort()) {
+    const location = await readlink(join(pgdata, 'pg_tblspc', oid)).catch(() => null);
+    if (location) out.push({ oid, location });
+  }
+  return out;
+}
 
 /** How long pg_backup_stop may wait for the archiver before the backup fails. */
 export const ARCHIVE_WAIT_MS = 10 * 60_000;
@@ -88,6 +101,8 @@ export async function capturePhysical(src: PostgresSourceConfig, pgdata: string,
     const start = await one<{ lsn: string }>(pg15 ? 'SELECT pg_backup_start($1, true)::text AS lsn' : 'SELECT pg_start_backup($1, true, false)::text AS lsn', [label]);
     const captured = await captureTree({
       root: pgdata, exclude: PGDATA_EXCLUDES, backupId: input.backupId, packs, signal: input.signal,
+      // Tablespaces outside the data directory are taken as if they were inside it, under pg_tblspc/<oid>.
+      follow: (path) => TABLESPACE_LINK.test(path),
       parent: parent ? { entries: parent.entries, startedAtMs: Date.parse(parent.startedAt) } : null,
       ...(parent ? { pages: pageLevel(packs, input.backupId, parseLsn(parent.physical!.startLsn)) } : {}),
       // Files change and vanish under a running server; WAL replay from the start LSN makes them consistent.
@@ -108,7 +123,7 @@ export async function capturePhysical(src: PostgresSourceConfig, pgdata: string,
       method: 'physical', objects: packs.objects, entries: captured.entries, stats: captured.stats,
       physical: {
         serverVersion: version, systemIdentifier: id, timeline: tli, startLsn: start.lsn, stopLsn: stop.lsn, walSegmentSize: segSize,
-        backupLabel: stop.labelfile, tablespaceMap: stop.spcmapfile ?? '',
+        backupLabel: stop.labelfile, tablespaceMap: stop.spcmapfile ?? '', tablespaces: await tablespacesOf(pgdata),
       },
     };
   } catch (err) {

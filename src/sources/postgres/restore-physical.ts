@@ -55,7 +55,8 @@ export async function preparePgdata(manifest: Manifest, dir: string, opts: Prepa
     written.push(path);
   };
   await write('backup_label', physical.backupLabel);
-  if (physical.tablespaceMap) await write('tablespace_map', physical.tablespaceMap);
+  // No tablespace_map: tablespaces are restored in place, as directories pg_tblspc/<oid> inside the target. The map
+  // would make recovery replace them with links to the original locations — the live cluster's, on its host.
   const t = opts.target;
   const lines = [
     '', `# cofre restore of ${manifest.backupId}`, `restore_command = ${quote(opts.restoreCommand)}`,
@@ -65,6 +66,8 @@ export async function preparePgdata(manifest: Manifest, dir: string, opts: Prepa
     ...(t.name ? [`recovery_target_name = ${quote(t.name)}`] : []),
     ...(t.immediate ? [`recovery_target = 'immediate'`] : []),
     ...(opts.standby ? [] : [`recovery_target_action = 'promote'`]),
+    // Tablespaces restored in place are directories in pg_tblspc, which recovery refuses without this.
+    ...(physical.tablespaces.length > 0 ? ['allow_in_place_tablespaces = on'] : []),
     '',
   ];
   await write('postgresql.auto.conf', lines.join('\n'), true);

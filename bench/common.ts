@@ -1,0 +1,41 @@
+// What both benchmarks share: where they work, timing with peak RSS from GNU time, medians.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+export const ROOT = resolve(import.meta.dirname, '..');
+export const WORK = resolve(process.env.BENCH_DIR ?? join(ROOT, 'var', 'bench'));
+export const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+export const RSS_LIMIT_MB = 300;
+export const TIME = '/usr/bin/time';
+export const COFRE = join(ROOT, 'bin', 'cofre');
+
+export interface Timed {
+  seconds: number;
+  rssMb: number;
+  stdout: string;
+}
+
+export function need(bin: string, pkg: string): void {
+  if (spawnSync('sh', ['-c', `command -v ${bin}`]).status !== 0) {
+    console.error(`bench needs ${bin}: apt-get install ${pkg}`);
+    process.exit(2);
+  }
+}
+
+/** Runs a bash command line; each `@TIME` in it becomes GNU time, whose peak RSS figures are summed. */
+export function timed(command: string, cwd: string): Timed {
+  const rssFile = join(WORK, `rss-${process.pid}.txt`);
+  const start = performance.now();
+  const res = spawnSync('bash', ['-o', 'pipefail', '-c', command.replaceAll('@TIME', `${TIME} -a -o ${rssFile} -f %M`)], { cwd, stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 26 });
+  const seconds = (performance.now() - start) / 1000;
+  if (res.status !== 0) throw new Error(`failed: ${command}\n${res.stderr.toString()}`);
+  const rssKb = existsSync(rssFile) ? execFileSync('cat', [rssFile]).toString().trim().split('\n').map(Number).reduce((a, b) => a + b, 0) : NaN;
+  rmSync(rssFile, { force: true });
+  return { seconds, rssMb: rssKb / 1024, stdout: res.stdout.toString() };
+}
+
+export function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}

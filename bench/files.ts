@@ -1,0 +1,105 @@
+// The files benchmark: cofre's full backup to three encrypted fs regions and its restore, against the baseline
+// `tar -c | zstd -3 | openssl enc -aes-256-cbc` writing one copy, on a generated ~1 GiB mixed tree.
+// Each side runs BENCH_RUNS times (default 3), alternating; the median is reported. Peak RSS comes from GNU time.
+import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { COFRE, median, need, RSS_LIMIT_MB, RUNS, TIME, timed, WORK, type Timed } from './common.ts';
+
+const TARGET_BYTES = Number(process.env.BENCH_BYTES ?? 1024 ** 3);
+
+/** Generates the tree once: 40% log-like text, 40% incompressible media, 20% many small documents. */
+function generateTree(dir: string): number {
+  const marker = join(dir, '.complete');
+  if (existsSync(marker)) return Number(execFileSync('du', ['-sb', dir]).toString().split('\t')[0]);
+  rmSync(dir, { recursive: true, force: true });
+  let total = 0;
+  const write = (path: string, body: Buffer): void => {
+    mkdirSync(join(path, '..'), { recursive: true });
+    writeFileSync(path, body);
+    total += body.length;
+  };
+  const logLine = (i: number): string =>
+    `2026-11-27T01:${String(i % 60).padStart(2, '0')}:00Z INFO order=${i * 7919 % 100000} driver=${i % 97} litres=${(i % 500) / 10} status=delivered\n`;
+  for (let f = 0; total < TARGET_BYTES * 0.4; f++) {
+    const lines: string[] = [];
+    for (let i = 0; i < 250_000; i++) lines.push(logLine(f * 250_000 + i));
+    write(join(dir, 'logs', `app-${f}.log`), Buffer.from(lines.join('')));
+  }
+  const mediaEnd = TARGET_BYTES * 0.8;
+  for (let f = 0; total < mediaEnd; f++) write(join(dir, 'uploads', 'photos', `p${f % 16}`, `img-${f}.jpg`), randomBytes(1 + (f % 7) * 3 * 1024 * 1024));
+  for (let f = 0; total < TARGET_BYTES; f++) {
+    const size = 2048 + ((f * 7919) % 30_000);
+    const half = randomBytes(size >> 1);
+    write(join(dir, 'uploads', 'docs', `d${f % 64}`, `invoice-${f}.json`), Buffer.concat([half, Buffer.from('{"paid":true}'.repeat(size >> 5))]));
+  }
+  writeFileSync(marker, '');
+  return total;
+}
+
+function treeDigest(dir: string): string {
+  const listing = execFileSync('bash', ['-c', `cd ${dir} && find . -type f ! -name .complete -print0 | sort -z | xargs -0 sha256sum`], { maxBuffer: 1 << 30 });
+  return createHash('sha256').update(listing).digest('hex');
+}
+
+export function benchFiles(): void {
+  need(TIME, 'time');
+  need('zstd', 'zstd');
+  need('openssl', 'openssl');
+  mkdirSync(WORK, { recursive: true });
+  const data = join(WORK, 'data');
+  console.log(`generating the mixed tree in ${data} (once; reused by later runs)...`);
+  const bytes = generateTree(data);
+  const mb = bytes / 1e6;
+  const sourceDigest = treeDigest(data);
+  const config = join(WORK, 'cofre.yaml');
+  const cofre = { backup: [] as Timed[], restore: [] as Timed[] };
+  const base = { backup: [] as Timed[], restore: [] as Timed[] };
+  for (let run = 1; run <= RUNS; run++) {
+    const state = join(WORK, 'state');
+    rmSync(state, { recursive: true, force: true });
+    writeFileSync(config, stringify({
+      catalog: { path: join(state, 'catalog.db') },
+      encryption: { provider: 'local', keyFile: join(WORK, 'bench.key') },
+      regions: ['eu-west-1', 'us-east-1', 'ap-southeast-1'].map((name) => ({ name, driver: 'fs', path: join(state, 'regions', name) })),
+      sources: { bench: { kind: 'files', path: data, exclude: ['.complete'] } },
+      logging: { level: 'warn' },
+    }));
+    cofre.backup.push(timed(`@TIME ${COFRE} -c ${config} backup bench --type full`, WORK));
+    const target = join(WORK, 'restored');
+    rmSync(target, { recursive: true, force: true });
+    cofre.restore.push(timed(`@TIME ${COFRE} -c ${config} restore bench --to ${target}`, WORK));
+    if (run === 1 && treeDigest(target) !== sourceDigest) throw new Error('cofre restore differs from the source tree');
+    rmSync(target, { recursive: true, force: true });
+    rmSync(state, { recursive: true, force: true });
+
+    const archive = join(WORK, 'baseline.tar.zst.enc');
+    base.backup.push(timed(
+      `@TIME tar -C ${data} --exclude=.complete -cf - . | @TIME zstd -3 -q -c | @TIME openssl enc -aes-256-cbc -pbkdf2 -pass pass:bench -out ${archive}`, WORK,
+    ));
+    mkdirSync(target, { recursive: true });
+    base.restore.push(timed(`@TIME openssl enc -d -aes-256-cbc -pbkdf2 -pass pass:bench -in ${archive} | @TIME zstd -d -q -c | @TIME tar -C ${target} -xf -`, WORK));
+    rmSync(target, { recursive: true, force: true });
+    rmSync(archive, { force: true });
+    console.log(`run ${run}/${RUNS}: cofre backup ${cofre.backup.at(-1)!.seconds.toFixed(2)}s restore ${cofre.restore.at(-1)!.seconds.toFixed(2)}s; baseline backup ${base.backup.at(-1)!.seconds.toFixed(2)}s restore ${base.restore.at(-1)!.seconds.toFixed(2)}s`);
+  }
+  const rate = (t: Timed[]) => mb / median(t.map((x) => x.seconds));
+  const rss = (t: Timed[]) => Math.max(...t.map((x) => x.rssMb));
+  const rows = [
+    ['cofre full backup, 3 encrypted fs regions', rate(cofre.backup), rss(cofre.backup)],
+    ['baseline tar|zstd -3|openssl, 1 copy', rate(base.backup), rss(base.backup)],
+    ['cofre restore (latest, verified)', rate(cofre.restore), rss(cofre.restore)],
+    ['baseline openssl -d|zstd -d|tar -x', rate(base.restore), rss(base.restore)],
+  ] as const;
+  console.log(`\ntree: ${(bytes / 1024 ** 3).toFixed(2)} GiB; median of ${RUNS} runs; peak RSS is the max over runs (baseline: sum of its processes)`);
+  console.log('| what | MB/s | peak RSS MB |\n|---|---:|---:|');
+  for (const [name, mbps, peak] of rows) console.log(`| ${name} | ${mbps.toFixed(1)} | ${peak.toFixed(0)} |`);
+  const backupRatio = rate(cofre.backup) / rate(base.backup);
+  const restoreRatio = rate(cofre.restore) / rate(base.restore);
+  console.log(`\nbackup: cofre (3 copies) / baseline (1 copy) = ${backupRatio.toFixed(2)}x  target >= 1.00  ${backupRatio >= 1 ? 'MET' : 'NOT MET'}`);
+  console.log(`restore: cofre / baseline = ${restoreRatio.toFixed(2)}x`);
+  console.log(`peak RSS: cofre backup ${rss(cofre.backup).toFixed(0)} MB, restore ${rss(cofre.restore).toFixed(0)} MB  target < ${RSS_LIMIT_MB}  ${Math.max(rss(cofre.backup), rss(cofre.restore)) < RSS_LIMIT_MB ? 'MET' : 'NOT MET'}`);
+}
+
