@@ -46,7 +46,7 @@ export interface ArchivingCluster {
   stop(): Promise<void>;
 }
 
-export async function startArchivingCluster(dir: string): Promise<ArchivingCluster> {
+export async function startArchivingCluster(dir: string, extraConf: string[] = []): Promise<ArchivingCluster> {
   letPostgresReach(dirname(COFRE_BIN));
   const config = join(dir, 'cofre.yaml');
   const raw = rawTestConfig(dir);
@@ -54,7 +54,7 @@ export async function startArchivingCluster(dir: string): Promise<ArchivingClust
   await writeFile(config, stringify(raw));
   chownToPostgres(dir);
   const cluster = await startCluster([
-    'archive_mode = on', `archive_command = '${COFRE_BIN} -c ${config} wal-push %p'`, 'wal_level = replica', 'max_wal_senders = 0',
+    'archive_mode = on', `archive_command = '${COFRE_BIN} -c ${config} wal-push %p'`, 'wal_level = replica', 'max_wal_senders = 0', ...extraConf,
   ]);
   // Now that the port is known, point the source at the cluster.
   raw.sources = { db: { kind: 'postgres', url: cluster.url, pgdata: cluster.data } };

@@ -64,6 +64,23 @@ function nsToSeconds(ns: string): number {
   return Number(big / 1_000_000_000n) + Number(big % 1_000_000_000n) / 1e9;
 }
 
+/** Packs restored at once (each is one object streamed from a region through decryption and zstd). */
+export const RESTORE_PACK_CONCURRENCY = 3;
+
+/** Runs fn over items with at most `limit` in flight; the first failure is thrown once the others have settled. */
+async function forEachLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failure: unknown = null;
+  const worker = async (): Promise<void> => {
+    while (failure === null && next < items.length) {
+      const item = items[next++]!;
+      await fn(item).catch((err: unknown) => void (failure ??= err));
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (failure !== null) throw failure;
+}
+
 /** One member of a pack a restore needs: a whole file, the older copy page deltas build on, or a delta's pages. */
 interface Wanted {
   size: number;
@@ -226,8 +243,15 @@ export async function restoreTree(manifest: Manifest, target: string, readPack: 
     const files = manifest.entries.filter((e) => e.type === 'file');
     const reused = opts.delta ? await reuseMatching(files, target, staging) : new Set<string>();
     if (opts.delta) result.reused = reused.size;
-    for (const { loc, wanted } of packPlan(files.filter((f) => !reused.has(f.path)), opts.order)) {
-      await readPack(loc, (plaintext) => extractPack(plaintext, staging, new Map(wanted), `${loc.backup}/${loc.pack}`));
+    // Packs of one backup hold disjoint files: they are read RESTORE_PACK_CONCURRENCY at a time. A backup's packs
+    // start only once the older backups' are done, so page deltas land on the copies they patch.
+    const plan = packPlan(files.filter((f) => !reused.has(f.path)), opts.order);
+    for (let i = 0; i < plan.length;) {
+      let j = i;
+      while (j < plan.length && plan[j]!.loc.backup === plan[i]!.loc.backup) j++;
+      await forEachLimited(plan.slice(i, j), RESTORE_PACK_CONCURRENCY, ({ loc, wanted }) =>
+        readPack(loc, (plaintext) => extractPack(plaintext, staging, new Map(wanted), `${loc.backup}/${loc.pack}`)));
+      i = j;
     }
     for (const f of files.filter((e) => e.deltas)) {
       const p = join(staging, f.path);
