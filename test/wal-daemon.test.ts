@@ -31,7 +31,7 @@ beforeAll(async () => {
   config = join(dir, 'cofre.yaml');
   port = await freePort();
   const raw = rawTestConfig(dir);
-  raw.daemon = { listen: `127.0.0.1:${port}` };
+  raw.daemon = { listen: `127.0.0.1:${port}`, drill: { cron: null } };
   raw.logging = { level: 'info' };
   raw.sources = { db: { kind: 'postgres', url: 'postgres://postgres@127.0.0.1:1/postgres' } };
   await writeFile(config, stringify(raw));

@@ -29,6 +29,35 @@ export interface BackupRow {
   cleanedAt: string | null;
 }
 
+export interface DrillCheck {
+  name: string;
+  ok: boolean;
+  detail: string;
+}
+
+export interface DrillRow {
+  id: string;
+  source: string;
+  backupId: string | null;
+  /** What was restored to: "backup end", "restore point …", "time …". */
+  target: string;
+  region: string | null;
+  status: 'running' | 'passed' | 'failed' | 'interrupted';
+  pid: number;
+  host: string;
+  workDir: string;
+  startedAt: string;
+  finishedAt: string | null;
+  rtoSeconds: number | null;
+  dataAgeSeconds: number | null;
+  phases: Record<string, number>;
+  checks: DrillCheck[];
+  error: string | null;
+}
+
+const DRILL_COLUMNS = `id, source, backup_id AS backupId, target, region, status, pid, host, work_dir AS workDir, started_at AS startedAt,
+  finished_at AS finishedAt, rto_seconds AS rtoSeconds, data_age_seconds AS dataAgeSeconds, phases, checks, error`;
+
 export interface CopyRow {
   backupId: string;
   region: string;
@@ -379,6 +408,35 @@ export class Catalog {
   promoteIfWhole(backupId: string): void {
     const owed = this.copiesOf(backupId).some((c) => c.status !== 'complete');
     if (!owed) this.db.prepare(`UPDATE backups SET status = 'completed' WHERE id = ? AND status = 'degraded'`).run(backupId);
+  }
+
+  // ── drills ──────────────────────────────────────────────────────────────────────────────────────────
+
+  startDrill(d: Pick<DrillRow, 'id' | 'source' | 'backupId' | 'target' | 'region' | 'workDir'>): void {
+    this.db.prepare(`INSERT INTO drills (id, source, backup_id, target, region, status, pid, host, work_dir, started_at) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)`)
+      .run(d.id, d.source, d.backupId, d.target, d.region, process.pid, this.host, d.workDir, this.now());
+  }
+
+  finishDrill(id: string, r: { status: 'passed' | 'failed' | 'interrupted'; target: string; rtoSeconds: number | null; dataAgeSeconds: number | null; phases: Record<string, number>; checks: DrillCheck[]; error: string | null }): void {
+    this.db.prepare('UPDATE drills SET status = ?, target = ?, finished_at = ?, rto_seconds = ?, data_age_seconds = ?, phases = ?, checks = ?, error = ? WHERE id = ?')
+      .run(r.status, r.target, this.now(), r.rtoSeconds, r.dataAgeSeconds, JSON.stringify(r.phases), JSON.stringify(r.checks), r.error, id);
+  }
+
+  listDrills(source?: string, limit = 100): DrillRow[] {
+    const rows = (source
+      ? this.db.prepare(`SELECT ${DRILL_COLUMNS} FROM drills WHERE source = ? ORDER BY started_at DESC, id DESC LIMIT ?`).all(source, limit)
+      : this.db.prepare(`SELECT ${DRILL_COLUMNS} FROM drills ORDER BY started_at DESC, id DESC LIMIT ?`).all(limit)) as unknown as (DrillRow & { phases: string; checks: string })[];
+    return rows.map((r) => ({ ...r, phases: JSON.parse(r.phases) as Record<string, number>, checks: JSON.parse(r.checks) as DrillCheck[] }));
+  }
+
+  /** Drills of this host left 'running' by a process that is gone: their scratch directories are to be removed. */
+  abandonedDrills(isAlive: (pid: number) => boolean = processAlive): DrillRow[] {
+    return this.listDrills(undefined, 1000).filter((d) => d.status === 'running' && d.host === this.host && d.pid !== process.pid && !isAlive(d.pid));
+  }
+
+  /** How many drills a source has had: the drill region rotates with it. */
+  drillCount(source: string): number {
+    return (this.db.prepare('SELECT count(*) AS n FROM drills WHERE source = ?').get(source) as { n: number }).n;
   }
 
   /** Copies each region still owes (backups that finished degraded). */

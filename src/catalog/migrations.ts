@@ -84,4 +84,27 @@ export const MIGRATIONS: string[] = [
     PRIMARY KEY (source, name, region)
   );
   `,
+  // 4: restore drills: what was restored from where, how long each phase took, which checks passed. A drill still
+  // 'running' whose process is gone left a scratch directory (and maybe a cluster) that the next start removes.
+  `
+  CREATE TABLE drills (
+    id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    backup_id TEXT,
+    target TEXT NOT NULL,
+    region TEXT,
+    status TEXT NOT NULL CHECK (status IN ('running', 'passed', 'failed', 'interrupted')),
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    work_dir TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    rto_seconds REAL,
+    data_age_seconds REAL,
+    phases TEXT NOT NULL DEFAULT '{}',
+    checks TEXT NOT NULL DEFAULT '[]',
+    error TEXT
+  );
+  CREATE INDEX drills_by_source ON drills (source, started_at);
+  `,
 ];

@@ -30,7 +30,7 @@ export function register(program: Command): void {
         return out;
       });
       if (result.type !== result.requestedType) {
-        process.stderr.write(`cofre: took a full backup of ${source}: a ${result.requestedType} needs an earlier backup to compare with, and PostgreSQL backups are full in this version\n`);
+        process.stderr.write(`cofre: took a full backup of ${source}: a ${result.requestedType} needs an earlier ${result.requestedType === 'diff' ? 'full ' : ''}backup of the same method to build on (logical dumps are always full)\n`);
       }
       if (result.status === 'degraded') process.stderr.write(`cofre: backup ${result.backupId} is degraded: copies owed in ${result.regionsOwed.join(', ')}\n`);
       for (const s of result.skipped) process.stderr.write(`cofre: skipped ${s.path}: ${s.reason}\n`);

@@ -1,6 +1,7 @@
 // What every command shares: loading config, opening the job context, printing, and mapping errors to exit codes.
 import { systemClock, type Clock } from '../clock.ts';
-import { loadConfig, type Config } from '../config/index.ts';
+import { fileURLToPath } from 'node:url';
+import { configFileFor, loadConfig, type Config } from '../config/index.ts';
 import { CofreError, EXIT_FAILURE, exitCodeFor, isCofreError, messageOf } from '../errors/index.ts';
 import { closeContext, openContext, type JobContext } from '../jobs/context.ts';
 import { EventBus } from '../observability/events.ts';
@@ -28,6 +29,14 @@ export async function withContext<T>(opts: GlobalOptions, createKey: boolean, fn
   } finally {
     await closeContext(ctx);
   }
+}
+
+/** The cofre launcher, absolute: restore_command runs it from the restored cluster's directory. */
+const COFRE_BIN = fileURLToPath(new URL('../../bin/cofre', import.meta.url));
+
+/** restore_command for a physical restore of `source`: wal-fetch through this cofre and this config. */
+export function walFetchCommand(opts: GlobalOptions, source: string): string {
+  return `${COFRE_BIN} -c ${configFileFor({ file: opts.config })} wal-fetch --source ${source} %f %p`;
 }
 
 export function printJson(value: unknown): void {

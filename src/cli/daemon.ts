@@ -4,7 +4,7 @@ import { systemClock } from '../clock.ts';
 import { startDaemon } from '../daemon/daemon.ts';
 import { EventBus } from '../observability/events.ts';
 import { createLogger, logEvents } from '../observability/logger.ts';
-import { action, loadFromOptions, type GlobalOptions } from './common.ts';
+import { action, loadFromOptions, walFetchCommand, type GlobalOptions } from './common.ts';
 
 export function register(program: Command, version: string): void {
   program
@@ -16,7 +16,9 @@ export function register(program: Command, version: string): void {
       const bus = new EventBus();
       const logger = createLogger(first.logging.level);
       logEvents(bus, logger);
-      const daemon = await startDaemon({ loadConfig: () => loadFromOptions(global), clock: systemClock, bus, logger, version });
+      const daemon = await startDaemon({
+        loadConfig: () => loadFromOptions(global), clock: systemClock, bus, logger, version, restoreCommandFor: (source) => walFetchCommand(global, source),
+      });
       process.stderr.write(`cofre daemon on http://${daemon.address} (/health, /ready, /metrics, /api/v1/status)\n`);
       process.once('SIGTERM', () => void daemon.stop());
       process.once('SIGINT', () => void daemon.stop());

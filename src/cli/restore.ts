@@ -1,10 +1,8 @@
 // cofre restore <source> --to <dir> [--backup <id>]: rebuild the tree of a backup (the latest by default).
 import type { Command } from 'commander';
 import { resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { configFileFor } from '../config/index.ts';
 import { runRestore } from '../jobs/restore.ts';
-import { action, humanBytes, printJson, withContext, type GlobalOptions } from './common.ts';
+import { action, humanBytes, printJson, walFetchCommand, withContext, type GlobalOptions } from './common.ts';
 
 interface RestoreOptions {
   to?: string;
@@ -22,8 +20,6 @@ interface RestoreOptions {
   port: string;
 }
 
-/** The cofre launcher, absolute: restore_command runs it from the restored cluster's directory. */
-const COFRE_BIN = fileURLToPath(new URL('../../bin/cofre', import.meta.url));
 
 export function register(program: Command): void {
   program
@@ -49,7 +45,7 @@ export function register(program: Command): void {
         ...(opts.targetTime ? { time: opts.targetTime } : {}), ...(opts.targetLsn ? { lsn: opts.targetLsn } : {}),
         ...(opts.targetXid ? { xid: opts.targetXid } : {}), ...(opts.targetName ? { name: opts.targetName } : {}),
       };
-      const restoreCommand = `${COFRE_BIN} -c ${configFileFor({ file: global.config })} wal-fetch --source ${source} %f %p`;
+      const restoreCommand = walFetchCommand(global, source);
       const result = await withContext(global, false, (ctx) =>
         runRestore(ctx, {
           source, to: opts.to ? resolve(opts.to) : undefined, target, backupId: opts.backup,

@@ -112,8 +112,19 @@ const sourceSchedule = z
   })
   .prefault({});
 
+/** An operator's SQL check run on a drill's restored data: the first column of the first row against `expect`. */
+const drillCheck = z.strictObject({
+  /** Database to run it in (PostgreSQL sources). */
+  database: z.string().min(1).default('postgres'),
+  sql: z.string().min(1),
+  /** "> 0", ">= 100", "= 3", "!= 0", "< 10", "= t": compared as numbers when both sides are numbers. */
+  expect: z.string().regex(/^(=|!=|<>|>=|<=|>|<)\s*\S.*$/, 'expected an operator (=, !=, >, >=, <, <=) and a value, e.g. "> 0"'),
+});
+
 const sourceCommon = {
   schedule: sourceSchedule,
+  /** Restore drills of this source: operator checks run on the restored data, on top of cofre's own. */
+  drill: z.strictObject({ checks: z.array(drillCheck).default([]) }).prefault({}),
   /** Recovery point objective: a backup is started when the newest recoverable point is older than this. */
   rpo: duration.optional(),
   /** Recovery time objective (exposed as a metric; measured by restore drills). */
@@ -146,6 +157,11 @@ const postgresSource = z.strictObject({
    * disk). 0: every wal-fetch works alone.
    */
   walPrefetch: z.number().int().min(0).max(64).default(8),
+  /**
+   * Physical backups also fingerprint every table (a full read of the data, as pg_dump does) at a restore point
+   * right after the backup, so restore drills can prove the restored data is exactly what was there.
+   */
+  fingerprints: z.boolean().default(true),
   ...sourceCommon,
 });
 
@@ -197,6 +213,17 @@ export const configSchema = z
         rpoCheckSeconds: z.number().positive().default(60),
         /** How often owed copies are healed (from a sound region) while any region owes one. */
         healIntervalSeconds: z.number().positive().default(60),
+        /** Restore drills of every source that has a backup: weekly by default; null disables them. */
+        drill: z.strictObject({
+          cron: cron.default('0 4 * * 0'),
+          timezone: z.string().default('UTC'),
+          /** The region drills read from; by default they rotate through the regions. */
+          region: z.string().optional(),
+          /** Scratch space for restored trees and clusters; default: "drills" beside the catalog. */
+          workDir: z.string().optional(),
+          /** A source whose last passed drill is older than this is reported (event drill.stale). */
+          maxAgeHours: z.number().positive().default(8 * 24),
+        }).prefault({}),
       })
       .prefault({}),
     logging: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info') }).prefault({}),

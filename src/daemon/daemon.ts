@@ -10,6 +10,7 @@ import { CofreError, messageOf } from '../errors/index.ts';
 import { runBackup } from '../jobs/backup.ts';
 import { closeContext, openContext, type JobContext } from '../jobs/context.ts';
 import { listBackups } from '../jobs/list.ts';
+import { cleanupDrills, runDrill } from '../jobs/drill.ts';
 import { runHeal } from '../jobs/heal.ts';
 import { runVerify } from '../jobs/verify.ts';
 import type { EventBus } from '../observability/events.ts';
@@ -35,6 +36,8 @@ export interface DaemonOptions {
   bus: EventBus;
   logger: Logger;
   version: string;
+  /** restore_command of a physical drill of `source` (wal-fetch through this cofre and config). */
+  restoreCommandFor: (source: string) => string;
 }
 
 export interface DaemonHandle {
@@ -57,6 +60,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
     lock.release();
     throw err;
   }
+  // A drill cut short by the last shutdown (or a crash) left a scratch cluster and files: gone before anything runs.
+  for (const id of await cleanupDrills(ctx)) logger.warn({ drill: id }, 'removed what an interrupted restore drill left behind');
   const health = new Map<string, RegionHealth>();
   // Liveness includes the event loop: a loop stalled for seconds serves nothing, whatever /health once said.
   const loopDelay = monitorEventLoopDelay({ resolution: 50 });
@@ -74,6 +79,23 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
         if (report.healed.length > 0) log.info({ healed: report.healed.length }, 'owed copies healed');
         if (!report.ok) log.warn({ stillOwed: report.problems.length }, 'copies still owed; healing again later');
         return report.ok ? 'completed' : 'failed';
+      }
+      if (work.job === 'drill') {
+        // Every source with something to restore, one after another; a drill that fails is reported by its events.
+        let allPassed = true;
+        for (const source of Object.keys(ctx.config.sources)) {
+          if (!ctx.catalog.latestUsable(source)) continue;
+          try {
+            const result = await runDrill(ctx, { source, restoreCommand: opts.restoreCommandFor(source) });
+            log.info({ drill: result.drillId, drillSource: source, status: result.status, rtoSeconds: result.rtoSeconds }, 'restore drill finished');
+            allPassed &&= result.status === 'passed';
+          } catch (err) {
+            log.error({ drillSource: source, err: messageOf(err) }, 'restore drill could not run');
+            allPassed = false;
+          }
+          if (signal.aborted) return 'interrupted';
+        }
+        return allPassed ? 'completed' : 'failed';
       }
       if (work.job === 'verify') {
         const report = await runVerify(ctx, { deep: false });
@@ -160,6 +182,23 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
   };
   const offDegraded = bus.on('backup.finished', (e) => (e.status === 'degraded' ? healOwed() : undefined));
   const cancelHeal = clock.every(config.daemon.healIntervalSeconds * 1000, healOwed);
+  const staleDrills = new Set<string>();
+  const checkDrillAge = (): void => {
+    const maxAgeHours = config.daemon.drill.maxAgeHours;
+    if (!config.daemon.drill.cron) return;
+    for (const source of Object.keys(config.sources)) {
+      const first = ctx.catalog.usableBackups(source)[0];
+      if (!first) continue;
+      const passed = ctx.catalog.listDrills(source, 200).find((d) => d.status === 'passed');
+      // Age is counted from the last passed drill, or from the first backup when none has passed yet.
+      const since = Date.parse(passed?.finishedAt ?? first.finishedAt ?? first.startedAt);
+      const stale = clock.nowMs() - since > maxAgeHours * 3_600_000;
+      if (stale && !staleDrills.has(source)) bus.emit('drill.stale', { source, lastPassedAt: passed?.finishedAt ?? null, maxAgeHours });
+      if (stale) staleDrills.add(source);
+      else staleDrills.delete(source);
+    }
+  };
+  const cancelDrillAge = clock.every(config.daemon.rpoCheckSeconds * 1000, checkDrillAge);
   startScheduler();
   const archivesWal = Object.values(config.sources).some((s) => s.kind === 'postgres');
   const socketPath = join(dirname(config.catalog.path), SOCKET_NAME);
@@ -181,6 +220,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
       logger.info({ budgetSeconds: config.daemon.stopTimeoutSeconds }, 'stopping: no new jobs; a running job may finish within the budget');
       cancelProbe();
       cancelHeal();
+      cancelDrillAge();
       offDegraded();
       await scheduler?.stop(config.daemon.stopTimeoutSeconds * 1000);
       if (archivesWal) await wal.stop();

@@ -69,6 +69,17 @@ export function metricsState(ctx: () => JobContext, scheduler: () => Scheduler |
     targets: () => Object.entries(ctx().config.sources).map(([source, s]) => ({ source, rpoSeconds: s.rpo, rtoSeconds: s.rto })),
     nextRuns: () =>
       (scheduler()?.nextDue() ?? []).flatMap((d) => (d.at ? [{ source: d.spec.source ?? 'all', job: d.spec.type ?? d.spec.job, seconds: d.at.getTime() / 1000 }] : [])),
+    drills: () =>
+      Object.keys(ctx().config.sources).flatMap((source) => {
+        const done = ctx().catalog.listDrills(source, 200).filter((d) => d.status === 'passed' || d.status === 'failed');
+        const last = done[0];
+        if (!last) return [];
+        const passed = done.find((d) => d.status === 'passed');
+        return [{
+          source, lastStatus: last.status as 'passed' | 'failed', phases: last.phases,
+          lastPassedSeconds: passed?.finishedAt ? Date.parse(passed.finishedAt) / 1000 : null, rtoSeconds: passed?.rtoSeconds ?? null,
+        }];
+      }),
     regions: () => {
       const owed = new Map(ctx().catalog.copiesOwed().map((o) => [o.region, o.count]));
       return ctx().regions.map((r) => ({ region: r.region, up: health.get(r.region)?.up ?? false, copiesOwed: owed.get(r.region) ?? 0 }));

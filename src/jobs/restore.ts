@@ -7,6 +7,7 @@ import { restoreTree, type RestoreTreeResult } from '../sources/files/extract.ts
 import { parseConnUrl } from '../sources/postgres/libpq.ts';
 import { restoreLogical } from '../sources/postgres/restore-logical.ts';
 import { preparePgdata, startRestored, type RecoveryTarget, type StartedCluster } from '../sources/postgres/restore-physical.ts';
+import type { StorageDriver } from '../storage/index.ts';
 import { readOrder, repositoryOf, type JobContext } from './context.ts';
 
 export interface RestoreArgs {
@@ -21,6 +22,10 @@ export interface RestoreArgs {
   standby?: boolean;
   /** Start the restored cluster on this port and wait until it has recovered. */
   startPort?: number;
+  /** Read from this region first (restore drills rotate through the regions to prove each copy). */
+  region?: string;
+  /** Start the restored cluster at low CPU and I/O priority (drills). */
+  lowPriority?: boolean;
   /** Restore over an earlier restore in `to`, keeping the files whose content matches. */
   delta?: boolean;
   /** restore_command for physical restores (wal-fetch through this cofre and config). */
@@ -60,6 +65,16 @@ export function resolveBackup(ctx: JobContext, source: string, backupId?: string
   return latest;
 }
 
+/** The regions to read a backup from: args.region first when given, then those holding a complete copy. */
+function regionsFor(ctx: JobContext, backupId: string, region?: string): StorageDriver[] {
+  const order = readOrder(ctx, backupId);
+  if (!region) return order;
+  if (!ctx.regions.some((r) => r.region === region)) {
+    throw new CofreError('USAGE', `no region named "${region}"`, { op: 'restore', hint: `configured: ${ctx.regions.map((r) => r.region).join(', ')}` });
+  }
+  return [...order.filter((r) => r.region === region), ...order.filter((r) => r.region !== region)];
+}
+
 export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<RestoreResult> {
   const started = ctx.clock.nowMs();
   const backup = resolveBackup(ctx, args.source, args.backupId);
@@ -70,13 +85,13 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
     problems.push(p);
     ctx.bus.emit('restore.fallback', { backupId: backup.id, region: p.region, object: p.object, problem: p.problem, nextRegion: next });
   };
-  const manifestRead = await readManifest(ctx.envelope, readOrder(ctx, backup.id), repoId, args.source, backup.id, onProblem);
+  const manifestRead = await readManifest(ctx.envelope, regionsFor(ctx, backup.id, args.region), repoId, args.source, backup.id, onProblem);
   used.add(manifestRead.region);
   const manifest = manifestRead.value;
   const src = ctx.config.sources[args.source]!;
   /** One object of a backup of the chain, from the first region that gives sound bytes. */
   const readBackupObject = async (backupId: string, name: string, info: { size: number; sha256: string }, consume: (plaintext: Readable) => Promise<void>): Promise<void> => {
-    const read = await readObjectWithFallback(ctx.envelope, readOrder(ctx, backupId), {
+    const read = await readObjectWithFallback(ctx.envelope, regionsFor(ctx, backupId, args.region), {
       key: objectKey(args.source, backupId, name), identity: packIdentity(repoId, args.source, backupId, name), size: info.size, sha256: info.sha256,
     }, consume, onProblem);
     used.add(read.region);
@@ -111,7 +126,7 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
   const result = await restoreTree(manifest, to, async (loc, consume) => {
     let info = packInfo.get(`${loc.backup}/${loc.pack}`);
     if (!info) {
-      const older = await readManifest(ctx.envelope, readOrder(ctx, loc.backup), repoId, args.source, loc.backup, onProblem);
+      const older = await readManifest(ctx.envelope, regionsFor(ctx, loc.backup, args.region), repoId, args.source, loc.backup, onProblem);
       for (const o of older.value.objects) packInfo.set(`${loc.backup}/${o.name}`, o);
       info = packInfo.get(`${loc.backup}/${loc.pack}`);
       if (!info) throw new CofreError('MANIFEST_INVALID', `backup ${loc.backup} has no object ${loc.pack}`, { op: 'restore', path: loc.pack });
@@ -124,7 +139,9 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
       restoreCommand: args.restoreCommand ?? 'false', target: args.standby ? {} : (args.recovery ?? {}), standby: Boolean(args.standby),
     });
     if (args.startPort) {
-      startedCluster = await startRestored(manifest, to, args.startPort, { binDir: src.binDir, standby: Boolean(args.standby), clock: ctx.clock, timeoutMs: 600_000 });
+      startedCluster = await startRestored(manifest, to, args.startPort, {
+        binDir: src.binDir, standby: Boolean(args.standby), clock: ctx.clock, timeoutMs: 600_000, lowPriority: Boolean(args.lowPriority),
+      });
     }
   }
   const durationSeconds = (ctx.clock.nowMs() - started) / 1000;

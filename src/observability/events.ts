@@ -33,6 +33,22 @@ export interface CofreEvents {
   'wal.pushed': { source: string; name: string; bytes: number; regionsOwed: string[]; alreadyStored: boolean };
   'wal.conflict': { source: string; name: string; region: string };
   'wal.fetched': { source: string; name: string; region: string };
+  'drill.finished': {
+    drillId: string;
+    source: string;
+    backupId: string;
+    status: 'passed' | 'failed';
+    region: string;
+    rtoSeconds: number | null;
+    dataAgeSeconds: number | null;
+    phases: Record<string, number>;
+    finishedAtSeconds: number;
+    /** The checks that failed, each naming what differs (a table, an index, a file). */
+    failures: string[];
+  };
+  'drill.rto_exceeded': { drillId: string; source: string; rtoSeconds: number; rtoTargetSeconds: number };
+  'drill.stale': { source: string; lastPassedAt: string | null; maxAgeHours: number };
+  'drill.cleaned': { drillId: string; source: string; workDir: string };
 }
 
 export type EventName = keyof CofreEvents;
@@ -58,7 +74,7 @@ export class EventBus {
       'backup.started', 'backup.finished', 'backup.failed', 'run.interrupted', 'copy.failed', 'copy.written',
       'restore.fallback', 'restore.finished', 'verify.finished', 'storage.request', 'storage.retry', 'source.skipped',
       'keys.unreachable', 'schedule.fired', 'rpo.breached', 'config.reloaded', 'config.rejected',
-      'wal.pushed', 'wal.conflict', 'wal.fetched',
+      'wal.pushed', 'wal.conflict', 'wal.fetched', 'drill.finished', 'drill.rto_exceeded', 'drill.stale', 'drill.cleaned',
     ];
     const offs = names.map((n) => this.on(n, (p) => listener(n, p)));
     return () => offs.forEach((off) => off());

@@ -15,6 +15,8 @@ export interface MetricsState {
   targets(): { source: string; rpoSeconds?: number; rtoSeconds?: number }[];
   nextRuns(): { source: string; job: string; seconds: number }[];
   regions(): { region: string; up: boolean; copiesOwed: number }[];
+  /** Per source: the last finished drill (status, phase durations) and the last passed one (when, its RTO). */
+  drills?(): { source: string; lastPassedSeconds: number | null; rtoSeconds: number | null; lastStatus: 'passed' | 'failed'; phases: Record<string, number> }[];
 }
 
 function stateGauge(registry: Registry, name: string, help: string, labelNames: string[], read: (g: Gauge) => void): void {
@@ -76,6 +78,18 @@ export function createMetrics(bus: EventBus, version: string, state?: MetricsSta
   });
   stateGauge(registry, 'cofre_wal_ready_segments', 'WAL segments PostgreSQL marked ready and not yet archived', ['source'], (g) => {
     for (const r of state?.walReady?.() ?? []) g.set({ source: r.source }, r.count);
+  });
+  stateGauge(registry, 'cofre_drill_last_success_timestamp_seconds', 'When the last restore drill that passed finished', ['source'], (g) => {
+    for (const d of state?.drills?.() ?? []) if (d.lastPassedSeconds !== null) g.set({ source: d.source }, d.lastPassedSeconds);
+  });
+  stateGauge(registry, 'cofre_drill_last_status', 'Whether the last restore drill passed (1) or failed (0)', ['source'], (g) => {
+    for (const d of state?.drills?.() ?? []) g.set({ source: d.source }, d.lastStatus === 'passed' ? 1 : 0);
+  });
+  stateGauge(registry, 'cofre_drill_rto_seconds', 'Measured RTO: restore start until the data accepted queries, last passed drill', ['source'], (g) => {
+    for (const d of state?.drills?.() ?? []) if (d.rtoSeconds !== null) g.set({ source: d.source }, d.rtoSeconds);
+  });
+  stateGauge(registry, 'cofre_drill_duration_seconds', 'Duration of each phase of the last restore drill', ['source', 'phase'], (g) => {
+    for (const d of state?.drills?.() ?? []) for (const [phase, v] of Object.entries(d.phases)) g.set({ source: d.source, phase }, v);
   });
   const rpoBreaches = new Counter({ name: 'cofre_rpo_breaches_total', help: 'Times a source was found older than its RPO', labelNames: ['source'], registers: [registry] });
 

@@ -60,6 +60,11 @@ const physicalSchema = z.object({
   tablespaceMap: z.string(),
   /** Tablespaces outside the data directory (stored under pg_tblspc/<oid>) and where the cluster had them. */
   tablespaces: z.array(z.object({ oid: z.string(), location: z.string() })).default([]),
+  /** Fingerprints of every database as recovery to `restorePoint` reproduces them (sources/postgres/restore-point.ts). */
+  check: z.object({
+    restorePoint: z.string(), lsn: z.string(),
+    databases: z.array(z.object({ name: z.string(), fingerprints: z.record(z.string(), fingerprintSchema) })),
+  }).optional(),
 });
 
 export const manifestSchema = z.object({

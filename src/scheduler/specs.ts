@@ -1,9 +1,9 @@
-// The schedules a config implies: per source a cron per backup type, plus daily verification.
+// The schedules a config implies: per source a cron per backup type, plus daily verification and weekly drills.
 import { Cron } from 'croner';
 import type { Config } from '../config/index.ts';
 import type { BackupType } from '../repository/index.ts';
 
-export type JobKind = 'backup' | 'verify';
+export type JobKind = 'backup' | 'verify' | 'drill';
 
 export interface ScheduleSpec {
   /** Stable name: "uploads:full", "verify". Part of every run id, so keep it stable across restarts. */
@@ -34,6 +34,7 @@ export function specsFor(cfg: Config): ScheduleSpec[] {
       if (expr) specs.push({ id: `${source}:${type}`, job: 'backup', source, type, cron: cronOf(expr, src.schedule.timezone) });
     }
   }
+  if (cfg.daemon.drill.cron) specs.push({ id: 'drill', job: 'drill', source: null, type: null, cron: cronOf(cfg.daemon.drill.cron, cfg.daemon.drill.timezone) });
   if (cfg.daemon.verify.cron) specs.push({ id: 'verify', job: 'verify', source: null, type: null, cron: cronOf(cfg.daemon.verify.cron, cfg.daemon.verify.timezone) });
   return specs;
 }

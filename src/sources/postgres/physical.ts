@@ -12,6 +12,7 @@ import { PackBuilder } from '../files/pack-builder.ts';
 import { clientConfig, parseConnUrl } from './libpq.ts';
 import { parseLsn, parseSettingBytes } from './lsn.ts';
 import { pageLevel } from './pages.ts';
+import { fingerprintAtRestorePoint } from './restore-point.ts';
 
 /** What pg_basebackup leaves out: runtime state, WAL (archived separately), and files recovery must not see. */
 export const PGDATA_EXCLUDES = [
@@ -119,11 +120,13 @@ export async function capturePhysical(src: PostgresSourceConfig, pgdata: string,
         op: 'backup', cause: err, hint: 'archive_command is failing: see pg_stat_archiver and the PostgreSQL log',
       });
     });
+    const check = src.fingerprints ? await fingerprintAtRestorePoint(conn, client, `cofre-${input.backupId}`) : null;
     return {
       method: 'physical', objects: packs.objects, entries: captured.entries, stats: captured.stats,
       physical: {
         serverVersion: version, systemIdentifier: id, timeline: tli, startLsn: start.lsn, stopLsn: stop.lsn, walSegmentSize: segSize,
         backupLabel: stop.labelfile, tablespaceMap: stop.spcmapfile ?? '', tablespaces: await tablespacesOf(pgdata),
+        ...(check ? { check } : {}),
       },
     };
   } catch (err) {

@@ -1,6 +1,7 @@
 // Turns a restored base backup into a cluster PostgreSQL can recover: backup_label, recovery settings that fetch
 // WAL through cofre, the signal file; and, on request, starts it and waits until recovery has finished.
 import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { appendFile, chmod, chown, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -79,6 +80,19 @@ export async function preparePgdata(manifest: Manifest, dir: string, opts: Prepa
   await chmod(dir, 0o700);
 }
 
+/** nice, and ionice's idle class where the tool exists. */
+export function lowPriorityPrefix(): string[] {
+  const has = (tool: string): boolean => {
+    try {
+      execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  return [...(has('nice') ? ['nice', '-n', '10'] : []), ...(has('ionice') ? ['ionice', '-c', '3'] : [])];
+}
+
 /** The last lines of the restored server's log, for error messages. */
 async function logTail(dir: string): Promise<string> {
   const text = await readFile(join(dir, 'cofre-restore.log'), 'utf8').catch(() => '');
@@ -92,14 +106,16 @@ export interface StartedCluster {
 }
 
 /** Starts the restored cluster on a loopback port and waits until recovery is over (or, for a standby, it serves). */
-export async function startRestored(manifest: Manifest, dir: string, port: number, opts: { binDir?: string; standby: boolean; clock: Clock; timeoutMs: number }): Promise<StartedCluster> {
+export async function startRestored(manifest: Manifest, dir: string, port: number, opts: { binDir?: string; standby: boolean; clock: Clock; timeoutMs: number; lowPriority?: boolean }): Promise<StartedCluster> {
   const started = opts.clock.nowMs();
   const owner = ownerOf(manifest);
   const pgCtl = binary(opts.binDir, 'pg_ctl');
   const args = ['-D', dir, '-l', join(dir, 'cofre-restore.log'), '-o', `-p ${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${dir} -c archive_mode=off`, 'start'];
+  // A drill's server runs niced (CPU) and in the idle I/O class, beside production.
+  const command = opts.lowPriority ? [...lowPriorityPrefix(), pgCtl, ...args] : [pgCtl, ...args];
   const asOwner = process.getuid?.() === 0
-    ? ['runuser', ['-u', execFileSync('id', ['-nu', String(owner.uid)], { encoding: 'utf8' }).trim(), '--', pgCtl, ...args]] as const
-    : [pgCtl, args] as const;
+    ? ['runuser', ['-u', execFileSync('id', ['-nu', String(owner.uid)], { encoding: 'utf8' }).trim(), '--', ...command]] as const
+    : [command[0]!, command.slice(1)] as const;
   try {
     execFileSync(asOwner[0], [...asOwner[1]], { stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (err) {
@@ -117,6 +133,12 @@ export async function startRestored(manifest: Manifest, dir: string, port: numbe
       // not accepting connections yet
     } finally {
       await client.end().catch(() => undefined);
+    }
+    // The server gave up (recovery failed): its pid file is gone. Say why instead of waiting out the timeout.
+    if (opts.clock.nowMs() - started > 2_000 && !existsSync(join(dir, 'postmaster.pid'))) {
+      throw new CofreError('RESTORE_FAILED', `the restored cluster stopped during recovery\n${await logTail(dir)}`, {
+        op: 'restore', path: dir, hint: `read ${join(dir, 'cofre-restore.log')}`,
+      });
     }
     if (opts.clock.nowMs() - started > opts.timeoutMs) {
       throw new CofreError('RESTORE_FAILED', `the restored cluster did not finish recovery within ${opts.timeoutMs / 1000}s\n${await logTail(dir)}`, {
