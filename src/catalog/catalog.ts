@@ -27,6 +27,17 @@ export interface BackupRow {
   manifestSha256: string | null;
   error: string | null;
   cleanedAt: string | null;
+  /** When retention lets it go (its policy's keepDays after it started). */
+  expiresAt: string | null;
+  policy: string | null;
+  /** Compliance tags, as a JSON array. */
+  tags: string;
+  /** Expiry began removing its objects: not usable any more. */
+  expiringAt: string | null;
+  /** Physical backups: the WAL position ("LLLLLLLLSSSSSSSS") of the segment holding the start LSN. */
+  walStart: string | null;
+  /** Legal hold reason, when held. */
+  hold: string | null;
 }
 
 export interface DrillCheck {
@@ -91,7 +102,9 @@ export interface ScheduleRunRow {
 type Row = Record<string, SQLInputValue>;
 
 const BACKUP_COLUMNS = `id, source, type, method, status, parent, run_id AS runId, started_at AS startedAt, finished_at AS finishedAt,
-  size_bytes AS sizeBytes, stored_bytes AS storedBytes, files, manifest_sha256 AS manifestSha256, error, cleaned_at AS cleanedAt`;
+  size_bytes AS sizeBytes, stored_bytes AS storedBytes, files, manifest_sha256 AS manifestSha256, error, cleaned_at AS cleanedAt,
+  expires_at AS expiresAt, policy, tags, expiring_at AS expiringAt, wal_start AS walStart,
+  (SELECT reason FROM holds h WHERE h.backup_id = backups.id) AS hold`;
 const RUN_COLUMNS = `id, kind, source, backup_id AS backupId, status, pid, host, started_at AS startedAt, finished_at AS finishedAt, error`;
 
 /** Is a process of this host still alive? Signal 0 checks without touching it. */
@@ -225,11 +238,11 @@ export class Catalog {
 
   // ── backups ─────────────────────────────────────────────────────────────────────────────────────────
 
-  insertBackup(b: Pick<BackupRow, 'id' | 'source' | 'type' | 'method' | 'parent' | 'runId' | 'startedAt'>, regions: string[]): void {
+  insertBackup(b: Pick<BackupRow, 'id' | 'source' | 'type' | 'method' | 'parent' | 'runId' | 'startedAt'> & Partial<Pick<BackupRow, 'expiresAt' | 'policy' | 'tags'>>, regions: string[]): void {
     this.transaction(() => {
       this.db
-        .prepare(`INSERT INTO backups (id, source, type, method, status, parent, run_id, started_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?)`)
-        .run(b.id, b.source, b.type, b.method, b.parent, b.runId, b.startedAt);
+        .prepare(`INSERT INTO backups (id, source, type, method, status, parent, run_id, started_at, expires_at, policy, tags) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)`)
+        .run(b.id, b.source, b.type, b.method, b.parent, b.runId, b.startedAt, b.expiresAt ?? null, b.policy ?? null, b.tags ?? '[]');
       this.db.prepare('UPDATE runs SET backup_id = ? WHERE id = ?').run(b.id, b.runId);
       const at = this.now();
       for (const region of regions) {
@@ -253,14 +266,14 @@ export class Catalog {
 
   finishBackup(
     id: string,
-    fields: { status: BackupStatus; sizeBytes?: number; storedBytes?: number; files?: number; manifestSha256?: string | null; error?: string | null },
+    fields: { status: BackupStatus; sizeBytes?: number; storedBytes?: number; files?: number; manifestSha256?: string | null; error?: string | null; walStart?: string | null },
   ): void {
     this.db
       .prepare(
         `UPDATE backups SET status = ?, finished_at = ?, size_bytes = coalesce(?, size_bytes), stored_bytes = coalesce(?, stored_bytes),
-         files = coalesce(?, files), manifest_sha256 = coalesce(?, manifest_sha256), error = ? WHERE id = ?`,
+         files = coalesce(?, files), manifest_sha256 = coalesce(?, manifest_sha256), error = ?, wal_start = coalesce(?, wal_start) WHERE id = ?`,
       )
-      .run(fields.status, this.now(), fields.sizeBytes ?? null, fields.storedBytes ?? null, fields.files ?? null, fields.manifestSha256 ?? null, fields.error ?? null, id);
+      .run(fields.status, this.now(), fields.sizeBytes ?? null, fields.storedBytes ?? null, fields.files ?? null, fields.manifestSha256 ?? null, fields.error ?? null, fields.walStart ?? null, id);
   }
 
   markCleaned(id: string): void {
@@ -280,7 +293,7 @@ export class Catalog {
   /** Backups that can be restored (their manifest is stored at quorum). */
   usableBackups(source: string): BackupRow[] {
     return this.db
-      .prepare(`SELECT ${BACKUP_COLUMNS} FROM backups WHERE source = ? AND status IN ('completed', 'degraded') ORDER BY started_at, id`)
+      .prepare(`SELECT ${BACKUP_COLUMNS} FROM backups WHERE source = ? AND status IN ('completed', 'degraded') AND expiring_at IS NULL ORDER BY started_at, id`)
       .all(source) as unknown as BackupRow[];
   }
 
@@ -408,6 +421,47 @@ export class Catalog {
   promoteIfWhole(backupId: string): void {
     const owed = this.copiesOf(backupId).some((c) => c.status !== 'complete');
     if (!owed) this.db.prepare(`UPDATE backups SET status = 'completed' WHERE id = ? AND status = 'degraded'`).run(backupId);
+  }
+
+  // ── retention ───────────────────────────────────────────────────────────────────────────────────────
+
+  hold(backupId: string, reason: string): void {
+    this.db.prepare('INSERT INTO holds (backup_id, reason, held_at) VALUES (?, ?, ?) ON CONFLICT (backup_id) DO UPDATE SET reason = excluded.reason').run(backupId, reason, this.now());
+  }
+
+  release(backupId: string): boolean {
+    return Number(this.db.prepare('DELETE FROM holds WHERE backup_id = ?').run(backupId).changes) > 0;
+  }
+
+  /** Backups whose expiry began and did not finish (a region was down, or the process stopped): resumed first. */
+  expiringBackups(): BackupRow[] {
+    return this.db.prepare(`SELECT ${BACKUP_COLUMNS} FROM backups WHERE expiring_at IS NOT NULL ORDER BY started_at DESC`).all() as unknown as BackupRow[];
+  }
+
+  markExpiring(backupId: string): void {
+    this.db.prepare('UPDATE backups SET expiring_at = coalesce(expiring_at, ?) WHERE id = ?').run(this.now(), backupId);
+  }
+
+  /** The catalog rows of a backup whose objects are gone from every region (copies and objects cascade). */
+  deleteBackup(backupId: string): void {
+    this.transaction(() => {
+      this.db.prepare('UPDATE runs SET backup_id = NULL WHERE backup_id = ?').run(backupId);
+      this.db.prepare('UPDATE backups SET parent = NULL WHERE parent = ?').run(backupId);
+      this.db.prepare('DELETE FROM backups WHERE id = ?').run(backupId);
+    });
+  }
+
+  /** WAL files of a source whose segment position is before `position` ("LLLLLLLLSSSSSSSS"); history files stay. */
+  walBefore(source: string, position: string): string[] {
+    return (this.db.prepare(`SELECT name FROM wal_segments WHERE source = ? AND name NOT LIKE '%.history' AND substr(name, 9, 16) < ? ORDER BY name`)
+      .all(source, position) as { name: string }[]).map((r) => r.name);
+  }
+
+  deleteWal(source: string, name: string): void {
+    this.transaction(() => {
+      this.db.prepare('DELETE FROM wal_copies WHERE source = ? AND name = ?').run(source, name);
+      this.db.prepare('DELETE FROM wal_segments WHERE source = ? AND name = ?').run(source, name);
+    });
   }
 
   // ── drills ──────────────────────────────────────────────────────────────────────────────────────────

@@ -107,4 +107,18 @@ export const MIGRATIONS: string[] = [
   );
   CREATE INDEX drills_by_source ON drills (source, started_at);
   `,
+  // 5: retention: each backup's policy, tags and expiry; legal holds; expiry in progress (its objects being removed:
+  // no longer usable, resumed by the next expiry); where a physical backup's WAL starts.
+  `
+  ALTER TABLE backups ADD COLUMN expires_at TEXT;
+  ALTER TABLE backups ADD COLUMN policy TEXT;
+  ALTER TABLE backups ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+  ALTER TABLE backups ADD COLUMN expiring_at TEXT;
+  ALTER TABLE backups ADD COLUMN wal_start TEXT;
+  CREATE TABLE holds (
+    backup_id TEXT PRIMARY KEY REFERENCES backups (id) ON DELETE CASCADE,
+    reason TEXT NOT NULL,
+    held_at TEXT NOT NULL
+  );
+  `,
 ];

@@ -14,7 +14,8 @@ export function register(program: Command): void {
       if (rows.length === 0) return void process.stdout.write('no backups\n');
       for (const r of rows) {
         const regions = Object.entries(r.regions).map(([k, v]) => `${k}=${v}`).join(' ');
-        process.stdout.write(`${r.id}  ${r.source.padEnd(10)} ${r.type.padEnd(4)} ${r.status.padEnd(11)} ${humanBytes(r.sizeBytes).padStart(10)}  ${regions}\n`);
+        const keep = r.hold ? `held: ${r.hold}` : `expires ${r.expiresAt?.slice(0, 10) ?? '-'}`;
+        process.stdout.write(`${r.id}  ${r.source.padEnd(10)} ${r.type.padEnd(4)} ${r.status.padEnd(11)} ${humanBytes(r.sizeBytes).padStart(10)}  ${keep}  ${regions}\n`);
       }
     }));
 }

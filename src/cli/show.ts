@@ -27,6 +27,7 @@ export function register(program: Command): void {
         `status    ${out.status}${out.error ? ` (${out.error})` : ''}`, `started   ${out.startedAt}`, `finished  ${out.finishedAt ?? '-'}`,
         `size      ${humanBytes(out.sizeBytes)} in ${out.files} files, ${humanBytes(out.storedBytes)} stored per region`,
         `chain     ${out.chain.length ? out.chain.join(' <- ') : '(self-contained)'}`,
+        `retention ${out.policy ?? '-'}${out.tags !== '[]' ? ` ${(JSON.parse(out.tags) as string[]).join(', ')}` : ''}, expires ${out.expiresAt ?? '-'}${out.hold ? `; LEGAL HOLD: ${out.hold}` : ''}`,
         ...Object.entries(out.regions).map(([r, c]) => `region    ${r}: ${c.status}${c.error ? ` (${c.error})` : ''}`),
         `objects   ${out.objects.length}`,
       ];

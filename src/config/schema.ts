@@ -167,6 +167,32 @@ const postgresSource = z.strictObject({
 
 export const sourceSchema = z.discriminatedUnion('kind', [filesSource, postgresSource]);
 
+/**
+ * A retention policy: which backups it governs (sources, source kinds and types; omitted = all) and how long they
+ * are kept. The first policy that matches a backup governs it; with none, database backups keep 90 days and files
+ * 30 (DEFAULT_KEEP_DAYS).
+ */
+const retentionPolicy = z.strictObject({
+  name: z.string().min(1),
+  sources: z.array(z.string()).optional(),
+  kinds: z.array(z.enum(['files', 'postgres'])).optional(),
+  types: z.array(z.enum(['full', 'diff', 'incr'])).optional(),
+  keepDays: z.number().positive(),
+  /** Never fewer full backups than this, however old. */
+  minFull: z.number().int().min(0).default(0),
+  /** Grandfather-father-son: the newest backup of each of the last N days / ISO weeks / months / years. */
+  gfs: z.strictObject({
+    daily: z.number().int().min(0).default(0),
+    weekly: z.number().int().min(0).default(0),
+    monthly: z.number().int().min(0).default(0),
+    yearly: z.number().int().min(0).default(0),
+  }).optional(),
+  /** PostgreSQL: point-in-time recovery stays possible to any moment of the last pitrDays (WAL and a base kept). */
+  pitrDays: z.number().min(0).optional(),
+  /** Compliance tags carried into the catalog and the manifest (e.g. GDPR, SOX). */
+  tags: z.array(z.string().min(1)).default([]),
+});
+
 const kmsKey = z.strictObject({
   region: z.string().min(1),
   keyId: z.string().min(1),
@@ -226,6 +252,7 @@ export const configSchema = z
         }).prefault({}),
       })
       .prefault({}),
+    retention: z.strictObject({ policies: z.array(retentionPolicy).default([]) }).prefault({}),
     logging: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info') }).prefault({}),
   })
   .superRefine((cfg, ctx) => {
@@ -250,6 +277,7 @@ export const configSchema = z
   });
 
 export type Config = z.output<typeof configSchema>;
+export type RetentionPolicy = z.output<typeof retentionPolicy>;
 export type RegionConfig = z.output<typeof regionSchema>;
 export type SourceConfig = z.output<typeof sourceSchema>;
 export type FilesSourceConfig = z.output<typeof filesSource>;

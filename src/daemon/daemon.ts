@@ -11,6 +11,7 @@ import { runBackup } from '../jobs/backup.ts';
 import { closeContext, openContext, type JobContext } from '../jobs/context.ts';
 import { listBackups } from '../jobs/list.ts';
 import { cleanupDrills, runDrill } from '../jobs/drill.ts';
+import { runExpire } from '../jobs/expire.ts';
 import { runHeal } from '../jobs/heal.ts';
 import { runVerify } from '../jobs/verify.ts';
 import type { EventBus } from '../observability/events.ts';
@@ -26,6 +27,7 @@ import { SOCKET_NAME } from './wal-socket.ts';
 import { metricsState, probeRegions, Progress, statusOf, type RegionHealth } from './state.ts';
 
 export const REGION_PROBE_INTERVAL_MS = 60_000;
+export const EXPIRE_INTERVAL_MS = 3_600_000;
 /** An event-loop stall longer than this between two /health calls makes the daemon report itself unhealthy. */
 export const EVENT_LOOP_STALL_MS = 10_000;
 
@@ -79,6 +81,12 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
         if (report.healed.length > 0) log.info({ healed: report.healed.length }, 'owed copies healed');
         if (!report.ok) log.warn({ stillOwed: report.problems.length }, 'copies still owed; healing again later');
         return report.ok ? 'completed' : 'failed';
+      }
+      if (work.job === 'expire') {
+        const report = await runExpire(ctx, { dryRun: false });
+        const gone = report.expired.filter((e) => e.done).length;
+        if (gone > 0) log.info({ backupsExpired: gone }, 'expired what retention no longer keeps');
+        return report.expired.every((e) => e.done) && report.wal.every((w) => w.done || w.segments.length === 0) ? 'completed' : 'failed';
       }
       if (work.job === 'drill') {
         // Every source with something to restore, one after another; a drill that fails is reported by its events.
@@ -199,6 +207,9 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
     }
   };
   const cancelDrillAge = clock.every(config.daemon.rpoCheckSeconds * 1000, checkDrillAge);
+  // Retention: hourly, what no policy keeps any more goes. A backup running meanwhile builds on its source's newest
+  // backup or newest full, which expiry always keeps.
+  const cancelExpire = clock.every(EXPIRE_INTERVAL_MS, () => scheduler?.enqueue({ job: 'expire', source: null, type: null, reason: 'schedule', runIds: [] }));
   startScheduler();
   const archivesWal = Object.values(config.sources).some((s) => s.kind === 'postgres');
   const socketPath = join(dirname(config.catalog.path), SOCKET_NAME);
@@ -221,6 +232,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
       cancelProbe();
       cancelHeal();
       cancelDrillAge();
+      cancelExpire();
       offDegraded();
       await scheduler?.stop(config.daemon.stopTimeoutSeconds * 1000);
       if (archivesWal) await wal.stop();

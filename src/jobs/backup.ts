@@ -19,7 +19,8 @@ import {
 import type { SourceCaptureInput } from '../sources/capture.ts';
 import { captureFiles, prepareFiles } from '../sources/files/backup.ts';
 import { captureLogical } from '../sources/postgres/logical.ts';
-import { segmentsBetween } from '../sources/postgres/lsn.ts';
+import { parseLsn, segmentName, segmentsBetween } from '../sources/postgres/lsn.ts';
+import { expiresAt, policyFor } from '../retention/plan.ts';
 import { capturePhysical, pgdataOf } from '../sources/postgres/physical.ts';
 import { walKey } from '../sources/postgres/wal-names.ts';
 import type { SourceConfig } from '../config/index.ts';
@@ -123,7 +124,12 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
         op: 'backup', hint: [...owed].map(([r, e]) => `${r}: ${e}`).join('; '),
       });
     }
-    ctx.catalog.insertBackup({ id, source: args.source, type, method, parent: parentRow?.id ?? null, runId, startedAt: startedAt.toISOString() }, ctx.regions.map((r) => r.region));
+    const policy = policyFor(ctx.config.retention.policies, args.source, src.kind, type);
+    const retention = { policy: policy.name, tags: policy.tags, expiresAt: expiresAt(startedAt.toISOString(), policy.keepDays) };
+    ctx.catalog.insertBackup({
+      id, source: args.source, type, method, parent: parentRow?.id ?? null, runId, startedAt: startedAt.toISOString(),
+      expiresAt: retention.expiresAt, policy: retention.policy, tags: JSON.stringify(retention.tags),
+    }, ctx.regions.map((r) => r.region));
     for (const [region, error] of owed) ctx.catalog.setCopy(id, region, 'owed', error);
     const keys = await ctx.envelope.keyrings.prepareWrite();
     if (keys.unreachable.length > 0) ctx.bus.emit('keys.unreachable', { backupId: id, keyIds: keys.unreachable });
@@ -163,7 +169,7 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
       format: MANIFEST_FORMAT_VERSION, repo: repoId, source: args.source, backupId: id, type, method: captured.method,
       parent: parentRow?.id ?? null, parentManifestSha256: parentRow?.manifestSha256 ?? null,
       startedAt: startedAt.toISOString(), finishedAt: ctx.clock.now().toISOString(), keyIds: ctx.envelope.keyrings.writeKeyIds,
-      objects: captured.objects, entries: captured.entries, stats: captured.stats,
+      objects: captured.objects, entries: captured.entries, stats: captured.stats, retention,
       ...(captured.logical ? { logical: captured.logical } : {}),
       ...(captured.physical ? { physical: captured.physical } : {}),
     };
@@ -180,7 +186,10 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
     const status = owed.size === 0 ? 'completed' : 'degraded';
     ctx.catalog.transaction(() => {
       ctx.catalog.recordObject(id, 'manifest', sealed.length, sha256Hex(sealed));
-      ctx.catalog.finishBackup(id, { status, sizeBytes: captured.stats.bytes, storedBytes, files: captured.stats.files, manifestSha256: sha256Hex(sealed) });
+      ctx.catalog.finishBackup(id, {
+        status, sizeBytes: captured.stats.bytes, storedBytes, files: captured.stats.files, manifestSha256: sha256Hex(sealed),
+        walStart: captured.physical ? segmentName(captured.physical.timeline, parseLsn(captured.physical.startLsn), captured.physical.walSegmentSize).slice(8) : null,
+      });
       ctx.catalog.finishRun(runId, 'completed');
     });
     const finished = ctx.clock.now();

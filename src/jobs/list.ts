@@ -13,6 +13,11 @@ export interface BackupListing {
   sizeBytes: number;
   storedBytes: number;
   regions: Record<string, string>;
+  /** Retention: the governing policy, its compliance tags, when the backup may go, and a legal hold if any. */
+  policy: string | null;
+  tags: string[];
+  expiresAt: string | null;
+  hold: string | null;
 }
 
 export function listBackups(catalog: Catalog, source?: string): BackupListing[] {
@@ -20,5 +25,6 @@ export function listBackups(catalog: Catalog, source?: string): BackupListing[] 
     id: b.id, source: b.source, type: b.type, method: b.method, status: b.status, parent: b.parent,
     startedAt: b.startedAt, finishedAt: b.finishedAt, sizeBytes: b.sizeBytes, storedBytes: b.storedBytes,
     regions: Object.fromEntries(catalog.copiesOf(b.id).map((c) => [c.region, c.status])),
+    policy: b.policy, tags: JSON.parse(b.tags) as string[], expiresAt: b.expiresAt, hold: b.hold,
   }));
 }

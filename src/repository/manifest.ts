@@ -83,6 +83,8 @@ export const manifestSchema = z.object({
   entries: z.array(entrySchema),
   logical: logicalSchema.optional(),
   physical: physicalSchema.optional(),
+  /** The retention policy that governs it, its compliance tags and its expiry, as decided when it was taken. */
+  retention: z.object({ policy: z.string(), tags: z.array(z.string()), expiresAt: z.string() }).optional(),
   stats: z.object({ files: z.number(), dirs: z.number(), symlinks: z.number(), bytes: z.number(), newBytes: z.number(), newFiles: z.number() }),
 });
 
