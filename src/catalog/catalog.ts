@@ -451,6 +451,24 @@ export class Catalog {
     });
   }
 
+  /** Every archived WAL file of a source, oldest name first. */
+  walFiles(source: string): { name: string; size: number; sha256: string }[] {
+    return this.db.prepare('SELECT name, size, sha256 FROM wal_segments WHERE source = ? ORDER BY name').all(source) as unknown as { name: string; size: number; sha256: string }[];
+  }
+
+  /** A copy verify found missing or damaged: owed again (the backup degraded) until heal re-creates it. */
+  markCopyBroken(backupId: string, region: string, error: string): void {
+    this.transaction(() => {
+      this.setCopy(backupId, region, 'owed', error);
+      this.db.prepare(`UPDATE backups SET status = 'degraded' WHERE id = ? AND status = 'completed'`).run(backupId);
+    });
+  }
+
+  /** Backups whose objects live under <source>/backups/<id>/ and may not be called orphans (any status but cleaned). */
+  knownBackupIds(source: string): Set<string> {
+    return new Set((this.db.prepare('SELECT id FROM backups WHERE source = ? AND cleaned_at IS NULL').all(source) as { id: string }[]).map((r) => r.id));
+  }
+
   /** WAL files of a source whose segment position is before `position` ("LLLLLLLLSSSSSSSS"); history files stay. */
   walBefore(source: string, position: string): string[] {
     return (this.db.prepare(`SELECT name FROM wal_segments WHERE source = ? AND name NOT LIKE '%.history' AND substr(name, 9, 16) < ? ORDER BY name`)

@@ -108,6 +108,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
       if (work.job === 'verify') {
         const report = await runVerify(ctx, { deep: false });
         if (!report.ok) log.warn({ problems: report.problems.length }, 'verify found problems');
+        // What verify found missing or damaged is owed again: heal it now rather than at the next interval.
+        if (!report.ok) healOwed();
         return report.ok ? 'completed' : 'failed';
       }
       await runBackup(ctx, { source: work.source!, type: work.type as BackupType, signal });

@@ -20,8 +20,9 @@ export interface HealReport {
  */
 async function copyObject(from: StorageDriver, to: StorageDriver, key: string, expect: { size: number; sha256?: string }): Promise<void> {
   const existing = await to.stat(key);
-  if (existing && existing.size === expect.size) return;
-  if (existing) await to.delete(key); // a wrong-sized leftover, never a sound copy
+  // An object already there stays only when it is exactly what was written (verify may have found it altered).
+  if (existing && existing.size === expect.size && expect.sha256 && (await ciphertextSha256(to, key)) === expect.sha256) return;
+  if (existing) await to.delete(key); // a damaged or partial copy, never a sound one
   const tap = new HashTap();
   const source = await from.read(key);
   await to.create(key, source.pipe(tap), { size: expect.size });
@@ -29,6 +30,12 @@ async function copyObject(from: StorageDriver, to: StorageDriver, key: string, e
     await to.delete(key);
     throw new Error(`${key} read from ${from.region} does not match its record (${tap.bytes} bytes); not healed from there`);
   }
+}
+
+async function ciphertextSha256(region: StorageDriver, key: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of await region.read(key)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
 }
 
 export async function runHeal(ctx: JobContext): Promise<HealReport> {
@@ -78,6 +85,8 @@ export async function runHeal(ctx: JobContext): Promise<HealReport> {
       try {
         const info = await from.stat(key);
         if (!info) throw new Error(`${from.region} has no ${key}`);
+        // The owed copy is missing or was found damaged: whatever is there goes, the sound one is copied.
+        if (await target!.stat(key)) await target!.delete(key);
         await copyObject(from, target!, key, { size: info.size });
         // The catalog knows the plaintext hash of a segment: the new copy must decrypt to exactly it.
         const known = ctx.catalog.getWal(owed.source, owed.name);

@@ -5,10 +5,14 @@ import tar from 'tar-stream';
 import { isCofreError, messageOf } from '../errors/index.ts';
 import { HashTap, readObjectFrom } from '../pipeline/index.ts';
 import { objectKey, packIdentity, readManifestFrom, type Manifest } from '../repository/index.ts';
+import { walIdentity, walKey } from '../sources/postgres/wal-names.ts';
 import type { StorageDriver } from '../storage/index.ts';
 import { repositoryOf, type JobContext } from './context.ts';
 
-export type ProblemKind = 'owed' | 'missing' | 'wrong-size' | 'wrong-hash' | 'authentication' | 'wrong-key' | 'content' | 'unreachable';
+export type ProblemKind = 'owed' | 'missing' | 'wrong-size' | 'wrong-hash' | 'authentication' | 'wrong-key' | 'content' | 'unreachable' | 'orphan' | 'wal-gap';
+
+/** Problems that make a copy owed again, for heal to re-create from a sound region. */
+const BROKEN: ProblemKind[] = ['missing', 'wrong-size', 'wrong-hash', 'authentication', 'content'];
 
 export interface VerifyProblem {
   kind: ProblemKind;
@@ -106,6 +110,87 @@ async function verifyCopy(
   }
 }
 
+/** Every archived WAL file in every region: present; with deep, decrypted and hashed against what was archived. */
+async function verifyWal(ctx: JobContext, repoId: string, source: string, deep: boolean, report: VerifyReport): Promise<void> {
+  const files = ctx.catalog.walFiles(source);
+  const complete = new Map<string, Set<string>>();
+  for (const f of files) complete.set(f.name, new Set(ctx.catalog.walCopies(source, f.name).filter((c) => c.status === 'complete').map((c) => c.region)));
+  for (const region of ctx.regions) {
+    for (const f of files) {
+      if (!complete.get(f.name)!.has(region.region)) continue; // owed: reported by heal, not a new problem
+      report.objectsChecked++;
+      const base = { region: region.region, source, backupId: 'wal', object: f.name };
+      const key = walKey(source, f.name);
+      try {
+        if (!(await region.stat(key))) {
+          report.problems.push({ ...base, kind: 'missing', message: `${key} is missing` });
+          continue;
+        }
+        if (!deep) continue;
+        const got = await readObjectFrom(ctx.envelope, region, { key, identity: walIdentity(repoId, source, f.name) }, async (plain) => {
+          const tap = new HashTap();
+          await pipeline(plain, tap, async function* (src) { for await (const chunk of src) void chunk; });
+          return { size: tap.bytes, sha256: tap.sha256() };
+        });
+        if (got.size !== f.size || got.sha256 !== f.sha256) report.problems.push({ ...base, kind: 'wrong-hash', message: `${key} decrypts to other bytes than were archived` });
+      } catch (err) {
+        report.problems.push({ ...base, kind: kindOf(err), message: messageOf(err) });
+      }
+    }
+  }
+  // The chain: on each timeline, from the oldest retained physical backup's start on, no segment may be missing.
+  const from = ctx.catalog.usableBackups(source).find((b) => b.method === 'physical' && b.walStart)?.walStart;
+  const segments = files.filter((f) => /^[0-9A-F]{24}$/.test(f.name) && (!from || f.name.slice(8) >= from));
+  const size = segments.find((f) => f.size > 0 && (f.size & (f.size - 1)) === 0)?.size;
+  if (!size) return;
+  const perLog = 0x100000000 / size;
+  const seq = (name: string): number => parseInt(name.slice(8, 16), 16) * perLog + parseInt(name.slice(16, 24), 16);
+  for (const [i, f] of segments.entries()) {
+    const next = segments[i + 1];
+    if (next && next.name.slice(0, 8) === f.name.slice(0, 8) && seq(next.name) > seq(f.name) + 1) {
+      report.problems.push({
+        kind: 'wal-gap', region: 'all', source, backupId: 'wal', object: `${f.name}..${next.name}`,
+        message: `${seq(next.name) - seq(f.name) - 1} segment(s) after ${f.name} were never archived: point-in-time recovery cannot cross them`,
+      });
+    }
+  }
+}
+
+/** Objects under a source's prefixes that no backup or WAL file of the catalog accounts for. */
+async function findOrphans(ctx: JobContext, source: string, report: VerifyReport): Promise<void> {
+  const known = ctx.catalog.knownBackupIds(source);
+  const objects = new Map<string, Set<string>>();
+  const wal = new Set(ctx.catalog.walFiles(source).map((f) => walKey(source, f.name)));
+  for (const region of ctx.regions) {
+    try {
+      for await (const obj of region.list(`${source}/`)) {
+        const m = /^[^/]+\/backups\/([^/]+)\/(.+)$/.exec(obj.key);
+        if (m) {
+          const [, id, name] = m as unknown as [string, string, string];
+          if (known.has(id)) {
+            if (!objects.has(id)) objects.set(id, new Set(['manifest', ...ctx.catalog.objectsOf(id).map((o) => o.name)]));
+            const backup = ctx.catalog.getBackup(id);
+            if (backup?.status === 'running' || objects.get(id)!.has(name)) continue;
+          }
+        } else if (wal.has(obj.key)) {
+          continue;
+        }
+        report.problems.push({ kind: 'orphan', region: region.region, source, backupId: m?.[1] ?? 'wal', object: obj.key, message: `${obj.key} belongs to no backup or WAL file in the catalog` });
+      }
+    } catch {
+      // A region that cannot be listed is already reported by the copy checks above.
+    }
+  }
+}
+
+/** Copies found missing or damaged become owed again (and heal re-creates them from a sound region). */
+function recordBroken(ctx: JobContext, report: VerifyReport): void {
+  for (const p of report.problems.filter((x) => BROKEN.includes(x.kind))) {
+    if (p.backupId === 'wal') ctx.catalog.setWalCopy(p.source, p.object, p.region, 'owed', `${p.kind}: ${p.message}`);
+    else ctx.catalog.markCopyBroken(p.backupId, p.region, `${p.kind} ${p.object}: ${p.message}`);
+  }
+}
+
 export async function runVerify(ctx: JobContext, args: { source?: string; deep: boolean }): Promise<VerifyReport> {
   const report: VerifyReport = { ok: true, deep: args.deep, backupsChecked: 0, objectsChecked: 0, problems: [] };
   const { repoId } = await repositoryOf(ctx, false);
@@ -134,6 +219,11 @@ export async function runVerify(ctx: JobContext, args: { source?: string; deep: 
       }
     }
   }
+  for (const source of sources) {
+    if (ctx.config.sources[source]?.kind === 'postgres') await verifyWal(ctx, repoId, source, args.deep, report);
+    await findOrphans(ctx, source, report);
+  }
+  recordBroken(ctx, report);
   report.ok = report.problems.length === 0;
   ctx.bus.emit('verify.finished', { ok: report.ok, deep: args.deep, problems: report.problems.length, objectsChecked: report.objectsChecked });
   return report;
