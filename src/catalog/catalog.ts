@@ -129,7 +129,8 @@ export class Catalog {
     try {
       if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
       this.db = new DatabaseSync(path);
-      this.db.exec('PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL;');
+      // busy_timeout first: switching to WAL mode needs a lock that a concurrent wal-push may hold for a moment.
+      this.db.exec('PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;');
       this.migrate();
     } catch (err) {
       throw new CofreError('CATALOG_FAILED', `cannot open catalog ${path}: ${(err as Error).message}`, {
@@ -255,6 +256,10 @@ export class Catalog {
     this.db.prepare('INSERT INTO objects (backup_id, name, size, sha256) VALUES (?, ?, ?, ?)').run(backupId, name, size, sha256);
   }
 
+  insertCopy(backupId: string, region: string, status: CopyStatus, error: string | null): void {
+    this.db.prepare('INSERT INTO copies (backup_id, region, status, error, updated_at) VALUES (?, ?, ?, ?, ?)').run(backupId, region, status, error, this.now());
+  }
+
   setCopy(backupId: string, region: string, status: CopyStatus, error: string | null = null): void {
     this.db
       .prepare(
@@ -266,14 +271,14 @@ export class Catalog {
 
   finishBackup(
     id: string,
-    fields: { status: BackupStatus; sizeBytes?: number; storedBytes?: number; files?: number; manifestSha256?: string | null; error?: string | null; walStart?: string | null },
+    fields: { status: BackupStatus; sizeBytes?: number; storedBytes?: number; files?: number; manifestSha256?: string | null; error?: string | null; walStart?: string | null; finishedAt?: string },
   ): void {
     this.db
       .prepare(
         `UPDATE backups SET status = ?, finished_at = ?, size_bytes = coalesce(?, size_bytes), stored_bytes = coalesce(?, stored_bytes),
          files = coalesce(?, files), manifest_sha256 = coalesce(?, manifest_sha256), error = ?, wal_start = coalesce(?, wal_start) WHERE id = ?`,
       )
-      .run(fields.status, this.now(), fields.sizeBytes ?? null, fields.storedBytes ?? null, fields.files ?? null, fields.manifestSha256 ?? null, fields.error ?? null, fields.walStart ?? null, id);
+      .run(fields.status, fields.finishedAt ?? this.now(), fields.sizeBytes ?? null, fields.storedBytes ?? null, fields.files ?? null, fields.manifestSha256 ?? null, fields.error ?? null, fields.walStart ?? null, id);
   }
 
   markCleaned(id: string): void {
@@ -356,13 +361,13 @@ export class Catalog {
 
   // ── WAL ─────────────────────────────────────────────────────────────────────────────────────────────
 
-  recordWal(source: string, name: string, timeline: string, size: number, sha256: string, copies: { region: string; status: 'complete' | 'owed'; error: string | null }[]): void {
+  recordWal(source: string, name: string, timeline: string, size: number, sha256: string, copies: { region: string; status: 'complete' | 'owed'; error: string | null }[], pushedAt?: string): void {
     this.transaction(() => {
       const at = this.now();
       this.db
         .prepare(`INSERT INTO wal_segments (source, name, timeline, size, sha256, pushed_at) VALUES (?, ?, ?, ?, ?, ?)
                   ON CONFLICT (source, name) DO NOTHING`)
-        .run(source, name, timeline, size, sha256, at);
+        .run(source, name, timeline, size, sha256, pushedAt ?? at);
       const stmt = this.db.prepare(`INSERT INTO wal_copies (source, name, region, status, error, updated_at) VALUES (?, ?, ?, ?, ?, ?)
                   ON CONFLICT (source, name, region) DO UPDATE SET status = excluded.status, error = excluded.error, updated_at = excluded.updated_at`);
       for (const c of copies) stmt.run(source, name, c.region, c.status, c.error, at);
@@ -451,9 +456,11 @@ export class Catalog {
     });
   }
 
-  /** Every archived WAL file of a source, oldest name first. */
+  /** Every archived WAL file of a source (of every source when empty), oldest name first. */
   walFiles(source: string): { name: string; size: number; sha256: string }[] {
-    return this.db.prepare('SELECT name, size, sha256 FROM wal_segments WHERE source = ? ORDER BY name').all(source) as unknown as { name: string; size: number; sha256: string }[];
+    return (source
+      ? this.db.prepare('SELECT name, size, sha256 FROM wal_segments WHERE source = ? ORDER BY name').all(source)
+      : this.db.prepare('SELECT name, size, sha256 FROM wal_segments ORDER BY name').all()) as unknown as { name: string; size: number; sha256: string }[];
   }
 
   /** A copy verify found missing or damaged: owed again (the backup degraded) until heal re-creates it. */

@@ -1,7 +1,8 @@
 // cofre expire [source] [--dry-run] [--json]: remove what retention no longer keeps; cofre hold <id> --reason / cofre
 // release <id>: legal holds, which keep a backup and its chain whatever the policy says.
 import type { Command } from 'commander';
-import { CofreError, EXIT_PROBLEMS_FOUND } from '../errors/index.ts';
+import { EXIT_PROBLEMS_FOUND } from '../errors/index.ts';
+import { placeHold, releaseHold } from '../jobs/holds.ts';
 import { runExpire } from '../jobs/expire.ts';
 import { action, printJson, withContext, type GlobalOptions } from './common.ts';
 
@@ -28,18 +29,14 @@ export function register(program: Command): void {
     .description('put a legal hold on a backup: it and its chain are kept until released')
     .requiredOption('--reason <text>', 'why (recorded with the hold)')
     .action(action(async (backupId: string, opts: { reason: string }) => {
-      await withContext(program.opts<GlobalOptions>(), false, async (ctx) => {
-        if (!ctx.catalog.getBackup(backupId)) throw new CofreError('BACKUP_NOT_FOUND', `no backup ${backupId} in the catalog`, { op: 'hold', hint: '`cofre list` shows the backups' });
-        ctx.catalog.hold(backupId, opts.reason);
-      });
+      await withContext(program.opts<GlobalOptions>(), false, (ctx) => placeHold(ctx, backupId, opts.reason));
       process.stdout.write(`held ${backupId}: ${opts.reason}\n`);
     }));
   program
     .command('release <backupId>')
     .description('release a legal hold; the backup expires again by its policy')
     .action(action(async (backupId: string) => {
-      const released = await withContext(program.opts<GlobalOptions>(), false, async (ctx) => ctx.catalog.release(backupId));
-      if (!released) throw new CofreError('BACKUP_NOT_FOUND', `backup ${backupId} has no legal hold`, { op: 'release', hint: '`cofre list` shows holds' });
+      await withContext(program.opts<GlobalOptions>(), false, (ctx) => releaseHold(ctx, backupId));
       process.stdout.write(`released ${backupId}\n`);
     }));
 }

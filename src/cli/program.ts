@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { register as backup } from './backup.ts';
+import { register as catalog } from './catalog.ts';
 import { register as config } from './config.ts';
 import { register as daemon } from './daemon.ts';
 import { register as drill } from './drill.ts';
@@ -22,7 +23,7 @@ const program = new Command('cofre')
   .option('--set <key=value>', 'override a config value (repeatable), e.g. --set compression.level=6', (v: string, acc: string[]) => [...acc, v], [] as string[])
   .option('-v, --verbose', 'log progress and events to stderr');
 
-for (const add of [backup, list, show, restore, verify, heal, expire, drill, wal, config]) add(program);
+for (const add of [backup, list, show, restore, verify, heal, expire, drill, wal, catalog, config]) add(program);
 daemon(program, pkg.version);
 
 export async function runProgram(argv: string[]): Promise<void> {

@@ -25,7 +25,7 @@ export interface ObjectIdentity {
   repo: string;
   source: string;
   backup: string;
-  kind: 'pack' | 'manifest' | 'wal' | 'repo';
+  kind: 'pack' | 'manifest' | 'wal' | 'repo' | 'hold';
   name: string;
 }
 

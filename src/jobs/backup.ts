@@ -187,7 +187,7 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
     ctx.catalog.transaction(() => {
       ctx.catalog.recordObject(id, 'manifest', sealed.length, sha256Hex(sealed));
       ctx.catalog.finishBackup(id, {
-        status, sizeBytes: captured.stats.bytes, storedBytes, files: captured.stats.files, manifestSha256: sha256Hex(sealed),
+        status, sizeBytes: captured.stats.bytes, storedBytes, files: captured.stats.files, manifestSha256: sha256Hex(sealed), finishedAt: manifest.finishedAt,
         walStart: captured.physical ? segmentName(captured.physical.timeline, parseLsn(captured.physical.startLsn), captured.physical.walSegmentSize).slice(8) : null,
       });
       ctx.catalog.finishRun(runId, 'completed');

@@ -174,6 +174,9 @@ async function findOrphans(ctx: JobContext, source: string, report: VerifyReport
           }
         } else if (wal.has(obj.key)) {
           continue;
+        } else {
+          const hold = /^[^/]+\/holds\/([^/]+)$/.exec(obj.key);
+          if (hold && ctx.catalog.getBackup(hold[1]!)?.hold) continue;
         }
         report.problems.push({ kind: 'orphan', region: region.region, source, backupId: m?.[1] ?? 'wal', object: obj.key, message: `${obj.key} belongs to no backup or WAL file in the catalog` });
       }

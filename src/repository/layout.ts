@@ -19,6 +19,11 @@ export function objectKey(source: string, backupId: string, name: string): strin
   return `${backupPrefix(source, backupId)}${name}`;
 }
 
+/** A legal hold's marker, so a rebuilt catalog knows the hold: <source>/holds/<backup id>. */
+export function holdKey(source: string, backupId: string): string {
+  return `${source}/holds/${backupId}`;
+}
+
 export function manifestKey(source: string, backupId: string): string {
   return objectKey(source, backupId, MANIFEST_NAME);
 }
