@@ -463,6 +463,17 @@ export class Catalog {
       : this.db.prepare('SELECT name, size, sha256 FROM wal_segments ORDER BY name').all()) as unknown as { name: string; size: number; sha256: string }[];
   }
 
+  /** When each of `items` was last deep-verified (absent: never). */
+  deepCheckedAt(items: string[]): Map<string, string> {
+    const rows = this.db.prepare('SELECT item, checked_at AS at FROM deep_checks').all() as { item: string; at: string }[];
+    const wanted = new Set(items);
+    return new Map(rows.filter((r) => wanted.has(r.item)).map((r) => [r.item, r.at]));
+  }
+
+  markDeepChecked(item: string): void {
+    this.db.prepare('INSERT INTO deep_checks (item, checked_at) VALUES (?, ?) ON CONFLICT (item) DO UPDATE SET checked_at = excluded.checked_at').run(item, this.now());
+  }
+
   /** A copy verify found missing or damaged: owed again (the backup degraded) until heal re-creates it. */
   markCopyBroken(backupId: string, region: string, error: string): void {
     this.transaction(() => {

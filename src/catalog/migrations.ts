@@ -121,4 +121,9 @@ export const MIGRATIONS: string[] = [
     held_at TEXT NOT NULL
   );
   `,
+  // 6: when each copy (a backup in a region, a WAL file in a region) was last read back whole by a deep verify:
+  // sampled deep verification reads the least recently checked first.
+  `
+  CREATE TABLE deep_checks (item TEXT PRIMARY KEY, checked_at TEXT NOT NULL);
+  `,
 ];

@@ -1,6 +1,6 @@
 // cofre verify [source] [--deep] [--json]: exit 0 only when every copy is sound; otherwise every problem listed.
 import type { Command } from 'commander';
-import { EXIT_PROBLEMS_FOUND } from '../errors/index.ts';
+import { CofreError, EXIT_PROBLEMS_FOUND } from '../errors/index.ts';
 import { runVerify } from '../jobs/verify.ts';
 import { action, printJson, withContext, type GlobalOptions } from './common.ts';
 
@@ -9,9 +9,12 @@ export function register(program: Command): void {
     .command('verify [source]')
     .description('check every copy in every region against its manifest')
     .option('--deep', 'download, authenticate, decrypt, decompress and re-hash every object')
+    .option('--sample <share>', 'with --deep: read back only this share (0-1] of the copies, the least recently read first')
     .option('--json', 'print the report as JSON')
-    .action(action(async (source: string | undefined, opts: { deep?: boolean; json?: boolean }) => {
-      const report = await withContext(program.opts<GlobalOptions>(), false, (ctx) => runVerify(ctx, { source, deep: Boolean(opts.deep) }));
+    .action(action(async (source: string | undefined, opts: { deep?: boolean; sample?: string; json?: boolean }) => {
+      const sample = opts.sample === undefined ? undefined : Number(opts.sample);
+      if (sample !== undefined && !(sample > 0 && sample <= 1)) throw new CofreError('USAGE', `--sample ${opts.sample}: expected a share in (0, 1]`, { op: 'verify' });
+      const report = await withContext(program.opts<GlobalOptions>(), false, (ctx) => runVerify(ctx, { source, deep: Boolean(opts.deep), ...(sample !== undefined ? { sample } : {}) }));
       if (opts.json) printJson(report);
       else {
         for (const p of report.problems) process.stdout.write(`PROBLEM ${p.kind} region=${p.region} backup=${p.backupId} object=${p.object}: ${p.message}\n`);

@@ -235,6 +235,12 @@ export const configSchema = z
         /** How long a running job may take to finish after SIGTERM before it is aborted. */
         stopTimeoutSeconds: z.number().positive().default(60),
         verify: z.strictObject({ cron: cron.default('0 3 * * *'), timezone: z.string().default('UTC') }).prefault({}),
+        /** Deep verification, sampled: each run reads back a share of the copies so every one is read once per periodDays. */
+        deepVerify: z.strictObject({
+          cron: cron.default('0 5 * * *'),
+          timezone: z.string().default('UTC'),
+          periodDays: z.number().positive().default(30),
+        }).prefault({}),
         /** How often the RPO of every source is checked. */
         rpoCheckSeconds: z.number().positive().default(60),
         /** How often owed copies are healed (from a sound region) while any region owes one. */

@@ -19,7 +19,7 @@ import type { Logger } from '../observability/logger.ts';
 import { createMetrics, type Metrics } from '../observability/metrics.ts';
 import type { BackupType } from '../repository/index.ts';
 import { Scheduler, type Work, type WorkOutcome } from '../scheduler/scheduler.ts';
-import { specsFor } from '../scheduler/specs.ts';
+import { deepVerifyShare, specsFor } from '../scheduler/specs.ts';
 import { createApp, listen } from './http.ts';
 import { acquireDaemonLock, type DaemonLock } from './lock.ts';
 import { WalService } from './wal-service.ts';
@@ -105,8 +105,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
         }
         return allPassed ? 'completed' : 'failed';
       }
-      if (work.job === 'verify') {
-        const report = await runVerify(ctx, { deep: false });
+      if (work.job === 'verify' || work.job === 'deep-verify') {
+        const deep = work.job === 'deep-verify';
+        const report = await runVerify(ctx, { deep, ...(deep ? { sample: deepVerifyShare(config, clock.now()) } : {}) });
+        if (deep) log.info({ copiesRead: report.deepChecked, problems: report.problems.length }, 'sampled deep verification finished');
         if (!report.ok) log.warn({ problems: report.problems.length }, 'verify found problems');
         // What verify found missing or damaged is owed again: heal it now rather than at the next interval.
         if (!report.ok) healOwed();

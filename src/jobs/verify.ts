@@ -26,6 +26,8 @@ export interface VerifyProblem {
 export interface VerifyReport {
   ok: boolean;
   deep: boolean;
+  /** Copies (a backup or a WAL file in one region) read back whole this run. */
+  deepChecked: number;
   backupsChecked: number;
   objectsChecked: number;
   problems: VerifyProblem[];
@@ -111,7 +113,7 @@ async function verifyCopy(
 }
 
 /** Every archived WAL file in every region: present; with deep, decrypted and hashed against what was archived. */
-async function verifyWal(ctx: JobContext, repoId: string, source: string, deep: boolean, report: VerifyReport): Promise<void> {
+async function verifyWal(ctx: JobContext, repoId: string, source: string, readWhole: (item: string) => boolean, report: VerifyReport): Promise<void> {
   const files = ctx.catalog.walFiles(source);
   const complete = new Map<string, Set<string>>();
   for (const f of files) complete.set(f.name, new Set(ctx.catalog.walCopies(source, f.name).filter((c) => c.status === 'complete').map((c) => c.region)));
@@ -126,13 +128,16 @@ async function verifyWal(ctx: JobContext, repoId: string, source: string, deep: 
           report.problems.push({ ...base, kind: 'missing', message: `${key} is missing` });
           continue;
         }
-        if (!deep) continue;
+        const item = walItem(source, f.name, region.region);
+        if (!readWhole(item)) continue;
         const got = await readObjectFrom(ctx.envelope, region, { key, identity: walIdentity(repoId, source, f.name) }, async (plain) => {
           const tap = new HashTap();
           await pipeline(plain, tap, async function* (src) { for await (const chunk of src) void chunk; });
           return { size: tap.bytes, sha256: tap.sha256() };
         });
+        report.deepChecked++;
         if (got.size !== f.size || got.sha256 !== f.sha256) report.problems.push({ ...base, kind: 'wrong-hash', message: `${key} decrypts to other bytes than were archived` });
+        else ctx.catalog.markDeepChecked(item);
       } catch (err) {
         report.problems.push({ ...base, kind: kindOf(err), message: messageOf(err) });
       }
@@ -194,10 +199,32 @@ function recordBroken(ctx: JobContext, report: VerifyReport): void {
   }
 }
 
-export async function runVerify(ctx: JobContext, args: { source?: string; deep: boolean }): Promise<VerifyReport> {
-  const report: VerifyReport = { ok: true, deep: args.deep, backupsChecked: 0, objectsChecked: 0, problems: [] };
+/**
+ * Which copies a deep verify reads whole: all of them, or with `sample` the share least recently read (never read
+ * first), so that running it every `period / sample` reads every copy at least once per period.
+ */
+function deepSelection(ctx: JobContext, sources: string[], deep: boolean, sample: number | undefined): (item: string) => boolean {
+  if (!deep) return () => false;
+  if (sample === undefined || sample >= 1) return () => true;
+  const items: string[] = [];
+  for (const source of sources) {
+    for (const b of ctx.catalog.usableBackups(source)) for (const r of ctx.regions) items.push(copyItem(b.id, r.region));
+    if (ctx.config.sources[source]?.kind === 'postgres') for (const w of ctx.catalog.walFiles(source)) for (const r of ctx.regions) items.push(walItem(source, w.name, r.region));
+  }
+  const checked = ctx.catalog.deepCheckedAt(items);
+  const order = [...items].sort((a, b) => (checked.get(a) ?? '').localeCompare(checked.get(b) ?? ''));
+  const chosen = new Set(order.slice(0, Math.ceil(items.length * sample)));
+  return (item) => chosen.has(item);
+}
+
+const copyItem = (backupId: string, region: string): string => `backup:${backupId}:${region}`;
+const walItem = (source: string, name: string, region: string): string => `wal:${source}:${name}:${region}`;
+
+export async function runVerify(ctx: JobContext, args: { source?: string; deep: boolean; sample?: number }): Promise<VerifyReport> {
+  const report: VerifyReport = { ok: true, deep: args.deep, deepChecked: 0, backupsChecked: 0, objectsChecked: 0, problems: [] };
   const { repoId } = await repositoryOf(ctx, false);
   const sources = args.source ? [args.source] : Object.keys(ctx.config.sources);
+  const readWhole = deepSelection(ctx, sources, args.deep, args.sample);
   for (const source of sources) {
     for (const backup of ctx.catalog.usableBackups(source)) {
       report.backupsChecked++;
@@ -218,12 +245,19 @@ export async function runVerify(ctx: JobContext, args: { source?: string; deep: 
           report.problems.push({ ...base, kind: kindOf(err), object: 'manifest', message: messageOf(err) });
           continue;
         }
-        await verifyCopy(ctx, repoId, region, manifest, args.deep, report);
+        const item = copyItem(backup.id, region.region);
+        const deep = readWhole(item);
+        const before = report.problems.length;
+        await verifyCopy(ctx, repoId, region, manifest, deep, report);
+        if (deep) {
+          report.deepChecked++;
+          if (report.problems.length === before) ctx.catalog.markDeepChecked(item);
+        }
       }
     }
   }
   for (const source of sources) {
-    if (ctx.config.sources[source]?.kind === 'postgres') await verifyWal(ctx, repoId, source, args.deep, report);
+    if (ctx.config.sources[source]?.kind === 'postgres') await verifyWal(ctx, repoId, source, readWhole, report);
     await findOrphans(ctx, source, report);
   }
   recordBroken(ctx, report);

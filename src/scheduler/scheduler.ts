@@ -10,7 +10,7 @@ export type WorkReason = 'schedule' | 'catch-up' | 'rpo' | 'api' | 'owed-copies'
 export type WorkOutcome = 'completed' | 'failed' | 'interrupted';
 
 export interface Work {
-  job: 'backup' | 'verify' | 'heal' | 'drill' | 'expire';
+  job: 'backup' | 'verify' | 'deep-verify' | 'heal' | 'drill' | 'expire';
   source: string | null;
   type: BackupType | null;
   reason: WorkReason;

@@ -3,7 +3,7 @@ import { Cron } from 'croner';
 import type { Config } from '../config/index.ts';
 import type { BackupType } from '../repository/index.ts';
 
-export type JobKind = 'backup' | 'verify' | 'drill';
+export type JobKind = 'backup' | 'verify' | 'deep-verify' | 'drill';
 
 export interface ScheduleSpec {
   /** Stable name: "uploads:full", "verify". Part of every run id, so keep it stable across restarts. */
@@ -35,10 +35,22 @@ export function specsFor(cfg: Config): ScheduleSpec[] {
     }
   }
   if (cfg.daemon.drill.cron) specs.push({ id: 'drill', job: 'drill', source: null, type: null, cron: cronOf(cfg.daemon.drill.cron, cfg.daemon.drill.timezone) });
+  if (cfg.daemon.deepVerify.cron) specs.push({ id: 'deep-verify', job: 'deep-verify', source: null, type: null, cron: cronOf(cfg.daemon.deepVerify.cron, cfg.daemon.deepVerify.timezone) });
   if (cfg.daemon.verify.cron) specs.push({ id: 'verify', job: 'verify', source: null, type: null, cron: cronOf(cfg.daemon.verify.cron, cfg.daemon.verify.timezone) });
   return specs;
 }
 
 export function runIdFor(spec: ScheduleSpec, dueAt: Date): string {
   return `${spec.id}@${dueAt.toISOString()}`;
+}
+
+/** The share of copies each deep-verify run reads so that every copy is read at least once per periodDays. */
+export function deepVerifyShare(cfg: Config, from: Date): number {
+  const { cron, timezone, periodDays } = cfg.daemon.deepVerify;
+  if (!cron) return 1;
+  const [a, b] = cronOf(cron, timezone).nextRuns(2, from);
+  if (!a || !b) return 1;
+  const runsPerPeriod = (periodDays * 86_400_000) / (b.getTime() - a.getTime());
+  // A quarter more than the exact share: copies added meanwhile are read first, and the period still holds.
+  return Math.min(1, 1.25 / runsPerPeriod);
 }

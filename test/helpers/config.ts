@@ -20,8 +20,9 @@ export function rawTestConfig(dir: string, opts: TestConfigOptions = {}): Record
       name, driver: 'fs', path: join(dir, 'regions', name), retry: { attempts: 2, baseDelayMs: 10, maxDelayMs: 20 },
     })),
     sources: opts.sources ?? { uploads: { kind: 'files', path: join(dir, 'data', 'uploads') } },
-    // Drills run only in the tests about them (catch-up would start one in every daemon test).
-    daemon: { drill: { cron: null } },
+    // Drills and sampled deep verification run only in the tests about them (catch-up would start them in every
+    // daemon test).
+    daemon: { drill: { cron: null }, deepVerify: { cron: null } },
     logging: { level: 'warn' },
   };
 }
