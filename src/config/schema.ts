@@ -71,6 +71,11 @@ const s3Region = z.strictObject({
   requestChecksumCalculation: z.enum(['WHEN_SUPPORTED', 'WHEN_REQUIRED']).default('WHEN_SUPPORTED'),
   partSizeBytes: bytes(DEFAULT_S3_PART_SIZE_BYTES),
   storageClass: z.string().optional(),
+  /**
+   * The bucket has S3 Object Lock: every object is written retained until its backup expires (WAL: its source's
+   * retention), so not even cofre's own credentials can delete it early; deletes remove versions.
+   */
+  objectLock: z.strictObject({ mode: z.enum(['GOVERNANCE', 'COMPLIANCE']) }).optional(),
 });
 
 export const regionSchema = z.discriminatedUnion('driver', [fsRegion, s3Region, memoryRegion]);

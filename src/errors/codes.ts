@@ -21,6 +21,7 @@ export const ERROR_CODES = {
   HASH_MISMATCH: { exit: EXIT_DATA_ERROR, retryable: false },
   OBJECT_NOT_FOUND: { exit: EXIT_DATA_ERROR, retryable: false },
   OBJECT_EXISTS: { exit: EXIT_FAILURE, retryable: false },
+  OBJECT_LOCKED: { exit: EXIT_FAILURE, retryable: false },
   STORAGE_UNAVAILABLE: { exit: EXIT_UNAVAILABLE, retryable: true },
   STORAGE_FAILED: { exit: EXIT_FAILURE, retryable: true },
   QUORUM_NOT_MET: { exit: EXIT_UNAVAILABLE, retryable: true },

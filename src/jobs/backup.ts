@@ -148,7 +148,7 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
       write: async (name: string, plaintext: Readable): Promise<ManifestObject> => {
         const key = objectKey(args.source, id, name);
         const written = await writeObjectStream(settings, {
-          key, identity: packIdentity(repoId, args.source, id, name), regions: [...live.values()],
+          key, identity: packIdentity(repoId, args.source, id, name), regions: [...live.values()], retainUntil: new Date(retention.expiresAt),
           onRegionFailed: (region, error) => dropRegion(region, error, name),
         }, plaintext);
         ctx.catalog.recordObject(id, name, written.size, written.sha256);
@@ -174,7 +174,7 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
       ...(captured.physical ? { physical: captured.physical } : {}),
     };
     const sealed = await sealBuffer(settings, manifestIdentity(repoId, args.source, id), Buffer.from(JSON.stringify(manifest)));
-    const outcomes = await writeSealed([...live.values()], manifestKey(args.source, id), sealed);
+    const outcomes = await writeSealed([...live.values()], manifestKey(args.source, id), sealed, new Date(retention.expiresAt));
     for (const o of outcomes) if (!o.ok) dropRegion(o.region, o.error ?? 'manifest write failed', 'manifest');
     if (live.size < ctx.quorum) {
       throw new CofreError('QUORUM_NOT_MET', `the manifest of ${id} reached only ${live.size} regions, quorum is ${ctx.quorum}`, {

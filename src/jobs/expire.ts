@@ -1,7 +1,8 @@
 // Expiry: removes what retention no longer keeps (see retention/plan.ts), dependants before what they depend on,
 // in every region before the catalog forgets it. Safe to interrupt: a backup marked expiring is no longer usable,
 // and the next run finishes it; a region that is down keeps the row expiring until it can be cleaned.
-import { CofreError, messageOf } from '../errors/index.ts';
+import { CofreError, isCofreError, messageOf } from '../errors/index.ts';
+import { manifestKey } from '../repository/index.ts';
 import { planExpiry, policyFor, type RetainedBackup } from '../retention/plan.ts';
 import { walKey } from '../sources/postgres/wal-names.ts';
 import { removeBackupObjects } from './cleanup.ts';
@@ -26,7 +27,21 @@ export async function runExpire(ctx: JobContext, args: { dryRun: boolean; source
   }
   const report: ExpiryReport = { dryRun: args.dryRun, expired: [], kept: [], wal: [] };
   const sources = args.source ? [args.source] : [...new Set([...Object.keys(ctx.config.sources), ...ctx.catalog.listBackups().map((b) => b.source)])];
+  const locked = ctx.regions.filter((r) => r.features.objectLock);
   const remove = async (source: string, backupId: string): Promise<string[]> => {
+    // Object Lock regions first, manifest first: a refusal there (still retained) leaves the backup whole
+    // everywhere and usable; it is reported, and tried again at the next expiry, not in a loop.
+    for (const region of locked) {
+      try {
+        await region.delete(manifestKey(source, backupId));
+      } catch (err) {
+        if (isCofreError(err, 'OBJECT_LOCKED')) {
+          ctx.bus.emit('expire.locked', { source, backupId, region: region.region });
+          return [messageOf(err)];
+        }
+        throw err;
+      }
+    }
     ctx.catalog.markExpiring(backupId);
     const errors = await removeBackupObjects(ctx, source, backupId);
     if (errors.length === 0) ctx.catalog.deleteBackup(backupId);

@@ -12,6 +12,7 @@ import { CofreError, isCofreError, messageOf } from '../errors/index.ts';
 import { HashTap, readObjectFrom, readObjectWithFallback, writeObjectStream, type RegionProblem } from '../pipeline/index.ts';
 import { checkWalName, timelineOf, walIdentity, walKey } from '../sources/postgres/wal-names.ts';
 import type { StorageDriver } from '../storage/index.ts';
+import { policyFor } from '../retention/plan.ts';
 import { writeSettings, type JobContext } from './context.ts';
 
 async function plaintextSha256(ctx: JobContext, driver: StorageDriver, key: string, identity: ObjectIdentity): Promise<string> {
@@ -67,8 +68,11 @@ export async function pushWal(ctx: JobContext, source: string, path: string, rep
   if (missing.length > 0) {
     const settings = { ...writeSettings(ctx), quorum: Math.min(needed, missing.length) };
     try {
+      // Object Lock: WAL is retained as long as the source's full backups are.
+      const keepDays = policyFor(ctx.config.retention.policies, source, 'postgres', 'full').keepDays;
       const written = await writeObjectStream(settings, {
         key, identity, regions: missing, onRegionFailed: (region, error) => errors.set(region, error),
+        retainUntil: new Date(ctx.clock.nowMs() + keepDays * 86_400_000),
       }, Readable.from([body]));
       for (const o of written.regions) if (o.ok) regions[o.region] = 'stored';
     } catch (err) {

@@ -21,6 +21,8 @@ interface Lane {
 
 export interface FanoutOptions {
   key: string;
+  /** Object Lock regions retain the object until then. */
+  retainUntil?: Date;
   regions: StorageDriver[];
   /** Fewest regions that must stay live; below it the whole write fails at once. */
   quorum: number;
@@ -44,7 +46,7 @@ export class Fanout extends Writable {
     this.opts = opts;
     this.lanes = opts.regions.map((driver) => {
       const pass = new PassThrough({ highWaterMark: opts.bufferBytes });
-      const lane: Lane = { driver, pass, done: driver.create(opts.key, pass), failed: null, wake: null };
+      const lane: Lane = { driver, pass, done: driver.create(opts.key, pass, opts.retainUntil ? { retainUntil: opts.retainUntil } : {}), failed: null, wake: null };
       lane.done.catch((err: unknown) => this.dropLane(lane, messageOf(err)));
       return lane;
     });

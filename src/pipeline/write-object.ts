@@ -32,6 +32,8 @@ export interface ObjectTarget {
   identity: ObjectIdentity;
   regions: StorageDriver[];
   onRegionFailed?: (region: string, error: string) => void;
+  /** Object Lock regions retain the object until then (its backup's expiry). */
+  retainUntil?: Date;
 }
 
 /** Streams plaintext to all regions at once; memory stays bounded whatever the object size. */
@@ -40,6 +42,7 @@ export async function writeObjectStream(settings: WriteSettings, target: ObjectT
   const cipherTap = new HashTap();
   const fanout = new Fanout({
     key: target.key,
+    ...(target.retainUntil ? { retainUntil: target.retainUntil } : {}),
     regions: target.regions,
     quorum: settings.quorum,
     bufferBytes: settings.regionBufferBytes,
@@ -68,11 +71,11 @@ export async function sealBuffer(settings: WriteSettings, identity: ObjectIdenti
 }
 
 /** Writes the same sealed bytes to every region (retried, since a Buffer can be replayed). */
-export async function writeSealed(regions: StorageDriver[], key: string, sealed: Buffer): Promise<RegionOutcome[]> {
+export async function writeSealed(regions: StorageDriver[], key: string, sealed: Buffer, retainUntil?: Date): Promise<RegionOutcome[]> {
   return Promise.all(
     regions.map(async (driver) => {
       try {
-        await createOrMatch(driver, key, sealed);
+        await createOrMatch(driver, key, sealed, retainUntil);
         return { region: driver.region, ok: true };
       } catch (err) {
         return { region: driver.region, ok: false, error: messageOf(err) };

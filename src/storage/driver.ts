@@ -19,6 +19,8 @@ export interface CreateOptions {
   /** Known length of the body, when the caller knows it (lets S3 skip multipart for small objects). */
   size?: number;
   signal?: AbortSignal;
+  /** Regions with Object Lock keep the object undeletable until then (the backup's expiry). */
+  retainUntil?: Date;
 }
 
 /**
@@ -63,9 +65,9 @@ export async function sha256Of(stream: Readable): Promise<string> {
  * Creates key with body, or succeeds if the key already holds exactly these bytes (a retried write that had in
  * fact landed). Different bytes under the key fail loudly: nothing is ever overwritten.
  */
-export async function createOrMatch(driver: StorageDriver, key: string, body: Buffer): Promise<ObjectInfo> {
+export async function createOrMatch(driver: StorageDriver, key: string, body: Buffer, retainUntil?: Date): Promise<ObjectInfo> {
   try {
-    return await driver.create(key, body, { size: body.length });
+    return await driver.create(key, body, { size: body.length, ...(retainUntil ? { retainUntil } : {}) });
   } catch (err) {
     if (!isCofreError(err, 'OBJECT_EXISTS')) throw err;
     const existing = await readAll(await driver.read(key));

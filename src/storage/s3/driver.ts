@@ -5,6 +5,7 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
+  ListObjectVersionsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
@@ -30,7 +31,8 @@ interface S3ErrorShape {
 
 export class S3Driver implements StorageDriver {
   readonly region: string;
-  readonly features = { atomicCreate: true, objectLock: true };
+  readonly features: { atomicCreate: boolean; objectLock: boolean };
+  private readonly lockMode: 'GOVERNANCE' | 'COMPLIANCE' | undefined;
   private readonly client: S3Client;
   private readonly bucket: string;
   private readonly prefix: string;
@@ -43,6 +45,8 @@ export class S3Driver implements StorageDriver {
     this.prefix = cfg.prefix ? cfg.prefix.replace(/\/+$/, '') + '/' : '';
     this.partSizeBytes = Math.max(cfg.partSizeBytes, 5 * 1024 * 1024);
     this.storageClass = cfg.storageClass;
+    this.lockMode = cfg.objectLock?.mode;
+    this.features = { atomicCreate: true, objectLock: Boolean(this.lockMode) };
     const credentials =
       cfg.accessKeyId && cfg.secretAccessKey
         ? {
@@ -133,10 +137,11 @@ export class S3Driver implements StorageDriver {
 
   async create(key: string, body: Readable | Buffer, opts: CreateOptions = {}): Promise<ObjectInfo> {
     const Key = this.keyOf('create', key);
+    const lock = this.lockMode && opts.retainUntil ? { ObjectLockMode: this.lockMode, ObjectLockRetainUntilDate: opts.retainUntil } : {};
     try {
       if (Buffer.isBuffer(body)) {
         await this.client.send(
-          new PutObjectCommand({ Bucket: this.bucket, Key, Body: body, ContentLength: body.length, IfNoneMatch: '*', StorageClass: this.storageClass as never }),
+          new PutObjectCommand({ Bucket: this.bucket, Key, Body: body, ContentLength: body.length, IfNoneMatch: '*', StorageClass: this.storageClass as never, ...lock }),
           { abortSignal: opts.signal },
         );
         return { key, size: body.length };
@@ -145,7 +150,7 @@ export class S3Driver implements StorageDriver {
       body.on('data', (chunk: Buffer) => { size += chunk.length; });
       const upload = new Upload({
         client: this.client,
-        params: { Bucket: this.bucket, Key, Body: body, IfNoneMatch: '*', StorageClass: this.storageClass as never },
+        params: { Bucket: this.bucket, Key, Body: body, IfNoneMatch: '*', StorageClass: this.storageClass as never, ...lock },
         partSize: this.partSizeBytes,
         queueSize: S3_UPLOAD_QUEUE_SIZE,
         leavePartsOnError: false,
@@ -159,10 +164,37 @@ export class S3Driver implements StorageDriver {
   }
 
   async delete(key: string): Promise<void> {
+    const Key = this.keyOf('delete', key);
+    if (!this.lockMode) {
+      try {
+        await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key }));
+      } catch (err) {
+        this.fail('delete', key, err);
+      }
+      return;
+    }
+    // A versioned, locked bucket: a plain delete would only hide the object behind a delete marker. Every version
+    // goes; a version still retained is refused by S3, and that refusal is final until the retention ends.
+    let versions;
     try {
-      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.keyOf('delete', key) }));
+      const out = await this.client.send(new ListObjectVersionsCommand({ Bucket: this.bucket, Prefix: Key }));
+      versions = [...(out.Versions ?? []), ...(out.DeleteMarkers ?? [])].filter((v) => v.Key === Key);
     } catch (err) {
       this.fail('delete', key, err);
+    }
+    for (const v of versions) {
+      try {
+        await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key, VersionId: v.VersionId }));
+      } catch (err) {
+        const e = err as S3ErrorShape;
+        if (e.$metadata?.httpStatusCode === 403 || e.name === 'AccessDenied') {
+          throw new CofreError('OBJECT_LOCKED', `${this.region}: ${key} is under Object Lock (${this.lockMode}) and cannot be deleted yet`, {
+            op: 'delete', path: `s3://${this.bucket}/${Key}`, cause: err, retryable: false,
+            hint: 'it is retained until its backup expires; expiry leaves it and reports it until then',
+          });
+        }
+        this.fail('delete', key, err);
+      }
     }
   }
 
