@@ -6,8 +6,12 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { loadConfig } from '../src/config/index.ts';
+import { checkConsistency } from '../src/jobs/consistency.ts';
 import { rawTestConfig } from './helpers/config.ts';
 import { runCli } from './helpers/cli.ts';
+import { openTestContext } from './helpers/context.ts';
+import { freePort } from './helpers/moto.ts';
 import { removeDir, tempDir } from './helpers/tmp.ts';
 
 let dir: string;
@@ -88,5 +92,28 @@ describe('cofre catalog rebuild', () => {
     expect(listed.regions['ap-southeast-1']).toBe('owed');
     await cofre(['heal']);
     expect((JSON.parse(await cofre(['list', 'logs', '--json'])) as { status: string }[])[0]!.status).toBe('completed');
+  });
+
+  it('the daemon refuses a catalog that does not know the stored backups, and says how to rebuild', async () => {
+    dropCatalog();
+    const out = await runCli(['-c', config, 'daemon'], { env: { COFRE_DAEMON_LISTEN: `127.0.0.1:${await freePort()}` } });
+    expect(out.code).not.toBe(0);
+    expect(out.stderr).toMatch(/the catalog does not know \d+ backup\(s\) stored in the regions/);
+    expect(out.stderr).toContain('cofre catalog rebuild --region eu-west-1');
+    await cofre(['catalog', 'rebuild', '--region', 'eu-west-1']);
+  });
+
+  it('reports a region rolled back to older backups than the catalog knows it holds', async () => {
+    const newest = (JSON.parse(await cofre(['list', 'uploads', '--json'])) as { id: string }[]).at(-1)!.id;
+    rmSync(join(dir, 'regions', 'us-east-1', 'uploads', 'backups', newest), { recursive: true });
+    const ctx = await openTestContext(loadConfig({ file: config }).config);
+    try {
+      const found = await checkConsistency(ctx);
+      expect(found.unknown).toEqual([]);
+      expect(found.rolledBack).toEqual([expect.objectContaining({ region: 'us-east-1', source: 'uploads', newestInCatalog: newest })]);
+      expect(found.rolledBack[0]!.newestInRegion! < found.rolledBack[0]!.newestInCatalog).toBe(true);
+    } finally {
+      await ctx.close();
+    }
   });
 });

@@ -13,6 +13,7 @@ import { runBackup } from '../src/jobs/backup.ts';
 import { runExpire } from '../src/jobs/expire.ts';
 import { runRestore } from '../src/jobs/restore.ts';
 import { runVerify } from '../src/jobs/verify.ts';
+import { planExpiry, type RetainedBackup } from '../src/retention/plan.ts';
 import { rawTestConfig } from './helpers/config.ts';
 import { openTestContext, type TestContext } from './helpers/context.ts';
 import { removeDir, tempDir } from './helpers/tmp.ts';
@@ -159,5 +160,39 @@ describe('a year of daily backups under the example retention policies', () => {
     expect(reasons).toMatch(/kept until \S+ \(operational\)/);
     expect(reasons).toMatch(/GFS monthly 2026-\d\d \(operational\)/);
     expect(reasons).toMatch(/parent of /);
+  });
+});
+
+describe('the PITR window under expiry (plan level, a simulated quarter of daily physical backups)', () => {
+  it('keeps, every day, a base and the WAL from it for any time inside the window', () => {
+    const policy = { name: 'critical-db', keepDays: 7, minFull: 0, gfs: { daily: 0, weekly: 0, monthly: 0, yearly: 0 }, pitrDays: 14, tags: [] };
+    const start = Date.parse('2026-01-04T02:00:00Z');
+    let alive: (RetainedBackup & { walStart: string })[] = [];
+    let lastFull: string | null = null;
+    let last: string | null = null;
+    for (let day = 0; day < 120; day++) {
+      const at = start + day * DAY;
+      const type = day % 7 === 0 ? 'full' : 'incr';
+      const id = `b${String(day).padStart(3, '0')}`;
+      alive.push({
+        id, type, method: 'physical', parent: type === 'full' ? null : last, startedAt: new Date(at).toISOString(),
+        finishedAt: new Date(at + 600_000).toISOString(), expiresAt: new Date(at + policy.keepDays * DAY).toISOString(), hold: null,
+        walStart: day.toString(16).toUpperCase().padStart(16, '0'),
+      });
+      last = id;
+      if (type === 'full') lastFull = id;
+      const now = at + 3_600_000;
+      const plan = planExpiry(alive, () => policy, now, (b) => alive.find((x) => x.id === b)!.walStart);
+      const gone = new Set(plan.expire.map((e) => e.id));
+      alive = alive.filter((b) => !gone.has(b.id));
+      expect(alive.some((b) => b.id === lastFull)).toBe(true);
+      // Every hour of the window since the first backup: a retained base ended before it, its WAL retained, its chain whole.
+      for (let t = Math.max(now - policy.pitrDays * DAY, start + 600_000); t <= now; t += 3_600_000) {
+        const base = alive.filter((b) => Date.parse(b.finishedAt!) <= t).at(-1);
+        expect(base, `day ${day}, target ${new Date(t).toISOString()}`).toBeDefined();
+        expect(plan.walBefore! <= base!.walStart).toBe(true);
+        for (let p = base!.parent; p; p = alive.find((b) => b.id === p)?.parent ?? null) expect(alive.some((b) => b.id === p)).toBe(true);
+      }
+    }
   });
 });

@@ -198,3 +198,11 @@ describe('Scheduler', () => {
     catalog.close();
   });
 });
+
+describe('healing backoff', () => {
+  it('doubles the wait after each failed heal round, up to an hour, and resets after a good one', async () => {
+    const { healDelayMs } = await import('../src/daemon/daemon.ts');
+    expect([0, 1, 2, 3, 4].map((n) => healDelayMs(60, n))).toEqual([0, 60_000, 120_000, 240_000, 480_000]);
+    expect(healDelayMs(60, 20)).toBe(3_600_000);
+  });
+});

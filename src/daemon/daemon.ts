@@ -10,6 +10,7 @@ import { CofreError, messageOf } from '../errors/index.ts';
 import { runBackup } from '../jobs/backup.ts';
 import { closeContext, openContext, type JobContext } from '../jobs/context.ts';
 import { listBackups } from '../jobs/list.ts';
+import { checkConsistency } from '../jobs/consistency.ts';
 import { cleanupDrills, runDrill } from '../jobs/drill.ts';
 import { runExpire } from '../jobs/expire.ts';
 import { runHeal } from '../jobs/heal.ts';
@@ -28,6 +29,13 @@ import { metricsState, probeRegions, Progress, statusOf, type RegionHealth } fro
 
 export const REGION_PROBE_INTERVAL_MS = 60_000;
 export const EXPIRE_INTERVAL_MS = 3_600_000;
+/** Healing a region that stays down backs off to at most this. */
+export const HEAL_BACKOFF_MAX_MS = 3_600_000;
+
+/** The wait before the next heal round after `failures` failed ones in a row: the interval, doubled each time. */
+export function healDelayMs(intervalSeconds: number, failures: number): number {
+  return failures === 0 ? 0 : Math.min(HEAL_BACKOFF_MAX_MS, intervalSeconds * 1000 * 2 ** (failures - 1));
+}
 /** An event-loop stall longer than this between two /health calls makes the daemon report itself unhealthy. */
 export const EVENT_LOOP_STALL_MS = 10_000;
 
@@ -64,6 +72,25 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
   }
   // A drill cut short by the last shutdown (or a crash) left a scratch cluster and files: gone before anything runs.
   for (const id of await cleanupDrills(ctx)) logger.warn({ drill: id }, 'removed what an interrupted restore drill left behind');
+  try {
+    const consistency = await checkConsistency(ctx);
+    if (consistency.unknown.length > 0 || consistency.missingEverywhere.length > 0) {
+      const region = ctx.regions.find((r) => !consistency.unreachable.includes(r.region))?.region ?? '<region>';
+      throw new CofreError('CATALOG_FAILED', consistency.unknown.length > 0
+        ? `the catalog does not know ${consistency.unknown.length} backup(s) stored in the regions (e.g. ${consistency.unknown[0]!.source}/${consistency.unknown[0]!.backupId} in ${consistency.unknown[0]!.region}): it is not this repository's catalog, or an old copy of it`
+        : `${consistency.missingEverywhere.length} backup(s) of the catalog are in no region (e.g. ${consistency.missingEverywhere[0]}): the catalog belongs to other storage`, {
+        op: 'daemon.start', hint: `stop, then rebuild it from storage: cofre catalog rebuild --region ${region} (the current file is kept aside)`,
+      });
+    }
+    for (const r of consistency.rolledBack) {
+      bus.emit('repository.rolled_back', r);
+      logger.error(r, 'a region holds older backups than the catalog says: it was rolled back or restored from an old snapshot; run cofre verify and cofre heal');
+    }
+  } catch (err) {
+    await closeContext(ctx);
+    lock.release();
+    throw err;
+  }
   const health = new Map<string, RegionHealth>();
   // Liveness includes the event loop: a loop stalled for seconds serves nothing, whatever /health once said.
   const loopDelay = monitorEventLoopDelay({ resolution: 50 });
@@ -73,13 +100,18 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
   const wal = new WalService(() => ctx, clock, logger);
   const metrics: Metrics = createMetrics(bus, opts.version, { ...metricsState(() => ctx, () => scheduler, health), walReady: () => wal.readySegments() });
 
+  let healFailures = 0;
+  let healNotBefore = 0;
   const execute = async (work: Work, signal: AbortSignal): Promise<WorkOutcome> => {
     const log = logger.child({ job: work.job, source: work.source, type: work.type, reason: work.reason });
     try {
       if (work.job === 'heal') {
         const report = await runHeal(ctx);
         if (report.healed.length > 0) log.info({ healed: report.healed.length }, 'owed copies healed');
-        if (!report.ok) log.warn({ stillOwed: report.problems.length }, 'copies still owed; healing again later');
+        // A region still down: the interval doubles each failed round (capped), and resets once a round heals all.
+        healFailures = report.ok ? 0 : healFailures + 1;
+        healNotBefore = clock.nowMs() + healDelayMs(config.daemon.healIntervalSeconds, healFailures);
+        if (!report.ok) log.warn({ stillOwed: report.problems.length, retryInSeconds: (healNotBefore - clock.nowMs()) / 1000 }, 'copies still owed; healing again later');
         return report.ok ? 'completed' : 'failed';
       }
       if (work.job === 'expire') {
@@ -111,7 +143,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
         if (deep) log.info({ copiesRead: report.deepChecked, problems: report.problems.length }, 'sampled deep verification finished');
         if (!report.ok) log.warn({ problems: report.problems.length }, 'verify found problems');
         // What verify found missing or damaged is owed again: heal it now rather than at the next interval.
-        if (!report.ok) healOwed();
+        if (!report.ok) healOwed(true);
         return report.ok ? 'completed' : 'failed';
       }
       await runBackup(ctx, { source: work.source!, type: work.type as BackupType, signal });
@@ -189,11 +221,12 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
   const cancelProbe = clock.every(REGION_PROBE_INTERVAL_MS, () => void probeRegions(ctx, health));
   // Self-healing: after a degraded backup, and then every healIntervalSeconds while anything is owed (a region
   // that is still down makes that round fail quickly; the next round retries).
-  const healOwed = (): void => {
+  const healOwed = (force = false): void => {
+    if (!force && clock.nowMs() < healNotBefore) return;
     if (ctx.catalog.copiesOwed().length > 0) scheduler?.enqueue({ job: 'heal', source: null, type: null, reason: 'owed-copies', runIds: [] });
   };
-  const offDegraded = bus.on('backup.finished', (e) => (e.status === 'degraded' ? healOwed() : undefined));
-  const cancelHeal = clock.every(config.daemon.healIntervalSeconds * 1000, healOwed);
+  const offDegraded = bus.on('backup.finished', (e) => (e.status === 'degraded' ? healOwed(true) : undefined));
+  const cancelHeal = clock.every(config.daemon.healIntervalSeconds * 1000, () => healOwed());
   const staleDrills = new Set<string>();
   const checkDrillAge = (): void => {
     const maxAgeHours = config.daemon.drill.maxAgeHours;

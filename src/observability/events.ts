@@ -51,6 +51,7 @@ export interface CofreEvents {
   'drill.cleaned': { drillId: string; source: string; workDir: string };
   'expire.finished': { backupsExpired: number; walSegmentsExpired: number; problems: number };
   'expire.locked': { source: string; backupId: string; region: string };
+  'repository.rolled_back': { region: string; source: string; newestInRegion: string | null; newestInCatalog: string };
 }
 
 export type EventName = keyof CofreEvents;
@@ -76,7 +77,7 @@ export class EventBus {
       'backup.started', 'backup.finished', 'backup.failed', 'run.interrupted', 'copy.failed', 'copy.written',
       'restore.fallback', 'restore.finished', 'verify.finished', 'storage.request', 'storage.retry', 'source.skipped',
       'keys.unreachable', 'schedule.fired', 'rpo.breached', 'config.reloaded', 'config.rejected',
-      'wal.pushed', 'wal.conflict', 'wal.fetched', 'drill.finished', 'drill.rto_exceeded', 'drill.stale', 'drill.cleaned', 'expire.finished', 'expire.locked',
+      'wal.pushed', 'wal.conflict', 'wal.fetched', 'drill.finished', 'drill.rto_exceeded', 'drill.stale', 'drill.cleaned', 'expire.finished', 'expire.locked', 'repository.rolled_back',
     ];
     const offs = names.map((n) => this.on(n, (p) => listener(n, p)));
     return () => offs.forEach((off) => off());

@@ -97,7 +97,9 @@ export function planExpiry(backups: RetainedBackup[], policyOf: (b: RetainedBack
     if (p.pitrDays > 0) {
       // The newest physical backup that ended before the window opened is where recovery into the window starts.
       const windowStart = nowMs - p.pitrDays * DAY_MS;
-      const base = governed.find((b) => b.method === 'physical' && b.finishedAt && Date.parse(b.finishedAt) <= windowStart);
+      // When the window reaches back before every backup, the oldest is where recovery can start at all.
+      const physical = governed.filter((b) => b.method === 'physical' && b.finishedAt);
+      const base = physical.find((b) => Date.parse(b.finishedAt!) <= windowStart) ?? physical.at(-1);
       if (base) want(base.id, `base of the ${p.pitrDays}-day PITR window (${p.name})`);
     }
   }
