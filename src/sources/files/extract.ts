@@ -65,7 +65,7 @@ function nsToSeconds(ns: string): number {
 }
 
 /** Packs restored at once (each is one object streamed from a region through decryption and zstd). */
-export const RESTORE_PACK_CONCURRENCY = 3;
+export const RESTORE_PACK_CONCURRENCY = 2;
 
 /** Runs fn over items with at most `limit` in flight; the first failure is thrown once the others have settled. */
 async function forEachLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
