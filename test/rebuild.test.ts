@@ -81,10 +81,11 @@ describe('cofre catalog rebuild', () => {
     expect(expire.kept.find((k) => k.backupId === incr.backupId)?.reasons).toContain('legal hold: audit 2026-Q4');
   });
 
-  it('brings back a backup missing from a region with that copy owed, and keeps the old catalog aside', async () => {
+  it('brings back a backup missing from a region (even the one rebuilt from) with that copy owed, and keeps the old catalog aside', async () => {
     const logs = (JSON.parse(await cofre(['list', 'logs', '--json'])) as { id: string }[])[0]!.id;
     rmSync(join(dir, 'regions', 'ap-southeast-1', 'logs', 'backups', logs, 'manifest'));
-    const report = JSON.parse(await cofre(['catalog', 'rebuild', '--region', 'eu-west-1', '--json'])) as { degraded: number; previousCatalog: string };
+    // Rebuilt from the very region that lacks it: the backup is found in the others, its copy there owed.
+    const report = JSON.parse(await cofre(['catalog', 'rebuild', '--region', 'ap-southeast-1', '--json'])) as { degraded: number; previousCatalog: string };
     expect(report.degraded).toBe(1);
     expect(report.previousCatalog).toMatch(/catalog\.db\.before-rebuild-/);
     const listed = (JSON.parse(await cofre(['list', 'logs', '--json'])) as { status: string; regions: Record<string, string> }[])[0]!;

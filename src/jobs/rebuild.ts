@@ -49,14 +49,31 @@ export async function rebuildCatalog(ctx: JobContext, regionName: string): Promi
     const w = /^([^/]+)\/wal\/[0-9A-F]{8}\/([^/]+)$/.exec(obj.key);
     if (w && WAL_NAME.test(w[2]!)) wal.push({ source: w[1]!, name: w[2]!, key: obj.key });
   }
-  const read: { manifest: Manifest; sha256: string }[] = [];
-  for (const { source, id } of manifests) {
+  // Backups the named region lacks (it owed them) but another reachable region holds come back too, read from there:
+  // otherwise the daemon would find them in storage, unknown to the catalog, and refuse to start.
+  const where = new Map<string, StorageDriver>(manifests.map((m) => [m.id, region]));
+  for (const other of ctx.regions.filter((r) => r !== region)) {
     try {
-      const manifest = await readManifestFrom(ctx.envelope, region, repoId, source, id);
-      const sealed = await collect(await region.read(manifestKey(source, id)));
-      read.push({ manifest, sha256: sha256Hex(sealed) });
+      for await (const obj of other.list('')) {
+        const m = /^([^/]+)\/backups\/([^/]+)\/manifest$/.exec(obj.key);
+        if (m && !where.has(m[2]!)) {
+          where.set(m[2]!, other);
+          manifests.push({ source: m[1]!, id: m[2]! });
+        }
+      }
     } catch (err) {
-      report.problems.push(`${source}/${id}: ${messageOf(err)}`);
+      report.problems.push(`${other.region}: not listed (${messageOf(err)}); backups only it holds are not in the rebuilt catalog`);
+    }
+  }
+  const read: { manifest: Manifest; sha256: string; from: StorageDriver }[] = [];
+  for (const { source, id } of manifests) {
+    const from = where.get(id)!;
+    try {
+      const manifest = await readManifestFrom(ctx.envelope, from, repoId, source, id);
+      const sealed = await collect(await from.read(manifestKey(source, id)));
+      read.push({ manifest, sha256: sha256Hex(sealed), from });
+    } catch (err) {
+      report.problems.push(`${source}/${id} in ${from.region}: ${messageOf(err)}`);
     }
   }
   // Parents before children (the catalog's chain references them).
@@ -64,9 +81,9 @@ export async function rebuildCatalog(ctx: JobContext, regionName: string): Promi
   const runId = randomUUID();
   ctx.catalog.startRun(runId, 'rebuild', null, false);
   const present = async (r: StorageDriver, key: string): Promise<boolean> => Boolean(await r.stat(key).catch(() => undefined));
-  for (const { manifest: m, sha256 } of read) {
+  for (const { manifest: m, sha256, from } of read) {
     const inRegions = await Promise.all(ctx.regions.map((r) => present(r, manifestKey(m.source, m.backupId))));
-    const manifestSize = (await region.stat(manifestKey(m.source, m.backupId)))!.size;
+    const manifestSize = (await from.stat(manifestKey(m.source, m.backupId)))!.size;
     ctx.catalog.insertBackup({
       id: m.backupId, source: m.source, type: m.type, method: m.method, parent: m.parent && ctx.catalog.getBackup(m.parent) ? m.parent : null, runId, startedAt: m.startedAt,
       expiresAt: m.retention?.expiresAt ?? null, policy: m.retention?.policy ?? null, tags: JSON.stringify(m.retention?.tags ?? []),
