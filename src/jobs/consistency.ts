@@ -2,6 +2,7 @@
 // (verify finds them, heal re-creates them); backups stored that the catalog never heard of, or backups the catalog
 // counts on that no region holds, are not: the daemon refuses to run on such a catalog and says how to rebuild it.
 // A region whose newest manifest is older than the catalog's newest copy there has been rolled back: reported.
+import { MANIFEST_NAME, parseBackupKey } from '../repository/index.ts';
 import type { JobContext } from './context.ts';
 
 export interface Consistency {
@@ -22,11 +23,11 @@ export async function checkConsistency(ctx: JobContext): Promise<Consistency> {
     const ids = new Map<string, Set<string>>();
     try {
       for await (const obj of region.list('')) {
-        const m = /^([^/]+)\/backups\/([^/]+)\/manifest$/.exec(obj.key);
-        if (!m) continue;
-        if (!ids.has(m[1]!)) ids.set(m[1]!, new Set());
-        ids.get(m[1]!)!.add(m[2]!);
-        if (!known.has(m[2]!)) result.unknown.push({ region: region.region, source: m[1]!, backupId: m[2]! });
+        const b = parseBackupKey(obj.key);
+        if (b?.name !== MANIFEST_NAME) continue;
+        if (!ids.has(b.source)) ids.set(b.source, new Set());
+        ids.get(b.source)!.add(b.backupId);
+        if (!known.has(b.backupId)) result.unknown.push({ region: region.region, source: b.source, backupId: b.backupId });
       }
       held.set(region.region, ids);
     } catch {

@@ -14,9 +14,10 @@ import { hashFile } from '../sources/files/read-file.ts';
 import { amcheckChecks, checksumsCheck, dataChecksumsOn, fingerprintChecks, operatorChecks, runSql } from '../sources/postgres/drill-checks.ts';
 import { parseLsn, segmentName } from '../sources/postgres/lsn.ts';
 import { ownerOf, type RecoveryTarget } from '../sources/postgres/restore-physical.ts';
+import { userName } from '../sources/postgres/child.ts';
 import { freeLoopbackPort, startScratchCluster, stopCluster } from '../sources/postgres/scratch.ts';
-import { readOrder, repositoryOf, type JobContext } from './context.ts';
-import { resolveBackup, runRestore } from './restore.ts';
+import { repositoryOf, type JobContext } from './context.ts';
+import { regionsFor, resolveBackup, runRestore } from './restore.ts';
 
 /** How long a drill waits for the WAL holding its backup's restore point to reach the archive. */
 export const RESTORE_POINT_WAIT_MS = 120_000;
@@ -168,8 +169,7 @@ export async function runDrill(ctx: JobContext, args: DrillArgs): Promise<DrillR
   };
   ctx.catalog.startDrill({ id: drillId, source: args.source, backupId: backup.id, target, region, workDir: work });
   try {
-    const order = readOrder(ctx, backup.id);
-    const manifest = (await readManifest(ctx.envelope, [...order.filter((r) => r.region === region), ...order.filter((r) => r.region !== region)], repoId, args.source, backup.id)).value;
+    const manifest = (await readManifest(ctx.envelope, regionsFor(ctx, backup.id, region), repoId, args.source, backup.id)).value;
     const operator = src.drill.checks;
     if (manifest.method === 'files') {
       const tree = join(work, 'tree');
@@ -224,7 +224,7 @@ export async function runDrill(ctx: JobContext, args: DrillArgs): Promise<DrillR
       phases.restore = restored.durationSeconds - readySeconds;
       phases.recovery = readySeconds;
       rtoSeconds = restored.durationSeconds;
-      const user = execFileSync('id', ['-nu', String(ownerOf(manifest).uid)], { encoding: 'utf8' }).trim();
+      const user = userName(ownerOf(manifest).uid);
       let checksumsOn = false;
       await timed('checks', async () => {
         if (args.hookSql) await runSql(port, user, args.hookSql.database, args.hookSql.sql);

@@ -1,12 +1,12 @@
 // The heal job: every owed copy (a backup that finished degraded, a WAL segment pushed with a region down) is
 // re-created from a sound copy in another region, byte for byte — never by encrypting anew.
 import { messageOf } from '../errors/index.ts';
-import { createHash } from 'node:crypto';
-import { HashTap, readObjectFrom } from '../pipeline/index.ts';
+import { HashTap } from '../pipeline/index.ts';
 import { manifestKey, objectKey } from '../repository/index.ts';
 import { walIdentity, walKey } from '../sources/postgres/wal-names.ts';
-import type { StorageDriver } from '../storage/index.ts';
+import { sha256Of, type StorageDriver } from '../storage/index.ts';
 import { repositoryOf, type JobContext } from './context.ts';
+import { plaintextSha256 } from './wal.ts';
 
 export interface HealReport {
   ok: boolean;
@@ -21,7 +21,7 @@ export interface HealReport {
 async function copyObject(from: StorageDriver, to: StorageDriver, key: string, expect: { size: number; sha256?: string }): Promise<void> {
   const existing = await to.stat(key);
   // An object already there stays only when it is exactly what was written (verify may have found it altered).
-  if (existing && existing.size === expect.size && expect.sha256 && (await ciphertextSha256(to, key)) === expect.sha256) return;
+  if (existing && existing.size === expect.size && expect.sha256 && (await sha256Of(await to.read(key))) === expect.sha256) return;
   if (existing) await to.delete(key); // a damaged or partial copy, never a sound one
   const tap = new HashTap();
   const source = await from.read(key);
@@ -30,12 +30,6 @@ async function copyObject(from: StorageDriver, to: StorageDriver, key: string, e
     await to.delete(key);
     throw new Error(`${key} read from ${from.region} does not match its record (${tap.bytes} bytes); not healed from there`);
   }
-}
-
-async function ciphertextSha256(region: StorageDriver, key: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of await region.read(key)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
 }
 
 export async function runHeal(ctx: JobContext): Promise<HealReport> {
@@ -90,11 +84,7 @@ export async function runHeal(ctx: JobContext): Promise<HealReport> {
         await copyObject(from, target!, key, { size: info.size });
         // The catalog knows the plaintext hash of a segment: the new copy must decrypt to exactly it.
         const known = ctx.catalog.getWal(owed.source, owed.name);
-        const sha = await readObjectFrom(ctx.envelope, target!, { key, identity: walIdentity(repoId, owed.source, owed.name) }, async (plain) => {
-          const h = createHash('sha256');
-          for await (const chunk of plain) h.update(chunk as Buffer);
-          return h.digest('hex');
-        });
+        const sha = await plaintextSha256(ctx, target!, key, walIdentity(repoId, owed.source, owed.name));
         if (known && sha !== known.sha256) {
           await target!.delete(key);
           throw new Error(`${key} healed from ${from.region} does not decrypt to the archived segment`);

@@ -3,13 +3,12 @@
 // one does not. WAL files are decrypted to recover the hash the catalog checks fetches against; when they were
 // pushed is not stored, so they count as old (a measured RPO errs on the stale side until the next segment).
 import { randomUUID } from 'node:crypto';
-import type { Readable } from 'node:stream';
 import { CofreError, messageOf } from '../errors/index.ts';
 import { HashTap, readObjectFrom, sha256Hex } from '../pipeline/index.ts';
-import { holdKey, manifestKey, readManifestFrom, type Manifest } from '../repository/index.ts';
+import { holdKey, manifestKey, MANIFEST_NAME, parseBackupKey, readManifestFrom, type Manifest } from '../repository/index.ts';
 import { parseLsn, segmentName } from '../sources/postgres/lsn.ts';
 import { timelineOf, walIdentity, WAL_NAME } from '../sources/postgres/wal-names.ts';
-import type { StorageDriver } from '../storage/index.ts';
+import { readAll, type StorageDriver } from '../storage/index.ts';
 import { repositoryOf, type JobContext } from './context.ts';
 import { holdIdentity, type HoldRecord } from './holds.ts';
 
@@ -24,12 +23,6 @@ export interface RebuildReport {
 
 const UNKNOWN_TIME = '1970-01-01T00:00:00.000Z';
 
-async function collect(stream: Readable): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const chunk of stream) parts.push(chunk as Buffer);
-  return Buffer.concat(parts);
-}
-
 export async function rebuildCatalog(ctx: JobContext, regionName: string): Promise<RebuildReport> {
   const region = ctx.regions.find((r) => r.region === regionName);
   if (!region) throw new CofreError('USAGE', `no region named "${regionName}"`, { op: 'catalog.rebuild', hint: `configured: ${ctx.regions.map((r) => r.region).join(', ')}` });
@@ -42,8 +35,8 @@ export async function rebuildCatalog(ctx: JobContext, regionName: string): Promi
   const holds: { source: string; id: string }[] = [];
   const wal: { source: string; name: string; key: string }[] = [];
   for await (const obj of region.list('')) {
-    const m = /^([^/]+)\/backups\/([^/]+)\/manifest$/.exec(obj.key);
-    if (m) manifests.push({ source: m[1]!, id: m[2]! });
+    const b = parseBackupKey(obj.key);
+    if (b?.name === MANIFEST_NAME) manifests.push({ source: b.source, id: b.backupId });
     const h = /^([^/]+)\/holds\/([^/]+)$/.exec(obj.key);
     if (h) holds.push({ source: h[1]!, id: h[2]! });
     const w = /^([^/]+)\/wal\/[0-9A-F]{8}\/([^/]+)$/.exec(obj.key);
@@ -55,10 +48,10 @@ export async function rebuildCatalog(ctx: JobContext, regionName: string): Promi
   for (const other of ctx.regions.filter((r) => r !== region)) {
     try {
       for await (const obj of other.list('')) {
-        const m = /^([^/]+)\/backups\/([^/]+)\/manifest$/.exec(obj.key);
-        if (m && !where.has(m[2]!)) {
-          where.set(m[2]!, other);
-          manifests.push({ source: m[1]!, id: m[2]! });
+        const b = parseBackupKey(obj.key);
+        if (b?.name === MANIFEST_NAME && !where.has(b.backupId)) {
+          where.set(b.backupId, other);
+          manifests.push({ source: b.source, id: b.backupId });
         }
       }
     } catch (err) {
@@ -70,7 +63,7 @@ export async function rebuildCatalog(ctx: JobContext, regionName: string): Promi
     const from = where.get(id)!;
     try {
       const manifest = await readManifestFrom(ctx.envelope, from, repoId, source, id);
-      const sealed = await collect(await from.read(manifestKey(source, id)));
+      const sealed = await readAll(await from.read(manifestKey(source, id)));
       read.push({ manifest, sha256: sha256Hex(sealed), from });
     } catch (err) {
       report.problems.push(`${source}/${id} in ${from.region}: ${messageOf(err)}`);
@@ -102,7 +95,7 @@ export async function rebuildCatalog(ctx: JobContext, regionName: string): Promi
   for (const { source, id } of holds) {
     if (!ctx.catalog.getBackup(id)) continue;
     try {
-      const record = JSON.parse((await readObjectFrom(ctx.envelope, region, { key: holdKey(source, id), identity: holdIdentity(repoId, source, id) }, collect)).toString()) as HoldRecord;
+      const record = JSON.parse((await readObjectFrom(ctx.envelope, region, { key: holdKey(source, id), identity: holdIdentity(repoId, source, id) }, readAll)).toString()) as HoldRecord;
       ctx.catalog.hold(id, record.reason);
       report.holds++;
     } catch (err) {

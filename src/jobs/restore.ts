@@ -66,7 +66,7 @@ export function resolveBackup(ctx: JobContext, source: string, backupId?: string
 }
 
 /** The regions to read a backup from: args.region first when given, then those holding a complete copy. */
-function regionsFor(ctx: JobContext, backupId: string, region?: string): StorageDriver[] {
+export function regionsFor(ctx: JobContext, backupId: string, region?: string): StorageDriver[] {
   const order = readOrder(ctx, backupId);
   if (!region) return order;
   if (!ctx.regions.some((r) => r.region === region)) {

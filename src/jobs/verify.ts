@@ -4,7 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { isCofreError, messageOf } from '../errors/index.ts';
 import { HashTap, readObjectFrom } from '../pipeline/index.ts';
-import { objectKey, packIdentity, readManifestFrom, type Manifest } from '../repository/index.ts';
+import { MANIFEST_NAME, objectKey, packIdentity, parseBackupKey, readManifestFrom, type Manifest } from '../repository/index.ts';
 import { walIdentity, walKey } from '../sources/postgres/wal-names.ts';
 import type { StorageDriver } from '../storage/index.ts';
 import { repositoryOf, type JobContext } from './context.ts';
@@ -164,18 +164,21 @@ async function verifyWal(ctx: JobContext, repoId: string, source: string, readWh
 /** Objects under a source's prefixes that no backup or WAL file of the catalog accounts for. */
 async function findOrphans(ctx: JobContext, source: string, report: VerifyReport): Promise<void> {
   const known = ctx.catalog.knownBackupIds(source);
-  const objects = new Map<string, Set<string>>();
+  const objects = new Map<string, Set<string> | 'any'>();
   const wal = new Set(ctx.catalog.walFiles(source).map((f) => walKey(source, f.name)));
   for (const region of ctx.regions) {
     try {
       for await (const obj of region.list(`${source}/`)) {
-        const m = /^[^/]+\/backups\/([^/]+)\/(.+)$/.exec(obj.key);
-        if (m) {
-          const [, id, name] = m as unknown as [string, string, string];
-          if (known.has(id)) {
-            if (!objects.has(id)) objects.set(id, new Set(['manifest', ...ctx.catalog.objectsOf(id).map((o) => o.name)]));
-            const backup = ctx.catalog.getBackup(id);
-            if (backup?.status === 'running' || objects.get(id)!.has(name)) continue;
+        const b = parseBackupKey(obj.key);
+        if (b) {
+          if (known.has(b.backupId)) {
+            // Once per backup: its recorded objects, or every name while it is still being written.
+            if (!objects.has(b.backupId)) {
+              const running = ctx.catalog.getBackup(b.backupId)?.status === 'running';
+              objects.set(b.backupId, running ? 'any' : new Set([MANIFEST_NAME, ...ctx.catalog.objectsOf(b.backupId).map((o) => o.name)]));
+            }
+            const names = objects.get(b.backupId)!;
+            if (names === 'any' || names.has(b.name)) continue;
           }
         } else if (wal.has(obj.key)) {
           continue;
@@ -183,7 +186,7 @@ async function findOrphans(ctx: JobContext, source: string, report: VerifyReport
           const hold = /^[^/]+\/holds\/([^/]+)$/.exec(obj.key);
           if (hold && ctx.catalog.getBackup(hold[1]!)?.hold) continue;
         }
-        report.problems.push({ kind: 'orphan', region: region.region, source, backupId: m?.[1] ?? 'wal', object: obj.key, message: `${obj.key} belongs to no backup or WAL file in the catalog` });
+        report.problems.push({ kind: 'orphan', region: region.region, source, backupId: b?.backupId ?? 'wal', object: obj.key, message: `${obj.key} belongs to no backup or WAL file in the catalog` });
       }
     } catch {
       // A region that cannot be listed is already reported by the copy checks above.

@@ -11,16 +11,13 @@ import type { ObjectIdentity } from '../crypto/index.ts';
 import { CofreError, isCofreError, messageOf } from '../errors/index.ts';
 import { HashTap, readObjectFrom, readObjectWithFallback, writeObjectStream, type RegionProblem } from '../pipeline/index.ts';
 import { checkWalName, timelineOf, walIdentity, walKey } from '../sources/postgres/wal-names.ts';
-import type { StorageDriver } from '../storage/index.ts';
+import { sha256Of, type StorageDriver } from '../storage/index.ts';
 import { policyFor } from '../retention/plan.ts';
 import { writeSettings, type JobContext } from './context.ts';
 
-async function plaintextSha256(ctx: JobContext, driver: StorageDriver, key: string, identity: ObjectIdentity): Promise<string> {
-  return readObjectFrom(ctx.envelope, driver, { key, identity }, async (plain) => {
-    const hash = createHash('sha256');
-    for await (const chunk of plain) hash.update(chunk as Buffer);
-    return hash.digest('hex');
-  });
+/** The sha256 of what a stored WAL copy decrypts to. */
+export async function plaintextSha256(ctx: JobContext, driver: StorageDriver, key: string, identity: ObjectIdentity): Promise<string> {
+  return readObjectFrom(ctx.envelope, driver, { key, identity }, sha256Of);
 }
 
 export interface WalPushResult {

@@ -11,6 +11,12 @@ export function backupPrefix(source: string, backupId: string): string {
   return `${source}/backups/${backupId}/`;
 }
 
+/** The parts of a key under <source>/backups/<id>/ (see backupPrefix), or null for any other key. */
+export function parseBackupKey(key: string): { source: string; backupId: string; name: string } | null {
+  const m = /^([^/]+)\/backups\/([^/]+)\/(.+)$/.exec(key);
+  return m ? { source: m[1]!, backupId: m[2]!, name: m[3]! } : null;
+}
+
 export function packName(index: number): string {
   return `${String(index).padStart(5, '0')}.pack`;
 }

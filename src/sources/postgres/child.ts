@@ -1,6 +1,6 @@
 // Runs a PostgreSQL client program with its stdout (or stdin) as a stream; its exit status and stderr become a
 // CofreError that says what failed.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { CofreError } from '../../errors/index.ts';
 
 export interface Program {
@@ -10,6 +10,16 @@ export interface Program {
 }
 
 const STDERR_KEEP_BYTES = 16 * 1024;
+
+/** The login name of the OS user with this uid. */
+export function userName(uid: number): string {
+  return execFileSync('id', ['-nu', String(uid)], { encoding: 'utf8' }).trim();
+}
+
+/** A command run as `user`: through runuser when cofre runs as root (PostgreSQL refuses root), as is otherwise. */
+export function asUser(user: string, command: string[]): [string, string[]] {
+  return process.getuid?.() === 0 ? ['runuser', ['-u', user, '--', ...command]] : [command[0]!, command.slice(1)];
+}
 
 export function runProgram(cmd: string, args: string[], env: NodeJS.ProcessEnv, stdio: 'read' | 'write', hint: string): Program {
   const child = spawn(cmd, args, { env, stdio: stdio === 'read' ? ['ignore', 'pipe', 'pipe'] : ['pipe', 'pipe', 'pipe'] });

@@ -7,6 +7,7 @@ import type { DrillCheck } from '../../catalog/catalog.ts';
 import { messageOf } from '../../errors/index.ts';
 import type { TableFingerprint } from '../../repository/index.ts';
 import { tableFingerprints } from './fingerprint.ts';
+import { asUser } from './child.ts';
 import { binary } from './libpq.ts';
 
 export interface OperatorCheck {
@@ -91,9 +92,9 @@ export async function dataChecksumsOn(port: number, user: string): Promise<boole
 /** pg_checksums --check on the stopped cluster, as its owner. */
 export function checksumsCheck(binDir: string | undefined, pgdata: string, owner: string): DrillCheck {
   const command = [binary(binDir, 'pg_checksums'), '--check', '-D', pgdata];
-  const [cmd, args] = process.getuid?.() === 0 ? ['runuser', ['-u', owner, '--', ...command]] : [command[0]!, command.slice(1)];
+  const [cmd, args] = asUser(owner, command);
   try {
-    const out = execFileSync(cmd, args as string[], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const out = execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
     return { name: 'pg_checksums', ok: true, detail: out.trim().split('\n').filter((l) => /Bad checksums|Blocks scanned/.test(l)).join(', ') || 'clean' };
   } catch (err) {
     const e = err as { stdout?: string; stderr?: string };

@@ -8,6 +8,7 @@ import pg from 'pg';
 import type { Clock } from '../../clock.ts';
 import { CofreError } from '../../errors/index.ts';
 import type { Manifest } from '../../repository/index.ts';
+import { asUser, userName } from './child.ts';
 import { binary } from './libpq.ts';
 
 /** Where recovery stops; none of them set means: replay all archived WAL, then promote. */
@@ -113,18 +114,17 @@ export async function startRestored(manifest: Manifest, dir: string, port: numbe
   const args = ['-D', dir, '-l', join(dir, 'cofre-restore.log'), '-o', `-p ${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${dir} -c archive_mode=off`, 'start'];
   // A drill's server runs niced (CPU) and in the idle I/O class, beside production.
   const command = opts.lowPriority ? [...lowPriorityPrefix(), pgCtl, ...args] : [pgCtl, ...args];
-  const asOwner = process.getuid?.() === 0
-    ? ['runuser', ['-u', execFileSync('id', ['-nu', String(owner.uid)], { encoding: 'utf8' }).trim(), '--', ...command]] as const
-    : [command[0]!, command.slice(1)] as const;
+  const user = userName(owner.uid);
+  const [cmd, cmdArgs] = asUser(user, command);
   try {
-    execFileSync(asOwner[0], [...asOwner[1]], { stdio: ['ignore', 'pipe', 'pipe'] });
+    execFileSync(cmd, cmdArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (err) {
     throw new CofreError('RESTORE_FAILED', `pg_ctl could not start the restored cluster: ${(err as { stderr?: Buffer }).stderr?.toString().trim() ?? (err as Error).message}\n${await logTail(dir)}`, {
       op: 'restore', path: dir, hint: `read ${join(dir, 'cofre-restore.log')}`,
     });
   }
   for (;;) {
-    const client = new pg.Client({ host: '127.0.0.1', port, user: execFileSync('id', ['-nu', String(owner.uid)], { encoding: 'utf8' }).trim(), database: 'postgres' });
+    const client = new pg.Client({ host: '127.0.0.1', port, user, database: 'postgres' });
     try {
       await client.connect();
       const { rows } = await client.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r');

@@ -5,6 +5,7 @@ import { chownSync, existsSync, readFileSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { CofreError, messageOf } from '../../errors/index.ts';
+import { asUser, userName } from './child.ts';
 import { binary } from './libpq.ts';
 import { lowPriorityPrefix } from './restore-physical.ts';
 
@@ -23,10 +24,6 @@ export function freeLoopbackPort(): Promise<number> {
 /** The OS user a cluster runs as: initdb refuses root, so root hands clusters to `postgres`. */
 export function clusterUser(): string {
   return process.getuid?.() === 0 ? 'postgres' : execFileSync('id', ['-nu'], { encoding: 'utf8' }).trim();
-}
-
-function asUser(user: string, command: string[]): [string, string[]] {
-  return process.getuid?.() === 0 ? ['runuser', ['-u', user, '--', ...command]] : [command[0]!, command.slice(1)];
 }
 
 function run(user: string, command: string[], what: string): void {
@@ -66,7 +63,7 @@ export async function startScratchCluster(binDir: string | undefined, dir: strin
 export function stopCluster(binDir: string | undefined, pgdata: string): void {
   if (!existsSync(join(pgdata, 'postmaster.pid'))) return;
   const owner = statSync(pgdata).uid;
-  const user = execFileSync('id', ['-nu', String(owner)], { encoding: 'utf8' }).trim();
+  const user = userName(owner);
   try {
     run(user, [binary(binDir, 'pg_ctl'), '-D', pgdata, '-m', 'immediate', '-w', 'stop'], 'stopping the drill cluster');
   } catch {
