@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
+import { processAlive } from '../src/catalog/catalog.ts';
 import { COFRE_BIN, runCliAsPostgres } from './helpers/cli.ts';
 import { freePort } from './helpers/moto.ts';
 import { archivedUpTo, pgbench, startArchivingCluster, type ArchivingCluster } from './helpers/physical.ts';
@@ -166,7 +167,7 @@ describe('restore drills', () => {
     const daemonPid = Number(readFileSync(join(dir, 'catalog.db.daemon.lock'), 'utf8').trim().split(/\s+/)[0]);
     process.kill(daemonPid, 'SIGKILL');
     await waitFor('the daemon gone', async () => (daemon!.exitCode !== null || daemon!.signalCode !== null ? true : undefined));
-    expect(isAlive(postmaster)).toBe(true); // what the kill left behind
+    expect(processAlive(postmaster)).toBe(true); // what the kill left behind
     // Restarted (drills off, so none starts again): the leftovers are cleaned up before anything runs.
     await writeFile(config, stringify({ ...withDrills, daemon: { ...withDrills.daemon, drill: { cron: null } } }));
     chownToPostgres(dir);
@@ -176,7 +177,7 @@ describe('restore drills', () => {
     daemon.stderr!.on('data', (d: Buffer) => (logs += d.toString()));
     await waitFor('/health', async () => ((await fetch(`http://127.0.0.1:${port}/health`).catch(() => null))?.status === 200 ? true : undefined), 30_000, () => logs);
     // Stopped before the daemon serves (immediate shutdown: the postmaster exits a moment after its pid file goes).
-    await waitFor('the drill cluster stopped', async () => (isAlive(postmaster) ? undefined : true), 15_000, () => logs);
+    await waitFor('the drill cluster stopped', async () => (processAlive(postmaster) ? undefined : true), 15_000, () => logs);
     expect(readdirSync(join(dir, 'drills'))).toEqual([]);
     const list = JSON.parse((await runCliAsPostgres(['-c', config, 'drill', 'list', '--json'])).stdout) as Drill[];
     expect(list.some((d) => d.status === 'interrupted')).toBe(true);
@@ -189,12 +190,3 @@ describe('restore drills', () => {
     await waitFor('the daemon stopped', async () => (daemon!.exitCode !== null || daemon!.signalCode !== null ? true : undefined), 30_000, () => logs);
   }, 240_000);
 });
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
