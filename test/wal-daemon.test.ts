@@ -1,8 +1,8 @@
 // archive_command handing segments to the running daemon over its socket (and the daemon pushing ahead from
 // archive_status/*.ready), against a real PostgreSQL 15 cluster. Daemon and CLI run as the postgres OS user.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, realpathSync, utimesSync, writeFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -74,10 +74,39 @@ describe('WAL archiving through the daemon', () => {
       return row!.last && row!.last >= segments.at(-1)! ? true : undefined;
     });
     for (const seg of segments) expect(logs).toMatch(new RegExp(`"event":"wal.pushed"[^\\n]*"name":"${seg}"`));
-    expect(logs).toContain('answered wal-push');
     const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
     expect(metrics).toMatch(/cofre_wal_last_archived_timestamp_seconds\{source="db"\} \d/);
     expect(metrics).toMatch(/cofre_wal_ready_segments\{source="db"\} \d/);
+  });
+
+  it("answers archive_command from the daemon's marker without starting Node, for that very file only", async () => {
+    // A copy of bin/cofre whose "Node" only says it was started: exit 0 can come from the shell fast path alone.
+    const fake = join(dir, 'fake-install');
+    mkdirSync(join(fake, 'bin'), { recursive: true });
+    mkdirSync(join(fake, 'node_modules', '.bin'), { recursive: true });
+    copyFileSync(COFRE_BIN, join(fake, 'bin', 'cofre'));
+    writeFileSync(join(fake, 'node_modules', '.bin', 'node'), '#!/bin/sh\necho node started >&2\nexit 99\n', { mode: 0o755 });
+    chownToPostgres(dir);
+    // A segment archived just now (an older one may have been recycled by a checkpoint).
+    await cluster.query('INSERT INTO busy SELECT g, md5(g::text) FROM generate_series(1, 1000) g');
+    const archived = (await cluster.query<{ wal: string }>('SELECT pg_walfile_name(pg_switch_wal()) AS wal'))[0]!.wal;
+    const marker = join(dir, 'wal-ok', 'db', archived);
+    await waitFor('the marker', async () => (existsSync(marker) ? true : undefined));
+    expect(readFileSync(join(dir, 'wal-ok', 'db', '.pg_wal'), 'utf8').trim()).toBe(realpathSync(join(cluster.data, 'pg_wal')));
+    const push = (args: string[]) => spawnSync('runuser', ['-u', 'postgres', '--', join(fake, 'bin', 'cofre'), ...args], { cwd: cluster.data, encoding: 'utf8' });
+    const fast = push(['-c', config, 'wal-push', `pg_wal/${archived}`]);
+    expect(fast.stderr).toBe('');
+    expect(fast.status).toBe(0);
+    expect(existsSync(marker)).toBe(true);
+    // The same name, another version of the file (its mtime moved): the program must look, not the shell.
+    const seg = join(cluster.data, 'pg_wal', archived);
+    const later = new Date(Date.parse('2030-01-01T00:00:00Z'));
+    utimesSync(seg, later, later);
+    const changed = push(['-c', config, 'wal-push', `pg_wal/${archived}`]);
+    expect(changed.status).toBe(99);
+    expect(changed.stderr).toContain('node started');
+    // Options the shell does not read go to the program too.
+    expect(push(['-c', config, '--set', 'catalog.path=/x', 'wal-push', `pg_wal/${archived}`]).status).toBe(99);
   });
 
   it('answers wal-push for a new file over the socket, and pushes by itself once the daemon is gone', async () => {
@@ -94,6 +123,7 @@ describe('WAL archiving through the daemon', () => {
     process.kill(pid, 'SIGTERM');
     expect(await exited).toBe(0);
     expect(existsSync(join(dir, 'cofre.sock'))).toBe(false);
+    expect(existsSync(join(dir, 'wal-ok'))).toBe(false);
     const alone = await runCliAsPostgres(['-c', config, 'wal-push', seg]);
     expect(alone.code).toBe(0);
   });
