@@ -9,7 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Config } from '../config/index.ts';
 import type { ObjectIdentity } from '../crypto/index.ts';
 import { CofreError, isCofreError, messageOf } from '../errors/index.ts';
-import { HashTap, readObjectFrom, readObjectWithFallback, writeObjectStream, type RegionProblem } from '../pipeline/index.ts';
+import { HashTap, readObjectFrom, readObjectWithFallback, writeCompressedObject, zstdCompressWhole, type RegionProblem } from '../pipeline/index.ts';
 import { checkWalName, timelineOf, walIdentity, walKey } from '../sources/postgres/wal-names.ts';
 import { sha256Of, type StorageDriver } from '../storage/index.ts';
 import { policyFor } from '../retention/plan.ts';
@@ -24,27 +24,57 @@ export async function plaintextSha256(ctx: JobContext, driver: StorageDriver, ke
 const SEGMENT_BYTES = 16 * 1024 * 1024;
 /** Read buffers kept for the next pushes (the daemon pushes 4 at a time). */
 const SPARE_BUFFERS = 4;
-const spareBuffers: Buffer[] = [];
+const spareBuffers: ArrayBuffer[] = [];
+
+/** A WAL file read whole into a reused buffer (see readSegment). */
+interface Segment {
+  length: number;
+  sha256: string;
+  /** The segment compressed in one pass (on a worker thread; the buffer travels there and back). */
+  compress(level: number): Promise<Buffer>;
+  /** Hands the buffer back for the next segment; nothing may read it afterwards. */
+  release(): void;
+}
 
 /**
- * Reads a WAL file whole into a reused buffer; `release` hands the buffer back once nothing reads it. A fresh
- * 16 MiB buffer per segment made V8 run a full garbage collection every few segments (external memory) and
- * cost page faults on every first touch.
+ * Reads a WAL file whole into a reused buffer and hashes it. A fresh 16 MiB buffer per segment made V8 run a full
+ * garbage collection every few segments (external memory) and cost page faults on every first touch.
  */
-async function readSegment(path: string): Promise<{ body: Buffer; release: () => void }> {
+async function readSegment(path: string): Promise<Segment> {
   const handle = await open(path, 'r');
+  let buffer: ArrayBuffer | null = null;
   try {
     const size = (await handle.stat()).size;
-    let buffer = spareBuffers.pop();
-    if (!buffer || buffer.length < size) buffer = Buffer.allocUnsafeSlow(Math.max(size, SEGMENT_BYTES));
+    buffer = spareBuffers.pop() ?? null;
+    if (!buffer || buffer.byteLength < size) buffer = new ArrayBuffer(Math.max(size, SEGMENT_BYTES));
+    const view = Buffer.from(buffer);
     let got = 0;
     while (got < size) {
-      const { bytesRead } = await handle.read(buffer, got, size - got, got);
+      const { bytesRead } = await handle.read(view, got, size - got, got);
       if (bytesRead === 0) break;
       got += bytesRead;
     }
-    const kept = buffer;
-    return { body: buffer.subarray(0, got), release: () => void (spareBuffers.length < SPARE_BUFFERS && spareBuffers.push(kept)) };
+    const sha256 = createHash('sha256').update(view.subarray(0, got)).digest('hex');
+    let held: ArrayBuffer | null = buffer;
+    return {
+      length: got,
+      sha256,
+      compress: async (level) => {
+        if (!held) throw new Error('segment buffer already released');
+        const moved = held;
+        held = null;
+        const { output, input } = await zstdCompressWhole(moved, got, level);
+        held = input;
+        return output;
+      },
+      release: () => {
+        if (held && spareBuffers.length < SPARE_BUFFERS) spareBuffers.push(held);
+        held = null;
+      },
+    };
+  } catch (err) {
+    if (buffer && spareBuffers.length < SPARE_BUFFERS) spareBuffers.push(buffer);
+    throw err;
   } finally {
     await handle.close();
   }
@@ -66,15 +96,14 @@ export async function pushWal(ctx: JobContext, source: string, path: string, rep
   // A segment is at most wal_segment_size (16 MiB by default); it is held once in memory and sent to every region.
   const segment = await readSegment(path);
   try {
-    return await pushBody(ctx, source, path, name, repoId, segment.body);
+    return await pushSegment(ctx, source, name, repoId, segment);
   } finally {
-    // Nothing reads the body after the push: zstd consumed it before the pipeline ended, or the push failed.
     segment.release();
   }
 }
 
-async function pushBody(ctx: JobContext, source: string, path: string, name: string, repoId: string, body: Buffer): Promise<WalPushResult> {
-  const sha256 = createHash('sha256').update(body).digest('hex');
+async function pushSegment(ctx: JobContext, source: string, name: string, repoId: string, segment: Segment): Promise<WalPushResult> {
+  const sha256 = segment.sha256;
   const key = walKey(source, name);
   const identity = walIdentity(repoId, source, name);
   const regions: WalPushResult['regions'] = {};
@@ -106,10 +135,11 @@ async function pushBody(ctx: JobContext, source: string, path: string, name: str
     try {
       // Object Lock: WAL is retained as long as the source's full backups are.
       const keepDays = policyFor(ctx.config.retention.policies, source, 'postgres', 'full').keepDays;
-      const written = await writeObjectStream(settings, {
+      const compressed = await segment.compress(settings.compressionLevel);
+      const written = await writeCompressedObject(settings, {
         key, identity, regions: missing, onRegionFailed: (region, error) => errors.set(region, error),
         retainUntil: new Date(ctx.clock.nowMs() + keepDays * 86_400_000),
-      }, Readable.from([body]));
+      }, compressed, segment.length);
       for (const o of written.regions) if (o.ok) regions[o.region] = 'stored';
     } catch (err) {
       if (!isCofreError(err, 'QUORUM_NOT_MET')) throw err;
@@ -123,9 +153,9 @@ async function pushBody(ctx: JobContext, source: string, path: string, name: str
       op: 'wal-push', path: key, hint: regionsOwed.map((r) => `${r}: ${errors.get(r) ?? 'not written'}`).join('; '),
     });
   }
-  ctx.catalog.recordWal(source, name, timelineOf(name), body.length, sha256,
+  ctx.catalog.recordWal(source, name, timelineOf(name), segment.length, sha256,
     ctx.regions.map((d) => ({ region: d.region, status: regions[d.region] === 'owed' ? 'owed' : 'complete', error: errors.get(d.region) ?? null })));
-  ctx.bus.emit('wal.pushed', { source, name, bytes: body.length, regionsOwed, alreadyStored: already > 0 && missing.length === 0 });
+  ctx.bus.emit('wal.pushed', { source, name, bytes: segment.length, regionsOwed, alreadyStored: already > 0 && missing.length === 0 });
   return { name, regions, regionsOwed };
 }
 

@@ -3,3 +3,4 @@ export * from './fanout.ts';
 export * from './read-object.ts';
 export * from './transforms.ts';
 export * from './write-object.ts';
+export * from './zstd-workers.ts';

@@ -1,5 +1,5 @@
 // Writes one object to every region in one pass: plaintext → zstd → encrypt → sha256 → fan-out.
-import { Readable } from 'node:stream';
+import { Readable, type Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Clock } from '../clock.ts';
 import type { Envelope, ObjectIdentity } from '../crypto/index.ts';
@@ -39,6 +39,18 @@ export interface ObjectTarget {
 /** Streams plaintext to all regions at once; memory stays bounded whatever the object size. */
 export async function writeObjectStream(settings: WriteSettings, target: ObjectTarget, plaintext: Readable): Promise<WrittenObject> {
   const plainTap = new CountTap();
+  const stored = await encryptToRegions(settings, target, [plaintext, plainTap, new Coalesce(), zstdCompress(settings.compressionLevel)]);
+  return { ...stored, plainBytes: plainTap.bytes };
+}
+
+/** Writes bytes already zstd-compressed (see zstd-workers.ts) of an object of `plainBytes`. */
+export async function writeCompressedObject(settings: WriteSettings, target: ObjectTarget, compressed: Buffer, plainBytes: number): Promise<WrittenObject> {
+  const stored = await encryptToRegions(settings, target, [Readable.from([compressed])]);
+  return { ...stored, plainBytes };
+}
+
+/** Runs compressed bytes from `stages` through encryption and a sha256 tap into every region. */
+async function encryptToRegions(settings: WriteSettings, target: ObjectTarget, stages: (Readable | Duplex)[]): Promise<Omit<WrittenObject, 'plainBytes'>> {
   const cipherTap = new HashTap();
   const fanout = new Fanout({
     key: target.key,
@@ -50,16 +62,8 @@ export async function writeObjectStream(settings: WriteSettings, target: ObjectT
     clock: settings.clock,
     onRegionFailed: target.onRegionFailed,
   });
-  await pipeline(
-    plaintext,
-    plainTap,
-    new Coalesce(),
-    zstdCompress(settings.compressionLevel),
-    settings.envelope.encryptStream(target.identity),
-    cipherTap,
-    fanout,
-  );
-  return { key: target.key, plainBytes: plainTap.bytes, size: cipherTap.bytes, sha256: cipherTap.sha256(), regions: fanout.outcomes() };
+  await pipeline([...stages, settings.envelope.encryptStream(target.identity), cipherTap, fanout]);
+  return { key: target.key, size: cipherTap.bytes, sha256: cipherTap.sha256(), regions: fanout.outcomes() };
 }
 
 /** Encrypts a small object (a manifest) once, into memory. */
