@@ -10,6 +10,7 @@ import { repositoryOf } from '../src/jobs/context.ts';
 import { runRestore } from '../src/jobs/restore.ts';
 import { runVerify } from '../src/jobs/verify.ts';
 import { readManifest } from '../src/repository/index.ts';
+import { fingerprintChecks } from '../src/sources/postgres/drill-checks.ts';
 import { tableFingerprints } from '../src/sources/postgres/fingerprint.ts';
 import { libpqEnv, parseConnUrl } from '../src/sources/postgres/libpq.ts';
 import { runCli } from './helpers/cli.ts';
@@ -161,5 +162,30 @@ describe('logical backup of a PostgreSQL cluster', () => {
     const physical = await runCli(['backup', 'db', '--method', 'physical'], { cwd: work, env });
     expect(physical.code).toBe(78);
     expect(physical.stderr).toContain('needs sources.db.pgdata');
+  });
+
+  it('checks fingerprints the way they were taken: md5 ones (manifests before h64) with md5', async () => {
+    const client = new pg.Client({ host: '127.0.0.1', port: source.port, user: 'postgres', database: 'shop' });
+    await client.connect();
+    let md5: Awaited<ReturnType<typeof tableFingerprints>>;
+    let h64: Awaited<ReturnType<typeof tableFingerprints>>;
+    try {
+      md5 = await tableFingerprints(client, 'md5');
+      h64 = await tableFingerprints(client);
+    } finally {
+      await client.end();
+    }
+    // An md5 set carries no method, as manifests written before h64 do.
+    expect(Object.values(md5).every((f) => f.method === undefined)).toBe(true);
+    expect(Object.values(h64).every((f) => f.method === 'h64')).toBe(true);
+    expect(md5['sales.orders']!.hash).not.toBe(h64['sales.orders']!.hash);
+    for (const expected of [md5, h64]) {
+      const [ok] = await fingerprintChecks(source.port, 'postgres', [{ name: 'shop', fingerprints: expected }]);
+      expect(ok).toMatchObject({ ok: true });
+      const tampered = { ...expected, 'sales.orders': { ...expected['sales.orders']!, hash: '12345' } };
+      const [bad] = await fingerprintChecks(source.port, 'postgres', [{ name: 'shop', fingerprints: tampered }]);
+      expect(bad!.ok).toBe(false);
+      expect(bad!.detail).toContain('sales.orders');
+    }
   });
 });

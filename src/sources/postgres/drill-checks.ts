@@ -6,7 +6,7 @@ import pg from 'pg';
 import type { DrillCheck } from '../../catalog/catalog.ts';
 import { messageOf } from '../../errors/index.ts';
 import type { TableFingerprint } from '../../repository/index.ts';
-import { tableFingerprints } from './fingerprint.ts';
+import { methodOf, tableFingerprints } from './fingerprint.ts';
 import { asUser } from './child.ts';
 import { binary } from './libpq.ts';
 
@@ -36,7 +36,8 @@ export async function fingerprintChecks(port: number, user: string, expected: { 
   const out: DrillCheck[] = [];
   for (const db of expected) {
     try {
-      const got = await withClient(port, user, db.name, tableFingerprints);
+      // Hashed the way the backup hashed them (older manifests: md5).
+      const got = await withClient(port, user, db.name, (c) => tableFingerprints(c, methodOf(db.fingerprints)));
       const differ: string[] = [];
       for (const [table, want] of Object.entries(db.fingerprints)) {
         const have = got[table];
