@@ -54,6 +54,8 @@ export class WalService {
   private okDir: string | null = null;
   private readonly watchers: FSWatcher[] = [];
   private scanQueued = false;
+  /** Sources whose `.pg_wal` is written (a data directory made after the daemon started is described later). */
+  private readonly described = new Set<string>();
 
   constructor(ctx: () => JobContext, clock: Clock, logger: Logger) {
     this.ctx = ctx;
@@ -149,14 +151,16 @@ export class WalService {
 
   /** `wal-ok/<source>/.pg_wal` names the directory whose segments the source's markers are about. */
   private describeSources(): void {
+    if (!this.okDir) return;
     for (const [source, src] of Object.entries(this.ctx().config.sources)) {
-      if (src.kind !== 'postgres' || !src.pgdata) continue;
+      if (src.kind !== 'postgres' || !src.pgdata || this.described.has(source)) continue;
       try {
-        const dir = join(this.okDir!, source);
+        const dir = join(this.okDir, source);
         mkdirSync(dir, { recursive: true });
         writeFileSync(join(dir, '.pg_wal'), `${realpathSync(join(src.pgdata, 'pg_wal'))}\n`, { mode: 0o644 });
+        this.described.add(source);
       } catch {
-        // no data directory (yet): wal-push for it goes to the daemon's socket
+        // no data directory yet: wal-push for it goes to the daemon's socket until a scan finds one
       }
     }
   }
@@ -198,6 +202,7 @@ export class WalService {
   /** Pushes every segment PostgreSQL marked ready, ahead of its archive_command. */
   pushAhead(): void {
     const ctx = this.ctx();
+    this.describeSources();
     for (const [source, src] of Object.entries(ctx.config.sources)) {
       if (src.kind !== 'postgres' || !src.pgdata) continue;
       const statusDir = join(src.pgdata, 'pg_wal', 'archive_status');
