@@ -22,17 +22,22 @@ export async function plaintextSha256(ctx: JobContext, driver: StorageDriver, ke
 
 /** The default wal_segment_size; larger segments get a buffer of their size. */
 const SEGMENT_BYTES = 16 * 1024 * 1024;
-/** Read buffers kept for the next pushes (the daemon pushes 4 at a time). */
+/** Read and compression buffers kept for the next pushes (the daemon pushes 4 at a time). */
 const SPARE_BUFFERS = 4;
 const spareBuffers: ArrayBuffer[] = [];
+const spareOutputs: ArrayBuffer[] = [];
+
+function keep(pool: ArrayBuffer[], buffer: ArrayBuffer | null): void {
+  if (buffer && buffer.byteLength > 0 && pool.length < SPARE_BUFFERS) pool.push(buffer);
+}
 
 /** A WAL file read whole into a reused buffer (see readSegment). */
 interface Segment {
   length: number;
   sha256: string;
-  /** The segment compressed in one pass (on a worker thread; the buffer travels there and back). */
+  /** The segment compressed in one pass (on a worker thread; the buffers travel there and back). */
   compress(level: number): Promise<Buffer>;
-  /** Hands the buffer back for the next segment; nothing may read it afterwards. */
+  /** Hands the buffers back for the next segment; nothing may read them (or the compressed bytes) afterwards. */
   release(): void;
 }
 
@@ -56,6 +61,7 @@ async function readSegment(path: string): Promise<Segment> {
     }
     const sha256 = createHash('sha256').update(view.subarray(0, got)).digest('hex');
     let held: ArrayBuffer | null = buffer;
+    let out: ArrayBuffer | null = null;
     return {
       length: got,
       sha256,
@@ -63,17 +69,20 @@ async function readSegment(path: string): Promise<Segment> {
         if (!held) throw new Error('segment buffer already released');
         const moved = held;
         held = null;
-        const { output, input } = await zstdCompressWhole(moved, got, level);
-        held = input;
-        return output;
+        // Room for zstd's worst case, so the output always lands in it (and it can be reused).
+        const r = await zstdCompressWhole(moved, got, level, spareOutputs.pop() ?? new ArrayBuffer(got + (got >> 7) + 65536));
+        held = r.input;
+        out = r.output;
+        return Buffer.from(r.output, 0, r.outputLength);
       },
       release: () => {
-        if (held && spareBuffers.length < SPARE_BUFFERS) spareBuffers.push(held);
-        held = null;
+        keep(spareBuffers, held);
+        keep(spareOutputs, out);
+        held = out = null;
       },
     };
   } catch (err) {
-    if (buffer && spareBuffers.length < SPARE_BUFFERS) spareBuffers.push(buffer);
+    keep(spareBuffers, buffer);
     throw err;
   } finally {
     await handle.close();

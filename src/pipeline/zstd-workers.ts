@@ -7,28 +7,45 @@ import { Worker } from 'node:worker_threads';
 
 const WORKERS = 2;
 
-/** The worker: compresses what it is sent and sends back the output and the input (both transferred, not copied). */
+/**
+ * The worker: compresses what it is sent and sends back the input and the output, both transferred, not copied.
+ * The output goes into the caller's buffer when one came and it is big enough, so the main thread allocates nothing.
+ */
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
 const { zstdCompressSync, constants } = require('node:zlib');
-parentPort.on('message', ({ id, input, length, level }) => {
+parentPort.on('message', ({ id, input, length, level, output }) => {
+  const back = output ? [input, output] : [input];
   try {
     const plain = Buffer.from(input, 0, length);
     const out = zstdCompressSync(plain, {
       params: { [constants.ZSTD_c_compressionLevel]: level, [constants.ZSTD_c_checksumFlag]: 1 },
       chunkSize: length + (length >> 7) + 65536,
     });
-    const owned = out.byteOffset === 0 && out.byteLength === out.buffer.byteLength ? out.buffer : out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength);
-    parentPort.postMessage({ id, input, output: owned }, [input, owned]);
+    if (output && output.byteLength >= out.length) {
+      Buffer.from(output).set(out);
+      parentPort.postMessage({ id, input, output, outputLength: out.length }, back);
+      return;
+    }
+    const owned = out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength);
+    parentPort.postMessage({ id, input, output: owned, outputLength: out.length }, [input, owned]);
   } catch (err) {
-    parentPort.postMessage({ id, input, error: String(err && err.message || err) }, [input]);
+    parentPort.postMessage({ id, input, output, error: String(err && err.message || err) }, back);
   }
 });
 `;
 
+export interface Compressed {
+  /** The input buffer, back from the worker. */
+  input: ArrayBuffer;
+  /** The buffer holding the output: the one passed in when it was big enough, else a new one. */
+  output: ArrayBuffer;
+  outputLength: number;
+}
+
 interface Pending {
   slot: Slot;
-  resolve: (r: { output: Buffer; input: ArrayBuffer }) => void;
+  resolve: (r: Compressed) => void;
   reject: (err: Error) => void;
 }
 
@@ -47,14 +64,14 @@ function slot(): Slot {
     // Idle workers never keep the process alive.
     worker.unref();
     const s: Slot = { worker, busy: 0 };
-    worker.on('message', (m: { id: number; input: ArrayBuffer; output?: ArrayBuffer; error?: string }) => {
+    worker.on('message', (m: { id: number; input: ArrayBuffer; output?: ArrayBuffer; outputLength?: number; error?: string }) => {
       s.busy--;
       if (s.busy === 0) worker.unref();
       const p = pending.get(m.id);
       pending.delete(m.id);
       if (!p) return;
       if (m.error !== undefined || !m.output) p.reject(new Error(`zstd: ${m.error ?? 'no output'}`));
-      else p.resolve({ output: Buffer.from(m.output), input: m.input });
+      else p.resolve({ input: m.input, output: m.output, outputLength: m.outputLength ?? m.output.byteLength });
     });
     worker.on('error', (err) => {
       // A worker that died fails what it held; the next call starts another.
@@ -72,17 +89,18 @@ function slot(): Slot {
 }
 
 /**
- * Compresses the first `length` bytes of `input` in one pass on a worker. The ArrayBuffer is moved to the worker
- * and back (never copied): until this resolves the caller must not touch it, and afterwards it uses the one
- * returned as `input`.
+ * Compresses the first `length` bytes of `input` in one pass on a worker, into `output` when given and big enough
+ * (a reused buffer: fresh 7-16 MiB buffers per WAL segment set off a full V8 GC about every segment). The buffers
+ * are moved to the worker and back (never copied): until this resolves the caller must not touch them, and
+ * afterwards it uses the ones returned.
  */
-export function zstdCompressWhole(input: ArrayBuffer, length: number, level: number): Promise<{ output: Buffer; input: ArrayBuffer }> {
+export function zstdCompressWhole(input: ArrayBuffer, length: number, level: number, output?: ArrayBuffer): Promise<Compressed> {
   return new Promise((resolve, reject) => {
     const s = slot();
     const id = nextId++;
     pending.set(id, { slot: s, resolve, reject });
     if (s.busy === 0) s.worker.ref();
     s.busy++;
-    s.worker.postMessage({ id, input, length, level }, [input]);
+    s.worker.postMessage({ id, input, length, level, output }, output ? [input, output] : [input]);
   });
 }
