@@ -73,15 +73,18 @@ function slot(): Slot {
       if (m.error !== undefined || !m.output) p.reject(new Error(`zstd: ${m.error ?? 'no output'}`));
       else p.resolve({ input: m.input, output: m.output, outputLength: m.outputLength ?? m.output.byteLength });
     });
-    worker.on('error', (err) => {
-      // A worker that died fails what it held; the next call starts another.
-      slots.splice(slots.indexOf(s), 1);
+    // A worker that died fails what it held; the next call starts another.
+    const fail = (err: Error): void => {
+      const at = slots.indexOf(s);
+      if (at >= 0) slots.splice(at, 1);
       for (const [id, p] of pending) {
         if (p.slot !== s) continue;
         pending.delete(id);
         p.reject(err);
       }
-    });
+    };
+    worker.on('error', fail);
+    worker.on('exit', (code) => fail(new Error(`zstd worker exited (code ${code})`)));
     slots.push(s);
     return s;
   }
