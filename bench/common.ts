@@ -39,3 +39,19 @@ export function median(values: number[]): number {
   const s = [...values].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;
 }
+
+/** MB/s of the median run over `mb` megabytes. */
+export function rateOf(t: Timed[], mb: number): number {
+  return mb / median(t.map((x) => x.seconds));
+}
+
+/** The highest peak RSS over the runs. */
+export function peakRss(t: Timed[]): number {
+  return Math.max(...t.map((x) => x.rssMb));
+}
+
+/** Prints `[what, MB/s, peak RSS MB]` rows as the Markdown table both benchmarks report. */
+export function printRates(rows: readonly (readonly [string, number, number])[]): void {
+  console.log('| what | MB/s | peak RSS MB |\n|---|---:|---:|');
+  for (const [name, mbps, peak] of rows) console.log(`| ${name} | ${mbps.toFixed(1)} | ${peak.toFixed(0)} |`);
+}

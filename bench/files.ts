@@ -6,7 +6,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { COFRE, median, need, RSS_LIMIT_MB, RUNS, TIME, timed, WORK, type Timed } from './common.ts';
+import { COFRE, need, peakRss, printRates, rateOf, RSS_LIMIT_MB, RUNS, TIME, timed, WORK, type Timed } from './common.ts';
 
 const TARGET_BYTES = Number(process.env.BENCH_BYTES ?? 1024 ** 3);
 
@@ -85,8 +85,8 @@ export function benchFiles(): void {
     rmSync(archive, { force: true });
     console.log(`run ${run}/${RUNS}: cofre backup ${cofre.backup.at(-1)!.seconds.toFixed(2)}s restore ${cofre.restore.at(-1)!.seconds.toFixed(2)}s; baseline backup ${base.backup.at(-1)!.seconds.toFixed(2)}s restore ${base.restore.at(-1)!.seconds.toFixed(2)}s`);
   }
-  const rate = (t: Timed[]) => mb / median(t.map((x) => x.seconds));
-  const rss = (t: Timed[]) => Math.max(...t.map((x) => x.rssMb));
+  const rate = (t: Timed[]) => rateOf(t, mb);
+  const rss = peakRss;
   const rows = [
     ['cofre full backup, 3 encrypted fs regions', rate(cofre.backup), rss(cofre.backup)],
     ['baseline tar|zstd -3|openssl, 1 copy', rate(base.backup), rss(base.backup)],
@@ -94,8 +94,7 @@ export function benchFiles(): void {
     ['baseline openssl -d|zstd -d|tar -x', rate(base.restore), rss(base.restore)],
   ] as const;
   console.log(`\ntree: ${(bytes / 1024 ** 3).toFixed(2)} GiB; median of ${RUNS} runs; peak RSS is the max over runs (baseline: sum of its processes)`);
-  console.log('| what | MB/s | peak RSS MB |\n|---|---:|---:|');
-  for (const [name, mbps, peak] of rows) console.log(`| ${name} | ${mbps.toFixed(1)} | ${peak.toFixed(0)} |`);
+  printRates(rows);
   const backupRatio = rate(cofre.backup) / rate(base.backup);
   const restoreRatio = rate(cofre.restore) / rate(base.restore);
   console.log(`\nbackup: cofre (3 copies) / baseline (1 copy) = ${backupRatio.toFixed(2)}x  target >= 1.00  ${backupRatio >= 1 ? 'MET' : 'NOT MET'}`);

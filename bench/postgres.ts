@@ -12,7 +12,7 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { stringify } from 'yaml';
-import { COFRE, median, need, RUNS, timed, type Timed } from './common.ts';
+import { COFRE, median, need, peakRss, printRates, rateOf, RUNS, timed, type Timed } from './common.ts';
 
 const BASE = process.env.BENCH_PG_DIR ?? '/var/tmp/cofre-bench-pg';
 const SCALE = Number(process.env.BENCH_PG_SCALE ?? 100);
@@ -189,8 +189,8 @@ EOF`);
       run(`rm -rf ${target}`);
       console.log(`run ${r}/${RUNS}: cofre backup ${cofre.backup.at(-1)!.seconds.toFixed(1)}s restore ${cofre.restore.at(-1)!.seconds.toFixed(1)}s; pgBackRest backup ${base.backup.at(-1)!.seconds.toFixed(1)}s restore ${base.restore.at(-1)!.seconds.toFixed(1)}s`);
     }
-    const rate = (t: Timed[]): number => mb / median(t.map((x) => x.seconds));
-    const rss = (t: Timed[]): number => Math.max(...t.map((x) => x.rssMb));
+    const rate = (t: Timed[]): number => rateOf(t, mb);
+    const rss = peakRss;
 
     // 2. Incremental after 2,000 transactions. The snapshot is the data files as the last full saw them.
     const snapshot = join(BASE, 'snapshot');
@@ -248,14 +248,13 @@ EOF`);
     }
 
     console.log(`\nPostgreSQL ${psql(port, 'SHOW server_version')}, pgbench -s ${SCALE}: ${(dataBytes / 1024 ** 3).toFixed(2)} GiB; median of ${RUNS} runs; peak RSS max over runs`);
-    console.log('| what | MB/s | peak RSS MB |\n|---|---:|---:|');
     const rowsOut = [
       ['cofre physical full, 3 encrypted fs regions', rate(cofre.backup), rss(cofre.backup)],
       ['pgBackRest 2.45 full, 1 repo (zst 3, aes-256-cbc, process-max 2)', rate(base.backup), rss(base.backup)],
       ['cofre restore (files, no recovery)', rate(cofre.restore), rss(cofre.restore)],
       ['pgBackRest restore', rate(base.restore), rss(base.restore)],
     ] as const;
-    for (const [name, mbps, peak] of rowsOut) console.log(`| ${name} | ${mbps.toFixed(1)} | ${peak.toFixed(0)} |`);
+    printRates(rowsOut);
     const backupRatio = rate(cofre.backup) / rate(base.backup);
     console.log(`\nphysical backup: cofre (3 copies) / pgBackRest (1 copy) = ${backupRatio.toFixed(2)}x  target >= 1.00  ${backupRatio >= 1 ? 'MET' : 'NOT MET'}`);
     console.log(`physical restore: cofre / pgBackRest = ${(rate(cofre.restore) / rate(base.restore)).toFixed(2)}x`);
