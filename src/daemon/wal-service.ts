@@ -19,7 +19,7 @@ export const READY_SCAN_INTERVAL_MS = 1_000;
 const SEEN_LIMIT = 4096;
 
 /** Beside the socket: one file per segment archived at quorum, named after it, holding its versionOf. */
-export const WAL_OK_DIR = 'wal-ok';
+const WAL_OK_DIR = 'wal-ok';
 
 function seconds(ns: bigint): string {
   return `${ns / 1_000_000_000n}.${String(ns % 1_000_000_000n).padStart(9, '0')}`;
@@ -29,7 +29,7 @@ function seconds(ns: bigint): string {
  * What identifies one version of a file without reading it: device, inode, size, mtime and ctime to the
  * nanosecond, exactly as `stat -L -c '%d:%i:%s:%.9Y:%.9Z'` prints them (bin/cofre compares the two).
  */
-export function versionOf(st: BigIntStats): string {
+function versionOf(st: BigIntStats): string {
   return `${st.dev}:${st.ino}:${st.size}:${seconds(st.mtimeNs)}:${seconds(st.ctimeNs)}`;
 }
 
@@ -127,6 +127,7 @@ export class WalService {
     if (versionOf(await stat(path, { bigint: true })) === before) await this.remember(source, path, before);
   }
 
+  /** Whether the catalog holds the segment with complete copies in at least quorum regions (none: not archived). */
   private durable(source: string, name: string): boolean {
     const ctx = this.ctx();
     return ctx.catalog.walCopies(source, name).filter((c) => c.status === 'complete').length >= ctx.quorum;
@@ -218,7 +219,7 @@ export class WalService {
       this.ready.set(source, names.length);
       for (const name of names) {
         // Already durable: nothing to do ahead; archive_command's own request checks the bytes.
-        if (ctx.catalog.getWal(source, name) && this.durable(source, name)) continue;
+        if (this.durable(source, name)) continue;
         this.push(source, join(src.pgdata, 'pg_wal', name)).catch((err: unknown) => {
           // archive_command will ask again; a vanished file was archived and recycled meanwhile.
           if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.logger.warn({ source, segment: name, err: messageOf(err) }, 'push-ahead failed');
