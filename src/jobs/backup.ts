@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { CofreError, messageOf } from '../errors/index.ts';
-import { sealBuffer, sha256Hex, writeObjectStream, writeSealed } from '../pipeline/index.ts';
+import { ObjectWriter, sealBuffer, sha256Hex, writeObjectStream, writeSealed, type ObjectTarget, type WrittenObject } from '../pipeline/index.ts';
 import {
   backupIdFor,
   manifestIdentity,
@@ -16,7 +16,7 @@ import {
   type ManifestObject,
   type PhysicalInfo,
 } from '../repository/index.ts';
-import type { SourceCaptureInput } from '../sources/capture.ts';
+import type { OpenObject, SourceCaptureInput } from '../sources/capture.ts';
 import { captureFiles, prepareFiles } from '../sources/files/backup.ts';
 import { captureLogical } from '../sources/postgres/logical.ts';
 import { parseLsn, segmentName, segmentsBetween } from '../sources/postgres/lsn.ts';
@@ -143,17 +143,27 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
     };
     const settings = writeSettings(ctx);
     const skipped: { path: string; reason: string }[] = [];
+    const targetOf = (name: string): ObjectTarget => ({
+      key: objectKey(args.source, id, name), identity: packIdentity(repoId, args.source, id, name), regions: [...live.values()],
+      retainUntil: new Date(retention.expiresAt), onRegionFailed: (region, error) => dropRegion(region, error, name),
+    });
+    const recordObject = (name: string, written: WrittenObject): ManifestObject => {
+      ctx.catalog.recordObject(id, name, written.size, written.sha256);
+      return { name, size: written.size, sha256: written.sha256, plainBytes: written.plainBytes };
+    };
     const input: SourceCaptureInput = {
       backupId: id, packSizeBytes: ctx.config.pipeline.packSizeBytes, signal: args.signal,
-      write: async (name: string, plaintext: Readable): Promise<ManifestObject> => {
-        const key = objectKey(args.source, id, name);
-        const written = await writeObjectStream(settings, {
-          key, identity: packIdentity(repoId, args.source, id, name), regions: [...live.values()], retainUntil: new Date(retention.expiresAt),
-          onRegionFailed: (region, error) => dropRegion(region, error, name),
-        }, plaintext);
-        ctx.catalog.recordObject(id, name, written.size, written.sha256);
-        return { name, size: written.size, sha256: written.sha256, plainBytes: written.plainBytes };
+      open: (name: string): OpenObject => {
+        const writer = new ObjectWriter(settings, targetOf(name));
+        return {
+          space: () => writer.space(),
+          filled: (n) => writer.filled(n),
+          write: (bytes) => writer.write(bytes),
+          abort: (err) => writer.abort(err),
+          end: async () => recordObject(name, await writer.end()),
+        };
       },
+      write: async (name: string, plaintext: Readable): Promise<ManifestObject> => recordObject(name, await writeObjectStream(settings, targetOf(name), plaintext)),
       onSkip: (path, reason) => {
         skipped.push({ path, reason });
         ctx.bus.emit('source.skipped', { source: args.source, path, reason });

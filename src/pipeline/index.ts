@@ -4,3 +4,4 @@ export * from './read-object.ts';
 export * from './transforms.ts';
 export * from './write-object.ts';
 export * from './zstd-workers.ts';
+export * from './zstd-frames.ts';

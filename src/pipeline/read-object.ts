@@ -5,7 +5,8 @@ import { pipeline } from 'node:stream/promises';
 import type { Envelope, ObjectIdentity } from '../crypto/index.ts';
 import { CofreError, isCofreError, messageOf } from '../errors/index.ts';
 import type { StorageDriver } from '../storage/index.ts';
-import { HashTap, zstdDecompress } from './transforms.ts';
+import { HashTap } from './transforms.ts';
+import { zstdDecompressFrames } from './zstd-frames.ts';
 
 export interface ExpectedObject {
   key: string;
@@ -35,7 +36,7 @@ export async function readObjectFrom<T>(
   const source = await driver.read(expected.key);
   const tap = new HashTap();
   const decrypt = envelope.decryptStream(expected.identity, driver.region);
-  const plain = zstdDecompress();
+  const plain = zstdDecompressFrames();
   const consumed = consume(plain);
   // If the consumer fails first, tear the pipeline down so it does not wait forever.
   consumed.catch((err: unknown) => plain.destroy(err as Error));

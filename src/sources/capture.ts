@@ -1,11 +1,22 @@
 // What every source kind hands the backup job: the objects it stored and what the manifest records about them.
 import type { Readable } from 'node:stream';
+import type { PlainSink } from '../pipeline/index.ts';
 import type { ManifestEntry, ManifestObject, Manifest } from '../repository/index.ts';
+
+/** One object being filled with plaintext (in every live region at once). */
+export interface OpenObject extends PlainSink {
+  /** Stores the rest and returns what the manifest records for the object. */
+  end(): Promise<ManifestObject>;
+  /** Abandons it: no region keeps any of it. */
+  abort(err: Error): void;
+}
 
 export interface SourceCaptureInput {
   backupId: string;
   packSizeBytes: number;
-  /** Stores one object (in every live region) and returns what the manifest records for it. */
+  /** Opens one object to fill (packs, written in place). */
+  open: (name: string) => OpenObject;
+  /** Stores one object from a stream (in every live region) and returns what the manifest records for it. */
   write: (name: string, plaintext: Readable) => Promise<ManifestObject>;
   signal?: AbortSignal;
   onSkip: (path: string, reason: string) => void;

@@ -24,7 +24,7 @@ export async function prepareFiles(src: FilesSourceConfig): Promise<void> {
 }
 
 export async function captureFiles(src: FilesSourceConfig, input: SourceCaptureInput, parent: Manifest | null): Promise<SourceCapture> {
-  const packs = new PackBuilder(input.packSizeBytes, { write: input.write }, packName);
+  const packs = new PackBuilder(input.packSizeBytes, { open: input.open }, packName);
   try {
     const captured = await captureTree({
       root: src.path, exclude: src.exclude, backupId: input.backupId, packs, signal: input.signal, onSkip: input.onSkip,
@@ -33,7 +33,7 @@ export async function captureFiles(src: FilesSourceConfig, input: SourceCaptureI
     await packs.close();
     return { method: 'files', objects: packs.objects, entries: captured.entries, stats: captured.stats };
   } catch (err) {
-    packs.abort(err as Error);
+    await packs.abort(err as Error);
     throw err;
   }
 }

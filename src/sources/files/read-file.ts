@@ -2,6 +2,7 @@
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { open } from 'node:fs/promises';
+import type { PlainSink } from '../../pipeline/index.ts';
 
 export const FILE_READ_CHUNK_BYTES = 1024 * 1024;
 /** Files up to this size are read whole in one go (and ahead of time, see capture.ts). */
@@ -89,6 +90,39 @@ export function readFileExactly(abs: string, size: number): FileRead {
       return { sha256: digest, changed };
     },
   };
+}
+
+/**
+ * Reads exactly `size` bytes of a file straight into the room the sink hands out (no buffer of its own), hashing
+ * them; a file that shrank while read is padded with zeros and reported as changed.
+ */
+export async function readFileInto(abs: string, size: number, sink: PlainSink): Promise<{ sha256: string; changed: boolean }> {
+  const hash = createHash('sha256');
+  let changed = false;
+  const handle = await open(abs, 'r');
+  try {
+    for (let pos = 0; pos < size;) {
+      const room = await sink.space();
+      const want = Math.min(room.length, size - pos);
+      let got = 0;
+      while (got < want) {
+        const { bytesRead } = await handle.read(room, got, want - got, pos + got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+      if (got < want) {
+        changed = true;
+        room.fill(0, got, want);
+      }
+      hash.update(room.subarray(0, want));
+      sink.filled(want);
+      pos += want;
+    }
+    if ((await handle.stat()).size !== size) changed = true;
+  } finally {
+    await handle.close();
+  }
+  return { sha256: hash.digest('hex'), changed };
 }
 
 export async function hashFile(abs: string, size: number): Promise<string> {

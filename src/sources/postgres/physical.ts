@@ -80,7 +80,7 @@ export async function capturePhysical(src: PostgresSourceConfig, pgdata: string,
   const conn = parseConnUrl(src.url, 'backup');
   const client = new pg.Client(clientConfig(conn));
   await client.connect();
-  const packs = new PackBuilder(input.packSizeBytes, { write: input.write }, packName);
+  const packs = new PackBuilder(input.packSizeBytes, { open: input.open }, packName);
   try {
     const one = async <T>(sql: string, params: unknown[] = []): Promise<T> => (await client.query(sql, params)).rows[0] as T;
     const { num, version } = await one<{ num: string; version: string }>(`SELECT current_setting('server_version_num') AS num, current_setting('server_version') AS version`);
@@ -130,7 +130,7 @@ export async function capturePhysical(src: PostgresSourceConfig, pgdata: string,
       },
     };
   } catch (err) {
-    packs.abort(err as Error);
+    await packs.abort(err as Error);
     throw err;
   } finally {
     await client.end().catch(() => undefined);

@@ -1,0 +1,156 @@
+// zstd objects of one frame or many. Streams are written as independent frames of up to BLOCK_BYTES each, so each
+// can be compressed in one pass on a worker (see write-object.ts); Node's zstd decoder stops at the end of the first
+// frame, so reading walks the frame structure (RFC 8878 §3.1) and decodes each frame with a decoder of its own.
+// Objects written as one streamed frame (before multi-frame packs, and manifests and WAL today) read the same way.
+import { Duplex, Readable } from 'node:stream';
+import { createZstdDecompress, type ZstdOptions } from 'node:zlib';
+import { PIPELINE_CHUNK_BYTES } from './transforms.ts';
+
+const FRAME_MAGIC = 0xfd2fb528;
+const MAX_BLOCK_BYTES = 128 * 1024;
+const DICTIONARY_ID_BYTES = [0, 1, 2, 4];
+const CONTENT_SIZE_BYTES = [0, 2, 4, 8];
+
+type Field = 'magic' | 'descriptor' | 'blockHeader';
+
+/**
+ * Finds where each zstd frame ends without decoding it: reads the frame header's descriptor and each block's
+ * 3-byte header, and skips over everything else. Fields split across chunks are gathered byte by byte.
+ */
+export class FrameParser {
+  private field: Field | null = 'magic';
+  private fieldSize = 4;
+  private fieldRead = 0;
+  private value = 0;
+  private skip = 0;
+  /** What follows the skipped bytes. */
+  private after: Field | 'checksum' | 'end' = 'magic';
+  private checksum = false;
+  private lastBlock = false;
+
+  /** True between frames (nothing of a frame consumed yet): the only place a stream may end. */
+  atFrameStart(): boolean {
+    return this.field === 'magic' && this.fieldRead === 0 && this.skip === 0;
+  }
+
+  /**
+   * Consumes bytes of the current frame from chunk[offset..]. Returns how many belong to it and whether the frame
+   * ended within them; the caller hands the rest to the next frame.
+   */
+  consume(chunk: Buffer, offset: number): { used: number; end: boolean } {
+    let at = offset;
+    while (at < chunk.length) {
+      if (this.skip > 0) {
+        const n = Math.min(this.skip, chunk.length - at);
+        this.skip -= n;
+        at += n;
+        if (this.skip === 0 && this.next(this.after)) return { used: at - offset, end: true };
+        continue;
+      }
+      this.value += chunk[at]! * 2 ** (8 * this.fieldRead);
+      this.fieldRead++;
+      at++;
+      if (this.fieldRead === this.fieldSize && this.fieldDone()) return { used: at - offset, end: true };
+    }
+    return { used: at - offset, end: false };
+  }
+
+  private expect(field: Field, size: number): void {
+    this.field = field;
+    this.fieldSize = size;
+    this.fieldRead = 0;
+    this.value = 0;
+  }
+
+  private skipThen(n: number, after: Field | 'checksum' | 'end'): boolean {
+    this.field = null;
+    this.after = after;
+    this.skip = n;
+    return n === 0 ? this.next(after) : false;
+  }
+
+  /** Moves to `what`; true when that is the frame's end. */
+  private next(what: Field | 'checksum' | 'end'): boolean {
+    if (what === 'checksum') return this.skipThen(4, 'end');
+    if (what === 'end') {
+      this.expect('magic', 4);
+      return true;
+    }
+    this.expect(what, what === 'magic' ? 4 : what === 'descriptor' ? 1 : 3);
+    return false;
+  }
+
+  /** Acts on a field read whole; true when the frame ended. */
+  private fieldDone(): boolean {
+    const v = this.value;
+    switch (this.field) {
+      case 'magic':
+        if (v !== FRAME_MAGIC) throw new Error(`not a zstd frame (magic number 0x${v.toString(16).padStart(8, '0')})`);
+        return this.next('descriptor');
+      case 'descriptor': {
+        if (v & 0x08) throw new Error('zstd frame header has its reserved bit set');
+        const singleSegment = (v >> 5) & 1;
+        const contentSizeFlag = v >> 6;
+        this.checksum = ((v >> 2) & 1) === 1;
+        const headerRest = (singleSegment ? 0 : 1) + DICTIONARY_ID_BYTES[v & 3]!
+          + (contentSizeFlag === 0 ? singleSegment : CONTENT_SIZE_BYTES[contentSizeFlag]!);
+        return this.skipThen(headerRest, 'blockHeader');
+      }
+      case 'blockHeader': {
+        this.lastBlock = (v & 1) === 1;
+        const type = (v >> 1) & 3;
+        const size = v >>> 3;
+        if (type === 3 || (type !== 1 && size > MAX_BLOCK_BYTES)) throw new Error('zstd block header is invalid');
+        const after = this.lastBlock ? (this.checksum ? 'checksum' : 'end') : 'blockHeader';
+        return this.skipThen(type === 1 ? 1 : size, after);
+      }
+      default:
+        throw new Error('zstd frame parser in an impossible state');
+    }
+  }
+}
+
+/**
+ * Decompresses a stream of one or more zstd frames. Each frame goes through its own streaming decoder, so
+ * memory stays bounded by the decoder's buffers whatever the frame size; a stream that ends inside a frame fails.
+ */
+export function zstdDecompressFrames(): Duplex {
+  return Duplex.from(async function* (source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+    const input = source[Symbol.asyncIterator]();
+    const parser = new FrameParser();
+    let rest: Buffer | null = null;
+    const nextChunk = async (): Promise<Buffer | null> => {
+      if (rest) {
+        const chunk = rest;
+        rest = null;
+        return chunk;
+      }
+      for (;;) {
+        const r = await input.next();
+        if (r.done) return null;
+        if ((r.value as Buffer).length > 0) return r.value as Buffer;
+      }
+    };
+    async function* frame(): AsyncGenerator<Buffer> {
+      for (;;) {
+        const chunk = await nextChunk();
+        if (chunk === null) throw new Error('zstd data ends inside a frame (truncated)');
+        const { used, end } = parser.consume(chunk, 0);
+        if (used < chunk.length) rest = chunk.subarray(used);
+        yield used < chunk.length ? chunk.subarray(0, used) : chunk;
+        if (end) return;
+      }
+    }
+    for (;;) {
+      const first = await nextChunk();
+      if (first === null) return;
+      rest = first;
+      const pieces = Readable.from(frame(), { objectMode: false });
+      const decoder = createZstdDecompress({ chunkSize: PIPELINE_CHUNK_BYTES, highWaterMark: 2 * PIPELINE_CHUNK_BYTES } as ZstdOptions);
+      pieces.on('error', (err) => decoder.destroy(err));
+      pieces.pipe(decoder);
+      for await (const out of decoder) yield out as Buffer;
+      if (!parser.atFrameStart()) throw new Error('zstd frame decoded before its end');
+    }
+  });
+}

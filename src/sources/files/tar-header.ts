@@ -1,0 +1,102 @@
+// POSIX tar (pax) headers for packs, written straight into the pipeline's blocks: a ustar header when the entry
+// fits one (ASCII path of up to 100 bytes, or 255 split at a '/'; link target up to 100), else a pax extended
+// header carrying the path and link target, then the ustar header. GNU tar and tar-stream read both.
+import type { WalkEntry } from './walk.ts';
+
+export const TAR_BLOCK = 512;
+/** The end of an archive: two zero blocks. */
+export const TAR_END = Buffer.alloc(2 * TAR_BLOCK);
+
+const TYPE_FLAG = { file: '0', symlink: '2', dir: '5', pax: 'x' } as const;
+
+interface Fields {
+  name: string;
+  prefix: string;
+  linkname: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtimeSeconds: number;
+  type: keyof typeof TYPE_FLAG;
+}
+
+/** Octal in `digits` digits and a space, as tar writes it; all sevens when it does not fit. */
+function octal(value: number, digits: number): string {
+  const text = Math.max(0, value).toString(8);
+  return text.length > digits ? `${'7'.repeat(digits)} ` : `${text.padStart(digits, '0')} `;
+}
+
+function ustar(f: Fields): Buffer {
+  const block = Buffer.alloc(TAR_BLOCK);
+  block.write(f.name, 0, 100, 'latin1');
+  block.write(octal(f.mode & 0o7777, 6), 100, 'latin1');
+  block.write(octal(f.uid, 6), 108, 'latin1');
+  block.write(octal(f.gid, 6), 116, 'latin1');
+  if (f.size.toString(8).length > 11) {
+    // Base-256 (GNU, read by every modern tar) for 8 GiB and more.
+    block[124] = 0x80;
+    let n = f.size;
+    for (let i = 11; i > 0; i--) {
+      block[124 + i] = n % 256;
+      n = Math.floor(n / 256);
+    }
+  } else {
+    block.write(octal(f.size, 11), 124, 'latin1');
+  }
+  block.write(octal(f.mtimeSeconds, 11), 136, 'latin1');
+  block.write(TYPE_FLAG[f.type], 156, 'latin1');
+  block.write(f.linkname, 157, 100, 'latin1');
+  block.write('ustar\u000000', 257, 'latin1');
+  block.write(octal(0, 6), 329, 'latin1');
+  block.write(octal(0, 6), 337, 'latin1');
+  block.write(f.prefix, 345, 155, 'latin1');
+  let sum = 8 * 32;
+  for (let i = 0; i < TAR_BLOCK; i++) if (i < 148 || i >= 156) sum += block[i]!;
+  block.write(octal(sum, 6), 148, 'latin1');
+  return block;
+}
+
+/** Splits a path into ustar's name and prefix, or null when it cannot be stored there. */
+function splitPath(path: string): { name: string; prefix: string } | null {
+  if (!/^[\x20-\x7e]*$/.test(path)) return null;
+  if (path.length <= 100) return { name: path, prefix: '' };
+  // The prefix takes the longest leading part (up to 155 bytes) that leaves a name of 100 or less.
+  for (let cut = path.indexOf('/'); cut !== -1 && cut <= 155; cut = path.indexOf('/', cut + 1)) {
+    if (path.length - cut - 1 <= 100 && cut > 0) return { name: path.slice(cut + 1), prefix: path.slice(0, cut) };
+  }
+  return null;
+}
+
+/** One pax record: "<length> key=value\n", the length counting itself. */
+function paxRecord(key: string, value: string): string {
+  const body = ` ${key}=${value}\n`;
+  const bytes = Buffer.byteLength(body);
+  let length = bytes + String(bytes).length;
+  if (String(length).length !== String(bytes).length) length = bytes + String(length).length;
+  return `${length}${body}`;
+}
+
+/** Zeros that pad `size` bytes of member data to whole tar blocks. */
+export function tarPadding(size: number): Buffer {
+  const rest = size % TAR_BLOCK;
+  return rest === 0 ? Buffer.alloc(0) : Buffer.alloc(TAR_BLOCK - rest);
+}
+
+/** The header blocks of one member whose data is `size` bytes (0 for directories and symlinks). */
+export function tarHeader(entry: WalkEntry, size: number): Buffer {
+  const type = entry.type === 'dir' ? 'dir' : entry.type === 'symlink' ? 'symlink' : 'file';
+  const path = type === 'dir' ? `${entry.path}/` : entry.path;
+  const linkname = entry.type === 'symlink' ? (entry.target ?? '') : '';
+  const common = { mode: entry.mode, uid: entry.uid, gid: entry.gid, mtimeSeconds: Number(entry.mtimeNs / 1_000_000_000n) };
+  const split = splitPath(path);
+  const linkFits = /^[\x20-\x7e]*$/.test(linkname) && linkname.length <= 100;
+  if (split && linkFits) return ustar({ ...common, ...split, linkname, size, type });
+  const pax = Buffer.from(`${split ? '' : paxRecord('path', path)}${linkFits ? '' : paxRecord('linkpath', linkname)}`);
+  return Buffer.concat([
+    ustar({ ...common, name: 'PaxHeader', prefix: '', linkname: '', size: pax.length, type: 'pax' }),
+    pax,
+    tarPadding(pax.length),
+    ustar({ ...common, name: split?.name ?? 'PaxHeader', prefix: split?.prefix ?? '', linkname: linkFits ? linkname : 'PaxHeader', size, type }),
+  ]);
+}

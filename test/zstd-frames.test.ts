@@ -1,0 +1,46 @@
+// Objects of many zstd frames (one per 4 MiB block) and of one streamed frame (older packs, manifests) read alike;
+// a stream cut inside a frame, or bytes that are no zstd frame, fail instead of ending early.
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { zstdCompressSync, constants } from 'node:zlib';
+import { describe, expect, it } from 'vitest';
+import { zstdCompress, zstdDecompressFrames } from '../src/pipeline/index.ts';
+
+async function decode(chunks: Buffer[]): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const part of Readable.from(chunks, { objectMode: false }).pipe(zstdDecompressFrames())) parts.push(part as Buffer);
+  return Buffer.concat(parts);
+}
+
+async function streamed(plain: Buffer): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const part of Readable.from([plain]).pipe(zstdCompress(3))) parts.push(part as Buffer);
+  return Buffer.concat(parts);
+}
+
+const text = (n: number): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => `line ${i} of the log\n`).join(''));
+
+describe('zstdDecompressFrames', () => {
+  it('decodes consecutive frames (compressed, raw, checksummed or not) whatever the chunking', async () => {
+    const pieces = [text(20_000), randomBytes(300_000), Buffer.alloc(200_000, 7), Buffer.alloc(0), text(5)];
+    const frames = pieces.map((p, i) => zstdCompressSync(p, { params: { [constants.ZSTD_c_checksumFlag]: i % 2 } }));
+    const whole = Buffer.concat(frames);
+    const want = Buffer.concat(pieces);
+    expect((await decode([whole])).equals(want)).toBe(true);
+    // Every split point of the first frame's header and block headers, then coarse splits.
+    for (let cut = 1; cut < 40; cut++) expect((await decode([whole.subarray(0, cut), whole.subarray(cut)])).equals(want)).toBe(true);
+    const bytewise = Array.from({ length: 3000 }, (_, i) => whole.subarray(i, i + 1));
+    expect((await decode([...bytewise, whole.subarray(3000)])).equals(want)).toBe(true);
+  });
+
+  it('decodes one frame written by a zstd stream (objects stored before frames per block)', async () => {
+    const plain = text(400_000);
+    expect((await decode([await streamed(plain)])).equals(plain)).toBe(true);
+  });
+
+  it('fails on a stream cut inside a frame and on bytes that are not zstd', async () => {
+    const whole = Buffer.concat([zstdCompressSync(text(1000)), zstdCompressSync(text(2000))]);
+    await expect(decode([whole.subarray(0, whole.length - 3)])).rejects.toThrow(/truncated/);
+    await expect(decode([Buffer.concat([whole, Buffer.from('trailing garbage')])])).rejects.toThrow(/not a zstd frame/);
+  });
+});
