@@ -8,10 +8,18 @@ export class HashTap extends Transform {
   bytes = 0;
   private readonly hash: Hash = createHash('sha256');
   private digest: string | null = null;
+  private readonly onBytes: ((total: number) => void) | undefined;
+
+  /** onBytes hears the running count after each chunk. */
+  constructor(onBytes?: (total: number) => void) {
+    super();
+    this.onBytes = onBytes;
+  }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
     this.bytes += chunk.length;
     this.hash.update(chunk);
+    this.onBytes?.(this.bytes);
     callback(null, chunk);
   }
 

@@ -1,8 +1,8 @@
-// Writes one object to every region in one pass: plaintext → zstd (a frame per 4 MiB block) → encrypt → sha256 → fan-out.
+// Writes one object to every region in one pass: plaintext → zstd (a frame per 2 MiB block) → encrypt → sha256 → fan-out.
 import { Readable, type Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Clock } from '../clock.ts';
-import type { Envelope, ObjectIdentity } from '../crypto/index.ts';
+import { FRAME_LENGTH_BYTES, type Envelope, type ObjectIdentity } from '../crypto/index.ts';
 import { messageOf } from '../errors/index.ts';
 import { createOrMatch, type StorageDriver } from '../storage/index.ts';
 import { Fanout, type RegionOutcome } from './fanout.ts';
@@ -53,10 +53,11 @@ function fanoutFor(settings: WriteSettings, target: ObjectTarget): Fanout {
 /**
  * Plaintext per zstd frame. Each block is compressed whole, in one pass, on a worker (zstd-workers.ts): ~20% less
  * CPU than Node's zstd stream, which copies its input through zstd's window, and off the main thread. At level 3
- * zstd's window is 2 MiB, so independent 4 MiB frames lose next to nothing in ratio. Readers walk the frames
- * (zstd-frames.ts).
+ * zstd's window is 2 MiB, so independent 2 MiB frames cost nothing measurable in ratio (the 1 GiB bench tree:
+ * 562,044 KB stored with 2 MiB blocks, 562,076 KB with 4 MiB) and hold half the memory (peak RSS 256-265 MB
+ * against 299-304 MB). Readers walk the frames (zstd-frames.ts).
  */
-export const BLOCK_BYTES = 4 * 1024 * 1024;
+export const BLOCK_BYTES = 2 * 1024 * 1024;
 /** Blocks being compressed per object: one per worker and one queued, so a worker never waits for the next. */
 const BLOCKS_IN_FLIGHT = 3;
 /**
@@ -65,6 +66,25 @@ const BLOCKS_IN_FLIGHT = 3;
  */
 const SPARE_BLOCKS = BLOCKS_IN_FLIGHT + 1;
 const spareBlocks: SharedArrayBuffer[] = [];
+
+/** Room for zstd's worst case on a block: the workers compress straight into it. */
+const OUTPUT_BYTES = BLOCK_BYTES + (BLOCK_BYTES >> 7) + 65536;
+/**
+ * Compressed frames are reused too, once the encryption has surely read them. The ESDK message format fixes
+ * that point: every frame but the last holds FRAME_LENGTH_BYTES of input and adds 32 bytes (sequence number, IV,
+ * tag), after a header shorter than a frame; a frame's ciphertext is pushed only after all its input went through
+ * the cipher. So once C ciphertext bytes came out, at least (floor(C / (F + 32)) - 2) * F input bytes are consumed
+ * (one frame for the header, one of margin). Without this, every compressed frame was a fresh buffer: ~550 MB of
+ * garbage per GiB of backup, a full GC every ~64 MB of it.
+ */
+const SPARE_OUTPUTS = BLOCKS_IN_FLIGHT + 4;
+/** Frames up to this size are copied rather than lent (see emitOldest). */
+const SMALL_OUTPUT_BYTES = FRAME_LENGTH_BYTES;
+const spareOutputs: SharedArrayBuffer[] = [];
+
+function consumedBy(cipherBytes: number): number {
+  return (Math.floor(cipherBytes / (FRAME_LENGTH_BYTES + 32)) - 2) * FRAME_LENGTH_BYTES;
+}
 
 /** Where plaintext goes: filled in place (a file read straight into the block) or copied in. */
 export interface PlainSink {
@@ -84,20 +104,26 @@ export class ObjectWriter implements PlainSink {
   private readonly level: number;
   private readonly key: string;
   private readonly encrypt: Duplex;
-  private readonly cipherTap = new HashTap();
+  private readonly cipherTap: HashTap;
+  /** Compressed frames handed to the encryption, with the offset of their end in its input; oldest first. */
+  private readonly lent: { end: number; output: ArrayBuffer | SharedArrayBuffer }[] = [];
+  private compressedBytes = 0;
   private readonly fanout: Fanout;
   private readonly stored: Promise<void>;
   private failure: Error | null = null;
   private block: SharedArrayBuffer | null = null;
   private fill = 0;
   private plainBytes = 0;
-  private readonly compressing: Promise<Compressed<SharedArrayBuffer>>[] = [];
+  private readonly compressing: Promise<Compressed<SharedArrayBuffer, SharedArrayBuffer>>[] = [];
 
   constructor(settings: WriteSettings, target: ObjectTarget) {
     this.level = settings.compressionLevel;
     this.key = target.key;
     this.fanout = fanoutFor(settings, target);
     this.encrypt = settings.envelope.encryptStream(target.identity);
+    this.cipherTap = new HashTap((cipherBytes) => this.reclaim(consumedBy(cipherBytes)));
+    // All ciphertext out: every frame was read, long before the regions finish storing.
+    this.cipherTap.once('finish', () => this.reclaim(Infinity));
     this.stored = pipeline(this.encrypt, this.cipherTap, this.fanout);
     this.stored.catch((err: unknown) => {
       this.failure ??= err as Error;
@@ -147,8 +173,16 @@ export class ObjectWriter implements PlainSink {
     this.encrypt.destroy(err);
   }
 
+  /** Takes back the compressed frames the encryption has read up to `consumed`. */
+  private reclaim(consumed: number): void {
+    while (this.lent.length > 0 && this.lent[0]!.end <= consumed) {
+      const { output } = this.lent.shift()!;
+      if (spareOutputs.length < SPARE_OUTPUTS && output instanceof SharedArrayBuffer) spareOutputs.push(output);
+    }
+  }
+
   private submit(): void {
-    const compressing = zstdCompressWhole(this.block!, this.fill, this.level);
+    const compressing = zstdCompressWhole(this.block!, this.fill, this.level, spareOutputs.pop() ?? new SharedArrayBuffer(OUTPUT_BYTES));
     // Observed here; a failure is raised where the frame is awaited, in order.
     compressing.catch(() => undefined);
     this.compressing.push(compressing);
@@ -160,7 +194,17 @@ export class ObjectWriter implements PlainSink {
     const done = await this.compressing.shift()!;
     if (spareBlocks.length < SPARE_BLOCKS) spareBlocks.push(done.input);
     if (this.failure) throw this.failure;
-    if (this.encrypt.write(Buffer.from(done.output, 0, done.outputLength))) return;
+    this.compressedBytes += done.outputLength;
+    let frame = Buffer.from(done.output, 0, done.outputLength);
+    if (done.outputLength <= SMALL_OUTPUT_BYTES) {
+      // A small frame (well-compressed text) is copied out and its worst-case-sized buffer reused at once: lent
+      // out, ten frames of compressed logs would hold 20 MiB of buffers for 1.5 MiB of data.
+      frame = Buffer.from(frame);
+      if (spareOutputs.length < SPARE_OUTPUTS && done.output instanceof SharedArrayBuffer) spareOutputs.push(done.output);
+    } else {
+      this.lent.push({ end: this.compressedBytes, output: done.output });
+    }
+    if (this.encrypt.write(frame)) return;
     await new Promise<void>((resolve, reject) => {
       const drained = (): void => {
         this.encrypt.off('close', closed);

@@ -53,40 +53,45 @@ function compressInto(plain, level, out) {
   }
   return out.length - availOut;
 }
-parentPort.on('message', ({ id, input: source, length, level, output }) => {
-  // A SharedArrayBuffer input is the caller's still: it is neither moved nor sent back.
-  const input = source instanceof SharedArrayBuffer ? undefined : source;
-  const back = [input, output].filter((b) => b instanceof ArrayBuffer);
+parentPort.on('message', ({ id, input: inBuf, length, level, output: outBuf }) => {
+  // SharedArrayBuffers stay the caller's: read or written in place, never sent back. ArrayBuffers were moved here
+  // and go back.
+  const movedIn = inBuf instanceof ArrayBuffer ? inBuf : undefined;
+  const movedOut = outBuf instanceof ArrayBuffer ? outBuf : undefined;
+  const back = [movedIn, movedOut].filter(Boolean);
   try {
-    const plain = Buffer.from(source, 0, length);
-    if (output && output.byteLength >= bound(length)) {
-      const outputLength = compressInto(plain, level, Buffer.from(output));
-      parentPort.postMessage({ id, input, output, outputLength }, back);
+    const plain = Buffer.from(inBuf, 0, length);
+    if (outBuf && outBuf.byteLength >= bound(length)) {
+      const outputLength = compressInto(plain, level, Buffer.from(outBuf));
+      parentPort.postMessage({ id, input: movedIn, output: movedOut, outputLength }, back);
       return;
     }
     if (scratch.byteLength < bound(length)) scratch = new ArrayBuffer(bound(length));
     const outputLength = compressInto(plain, level, Buffer.from(scratch, 0, bound(length)));
     const owned = scratch.slice(0, outputLength);
-    parentPort.postMessage({ id, input, output: owned, outputLength }, [...back.filter((b) => b !== output), owned]);
+    parentPort.postMessage({ id, input: movedIn, output: owned, outputLength }, movedIn ? [movedIn, owned] : [owned]);
   } catch (err) {
-    parentPort.postMessage({ id, input, output, error: String(err && err.message || err) }, back);
+    parentPort.postMessage({ id, input: movedIn, output: movedOut, error: String(err && err.message || err) }, back);
   }
 });
 `;
 
-export interface Compressed<In extends ArrayBuffer | SharedArrayBuffer = ArrayBuffer> {
+type Bytes = ArrayBuffer | SharedArrayBuffer;
+
+export interface Compressed<In extends Bytes = ArrayBuffer, Out extends Bytes = ArrayBuffer> {
   /** The input buffer, back from the worker (a SharedArrayBuffer is simply the caller's own). */
   input: In;
   /** The buffer holding the output: the one passed in when it had room for zstd's worst case, else one of its size. */
-  output: ArrayBuffer;
+  output: Out | ArrayBuffer;
   outputLength: number;
 }
 
 interface Pending {
   slot: Slot;
-  /** The input when it was shared, not moved. */
-  shared?: SharedArrayBuffer;
-  resolve: (r: Compressed<ArrayBuffer | SharedArrayBuffer>) => void;
+  /** The input and output when they were shared, not moved. */
+  sharedIn?: SharedArrayBuffer;
+  sharedOut?: SharedArrayBuffer;
+  resolve: (r: Compressed<Bytes, Bytes>) => void;
   reject: (err: Error) => void;
 }
 
@@ -111,8 +116,9 @@ function slot(): Slot {
       const p = pending.get(m.id);
       pending.delete(m.id);
       if (!p) return;
-      if (m.error !== undefined || !m.output) p.reject(new Error(`zstd: ${m.error ?? 'no output'}`));
-      else p.resolve({ input: (p.shared ?? m.input)!, output: m.output, outputLength: m.outputLength ?? m.output.byteLength });
+      const output = m.output ?? p.sharedOut;
+      if (m.error !== undefined || !output) p.reject(new Error(`zstd: ${m.error ?? 'no output'}`));
+      else p.resolve({ input: (p.sharedIn ?? m.input)!, output, outputLength: m.outputLength ?? output.byteLength });
     });
     // A worker that died fails what it held; the next call starts another.
     const fail = (err: Error): void => {
@@ -137,19 +143,20 @@ function slot(): Slot {
  * for zstd's worst case (length + length/128 + 64 KiB)
  * (a reused buffer: fresh 7-16 MiB buffers per WAL segment set off a full V8 GC about every segment). ArrayBuffers
  * are moved to the worker and back (never copied): until this resolves the caller must not touch them, and
- * afterwards it uses the ones returned. A SharedArrayBuffer input is only shared, and stays the caller's: V8 counts
- * every buffer that arrives in a message as newly allocated memory, so 4 MiB blocks moved to and fro set off a full
- * GC every ~64 MB of data (a 1 GiB backup: 36 full GCs, 2.7 s of the GC threads' CPU).
+ * afterwards it uses the ones returned. SharedArrayBuffers are only shared, and stay the caller's: V8 counts every
+ * buffer that arrives in a message as newly allocated memory, so blocks moved to and fro set off a full GC
+ * every ~64 MB of data.
  */
-export function zstdCompressWhole<In extends ArrayBuffer | SharedArrayBuffer>(input: In, length: number, level: number, output?: ArrayBuffer): Promise<Compressed<In>> {
+export function zstdCompressWhole<In extends Bytes, Out extends Bytes = ArrayBuffer>(input: In, length: number, level: number, output?: Out): Promise<Compressed<In, Out>> {
   return new Promise((resolve, reject) => {
     const s = slot();
     const id = nextId++;
-    const shared = input instanceof SharedArrayBuffer ? input : undefined;
-    pending.set(id, { slot: s, ...(shared ? { shared } : {}), resolve: resolve as (r: Compressed<ArrayBuffer | SharedArrayBuffer>) => void, reject });
+    const sharedIn = input instanceof SharedArrayBuffer ? input : undefined;
+    const sharedOut = output instanceof SharedArrayBuffer ? output : undefined;
+    pending.set(id, { slot: s, ...(sharedIn ? { sharedIn } : {}), ...(sharedOut ? { sharedOut } : {}), resolve: resolve as (r: Compressed<Bytes, Bytes>) => void, reject });
     if (s.busy === 0) s.worker.ref();
     s.busy++;
-    const moved = [shared ? undefined : input, output].filter((b): b is ArrayBuffer => b instanceof ArrayBuffer);
+    const moved = ([input, output] as (Bytes | undefined)[]).filter((b): b is ArrayBuffer => b instanceof ArrayBuffer);
     s.worker.postMessage({ id, input, length, level, output }, moved);
   });
 }
