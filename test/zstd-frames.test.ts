@@ -33,9 +33,16 @@ describe('zstdDecompressFrames', () => {
     expect((await decode([...bytewise, whole.subarray(3000)])).equals(want)).toBe(true);
   });
 
-  it('decodes one frame written by a zstd stream (objects stored before frames per block)', async () => {
-    const plain = text(400_000);
-    expect((await decode([await streamed(plain)])).equals(plain)).toBe(true);
+  it('decodes one frame written by a zstd stream (objects stored before frames per block), small or large', async () => {
+    const small = text(100_000);
+    expect((await decode([await streamed(small)])).equals(small)).toBe(true);
+    // Over the size gathered for one call: streamed through a decoder of its own, then the next frame as usual.
+    const large = Buffer.concat([randomBytes(9 * 1024 * 1024), text(50_000)]);
+    const twoFrames = Buffer.concat([await streamed(large), zstdCompressSync(small)]);
+    expect(twoFrames.length).toBeGreaterThan(9 * 1024 * 1024);
+    const chunks = [];
+    for (let at = 0; at < twoFrames.length; at += 1 << 20) chunks.push(twoFrames.subarray(at, at + (1 << 20)));
+    expect((await decode(chunks)).equals(Buffer.concat([large, small]))).toBe(true);
   });
 
   it('fails on a stream cut inside a frame and on bytes that are not zstd', async () => {

@@ -1,9 +1,9 @@
 // zstd objects of one frame or many. Streams are written as independent frames of up to BLOCK_BYTES each, so each
 // can be compressed in one pass on a worker (see write-object.ts); Node's zstd decoder stops at the end of the first
-// frame, so reading walks the frame structure (RFC 8878 §3.1) and decodes each frame with a decoder of its own.
+// frame, so reading walks the frame structure (RFC 8878 §3.1) and decodes each frame by itself.
 // Objects written as one streamed frame (before multi-frame packs, and manifests and WAL today) read the same way.
 import { Duplex, Readable } from 'node:stream';
-import { createZstdDecompress, type ZstdOptions } from 'node:zlib';
+import { createZstdDecompress, zstdDecompress, type ZstdOptions } from 'node:zlib';
 import { PIPELINE_CHUNK_BYTES } from './transforms.ts';
 
 const FRAME_MAGIC = 0xfd2fb528;
@@ -110,9 +110,13 @@ export class FrameParser {
   }
 }
 
+/** Frames up to this compressed size are gathered and decoded in one call; larger ones (older packs) stream. */
+const ONE_CALL_FRAME_BYTES = 8 * 1024 * 1024;
+
 /**
- * Decompresses a stream of one or more zstd frames. Each frame goes through its own streaming decoder, so
- * memory stays bounded by the decoder's buffers whatever the frame size; a stream that ends inside a frame fails.
+ * Decompresses a stream of one or more zstd frames. A frame of up to ONE_CALL_FRAME_BYTES (every frame of a
+ * multi-frame object) is gathered and decoded in one call on the libuv pool; a larger one goes through a streaming
+ * decoder of its own, so memory stays bounded whatever the frame size. A stream that ends inside a frame fails.
  */
 export function zstdDecompressFrames(): Duplex {
   return Duplex.from(async function* (source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
@@ -131,20 +135,39 @@ export function zstdDecompressFrames(): Duplex {
         if ((r.value as Buffer).length > 0) return r.value as Buffer;
       }
     };
-    async function* frame(): AsyncGenerator<Buffer> {
-      for (;;) {
-        const chunk = await nextChunk();
-        if (chunk === null) throw new Error('zstd data ends inside a frame (truncated)');
-        const { used, end } = parser.consume(chunk, 0);
-        if (used < chunk.length) rest = chunk.subarray(used);
-        yield used < chunk.length ? chunk.subarray(0, used) : chunk;
-        if (end) return;
-      }
-    }
+    /** The next piece of the current frame, and whether it is the frame's last. */
+    const nextPiece = async (): Promise<{ piece: Buffer; end: boolean }> => {
+      const chunk = await nextChunk();
+      if (chunk === null) throw new Error('zstd data ends inside a frame (truncated)');
+      const { used, end } = parser.consume(chunk, 0);
+      if (used < chunk.length) rest = chunk.subarray(used);
+      return { piece: used < chunk.length ? chunk.subarray(0, used) : chunk, end };
+    };
     for (;;) {
       const first = await nextChunk();
       if (first === null) return;
       rest = first;
+      const held: Buffer[] = [];
+      let heldBytes = 0;
+      let ended = false;
+      while (!ended && heldBytes <= ONE_CALL_FRAME_BYTES) {
+        const { piece, end } = await nextPiece();
+        held.push(piece);
+        heldBytes += piece.length;
+        ended = end;
+      }
+      if (ended) {
+        yield await decodeWhole(held.length === 1 ? held[0]! : Buffer.concat(held, heldBytes));
+        continue;
+      }
+      async function* frame(): AsyncGenerator<Buffer> {
+        yield* held.splice(0);
+        for (let end = false; !end;) {
+          const next = await nextPiece();
+          end = next.end;
+          yield next.piece;
+        }
+      }
       const pieces = Readable.from(frame(), { objectMode: false });
       const decoder = createZstdDecompress({ chunkSize: PIPELINE_CHUNK_BYTES, highWaterMark: 2 * PIPELINE_CHUNK_BYTES } as ZstdOptions);
       pieces.on('error', (err) => decoder.destroy(err));
@@ -153,4 +176,12 @@ export function zstdDecompressFrames(): Duplex {
       if (!parser.atFrameStart()) throw new Error('zstd frame decoded before its end');
     }
   });
+}
+
+/** Output room per call: a whole block's plaintext (write-object.ts), so a frame decodes into one buffer. */
+const ONE_CALL_OUTPUT_BYTES = 2 * 1024 * 1024 + 64 * 1024;
+
+function decodeWhole(frame: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) =>
+    zstdDecompress(frame, { chunkSize: ONE_CALL_OUTPUT_BYTES } as ZstdOptions, (err, out) => (err ? reject(err) : resolve(out))));
 }
