@@ -1,7 +1,7 @@
 // Reads exactly the size a file had when walked, hashing it; a file that shrank is padded and reported.
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, readSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import type { PlainSink } from '../../pipeline/index.ts';
 
 export const FILE_READ_CHUNK_BYTES = 1024 * 1024;
@@ -45,6 +45,22 @@ export async function readSmallFile(abs: string, size: number): Promise<SmallFil
   }
 }
 
+/**
+ * Fills `buf` from the file at `pos`. A file that shrank while being read leaves zeros in the rest (so a tar member
+ * keeps its declared size); returns true then.
+ */
+async function fillFrom(handle: FileHandle, buf: Buffer, pos: number): Promise<boolean> {
+  let got = 0;
+  while (got < buf.length) {
+    const { bytesRead } = await handle.read(buf, got, buf.length - got, pos + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  if (got === buf.length) return false;
+  buf.fill(0, got);
+  return true;
+}
+
 /** Streams a large file in 1 MiB chunks, reading the next chunk while the current one is being processed. */
 export function readFileExactly(abs: string, size: number): FileRead {
   const hash = createHash('sha256');
@@ -54,19 +70,8 @@ export function readFileExactly(abs: string, size: number): FileRead {
     const handle = await open(abs, 'r');
     try {
       const readAt = async (pos: number): Promise<Buffer> => {
-        const want = Math.min(FILE_READ_CHUNK_BYTES, size - pos);
-        const buf = Buffer.allocUnsafe(want);
-        let got = 0;
-        while (got < want) {
-          const { bytesRead } = await handle.read(buf, got, want - got, pos + got);
-          if (bytesRead === 0) break;
-          got += bytesRead;
-        }
-        if (got < want) {
-          // The file shrank while being read: keep the tar entry the declared size with zeros.
-          changed = true;
-          buf.fill(0, got);
-        }
+        const buf = Buffer.allocUnsafe(Math.min(FILE_READ_CHUNK_BYTES, size - pos));
+        if (await fillFrom(handle, buf, pos)) changed = true;
         return buf;
       };
       let pos = 0;
@@ -103,20 +108,11 @@ export async function readFileInto(abs: string, size: number, sink: PlainSink): 
   try {
     for (let pos = 0; pos < size;) {
       const room = await sink.space();
-      const want = Math.min(room.length, size - pos);
-      let got = 0;
-      while (got < want) {
-        const { bytesRead } = await handle.read(room, got, want - got, pos + got);
-        if (bytesRead === 0) break;
-        got += bytesRead;
-      }
-      if (got < want) {
-        changed = true;
-        room.fill(0, got, want);
-      }
-      hash.update(room.subarray(0, want));
-      sink.filled(want);
-      pos += want;
+      const piece = room.subarray(0, Math.min(room.length, size - pos));
+      if (await fillFrom(handle, piece, pos)) changed = true;
+      hash.update(piece);
+      sink.filled(piece.length);
+      pos += piece.length;
     }
     if ((await handle.stat()).size !== size) changed = true;
   } finally {
