@@ -5,6 +5,8 @@ import { open, type FileHandle } from 'node:fs/promises';
 import type { PlainSink } from '../../pipeline/index.ts';
 
 export const FILE_READ_CHUNK_BYTES = 1024 * 1024;
+/** Reads straight into a pack's block go in pieces of this size, one ahead of the hashing. */
+const READ_PIECE_BYTES = 512 * 1024;
 /** Files up to this size are read whole in one go (and ahead of time, see capture.ts). */
 export const SMALL_FILE_BYTES = 1024 * 1024;
 
@@ -108,11 +110,19 @@ export async function readFileInto(abs: string, size: number, sink: PlainSink): 
   try {
     for (let pos = 0; pos < size;) {
       const room = await sink.space();
-      const piece = room.subarray(0, Math.min(room.length, size - pos));
-      if (await fillFrom(handle, piece, pos)) changed = true;
-      hash.update(piece);
-      sink.filled(piece.length);
-      pos += piece.length;
+      const take = Math.min(room.length, size - pos);
+      // In pieces, the next one read (on the libuv pool) while this one is hashed: one read at a time left the
+      // main thread waiting on each (~1.3 s idle of 6.6 s for the 1 GiB bench tree).
+      let next: Promise<boolean> | null = fillFrom(handle, room.subarray(0, Math.min(READ_PIECE_BYTES, take)), pos);
+      for (let at = 0; next;) {
+        const end = Math.min(at + READ_PIECE_BYTES, take);
+        if (await next) changed = true;
+        next = end < take ? fillFrom(handle, room.subarray(end, Math.min(end + READ_PIECE_BYTES, take)), pos + end) : null;
+        hash.update(room.subarray(at, end));
+        at = end;
+      }
+      sink.filled(take);
+      pos += take;
     }
     if ((await handle.stat()).size !== size) changed = true;
   } finally {
