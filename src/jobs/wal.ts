@@ -22,12 +22,16 @@ export async function plaintextSha256(ctx: JobContext, driver: StorageDriver, ke
 
 /** The default wal_segment_size; larger segments get a buffer of their size. */
 const SEGMENT_BYTES = 16 * 1024 * 1024;
-/** Read and compression buffers kept for the next pushes (the daemon pushes 4 at a time). */
+/**
+ * Read and compression buffers kept for the next pushes (the daemon pushes 4 at a time). SharedArrayBuffers, which
+ * the compression workers read and write in place: moved there and back, each 16 MiB buffer counted as newly
+ * allocated memory on every return and set off a full GC every few segments.
+ */
 const SPARE_BUFFERS = 4;
-const spareBuffers: ArrayBuffer[] = [];
-const spareOutputs: ArrayBuffer[] = [];
+const spareBuffers: SharedArrayBuffer[] = [];
+const spareOutputs: SharedArrayBuffer[] = [];
 
-function keep(pool: ArrayBuffer[], buffer: ArrayBuffer | null): void {
+function keep(pool: SharedArrayBuffer[], buffer: SharedArrayBuffer | null): void {
   if (buffer && buffer.byteLength > 0 && pool.length < SPARE_BUFFERS) pool.push(buffer);
 }
 
@@ -35,7 +39,7 @@ function keep(pool: ArrayBuffer[], buffer: ArrayBuffer | null): void {
 interface Segment {
   length: number;
   sha256: string;
-  /** The segment compressed in one pass (on a worker thread; the buffers travel there and back). */
+  /** The segment compressed in one pass (on a worker thread, which reads and writes the shared buffers in place). */
   compress(level: number): Promise<Buffer>;
   /** Hands the buffers back for the next segment; nothing may read them (or the compressed bytes) afterwards. */
   release(): void;
@@ -47,11 +51,11 @@ interface Segment {
  */
 async function readSegment(path: string): Promise<Segment> {
   const handle = await open(path, 'r');
-  let buffer: ArrayBuffer | null = null;
+  let buffer: SharedArrayBuffer | null = null;
   try {
     const size = (await handle.stat()).size;
     buffer = spareBuffers.pop() ?? null;
-    if (!buffer || buffer.byteLength < size) buffer = new ArrayBuffer(Math.max(size, SEGMENT_BYTES));
+    if (!buffer || buffer.byteLength < size) buffer = new SharedArrayBuffer(Math.max(size, SEGMENT_BYTES));
     const view = Buffer.from(buffer);
     let got = 0;
     while (got < size) {
@@ -60,19 +64,18 @@ async function readSegment(path: string): Promise<Segment> {
       got += bytesRead;
     }
     const sha256 = createHash('sha256').update(view.subarray(0, got)).digest('hex');
-    let held: ArrayBuffer | null = buffer;
-    let out: ArrayBuffer | null = null;
+    let held: SharedArrayBuffer | null = buffer;
+    let out: SharedArrayBuffer | null = null;
     return {
       length: got,
       sha256,
       compress: async (level) => {
         if (!held) throw new Error('segment buffer already released');
-        const moved = held;
-        held = null;
         // Room for zstd's worst case, so the output always lands in it (and it can be reused).
-        const r = await zstdCompressWhole(moved, got, level, spareOutputs.pop() ?? new ArrayBuffer(got + (got >> 7) + 65536));
-        held = r.input;
-        out = r.output;
+        let room = spareOutputs.pop();
+        if (!room || room.byteLength < got + (got >> 7) + 65536) room = new SharedArrayBuffer(got + (got >> 7) + 65536);
+        out = room;
+        const r = await zstdCompressWhole(held, got, level, room);
         return Buffer.from(r.output, 0, r.outputLength);
       },
       release: () => {
