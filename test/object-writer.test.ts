@@ -2,7 +2,12 @@
 // read): objects of every shape, incompressible ones spanning many lent frames above all, must read back exact.
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PackBuilder } from '../src/sources/files/pack-builder.ts';
+import type { WalkEntry } from '../src/sources/files/walk.ts';
 import { ObjectWriter, readObjectFrom, sha256Hex, writeObjectStream } from '../src/pipeline/index.ts';
 import { writeSettings } from '../src/jobs/context.ts';
 import { testConfig } from './helpers/config.ts';
@@ -69,5 +74,45 @@ describe('ObjectWriter', () => {
     }
     await writer.end();
     expect(sha256Hex(await readBack('objects/in-place', 'in-place'))).toBe(want.digest('hex'));
+  });
+});
+
+describe('PackBuilder', () => {
+  it('refuses a large file that vanished before its header, leaving the pack whole', async () => {
+    const settings = writeSettings(ctx);
+    const packs = new PackBuilder(64 * 1024 * 1024, {
+      open: (name) => {
+        const writer = new ObjectWriter(settings, { key: `packs/${name}`, identity: identity(name), regions: ctx.regions });
+        return {
+          space: () => writer.space(), filled: (n) => writer.filled(n), write: (b) => writer.write(b), abort: (e) => writer.abort(e),
+          end: async () => ({ name, size: 0, sha256: '', plainBytes: (await writer.end()).plainBytes }),
+        };
+      },
+    }, (i) => `p${i}`);
+    const file = (name: string, size: number): WalkEntry => ({
+      path: name, abs: join(dir, name), type: 'file', mode: 0o640, uid: 0, gid: 0, mtimeNs: 0n, ctimeNs: 0n, ino: 0n, size,
+    });
+    const body = randomBytes(3 * 1024 * 1024 + 5);
+    writeFileSync(join(dir, 'kept.bin'), body);
+    await expect(packs.addFile(file('gone.bin', 2 * 1024 * 1024))).rejects.toMatchObject({ code: 'ENOENT' });
+    const kept = await packs.addFile(file('kept.bin', body.length));
+    expect(kept.sha256).toBe(sha256Hex(body));
+    await packs.close();
+    const members = await readObjectFrom(ctx.envelope, ctx.regions[0]!, { key: 'packs/p0', identity: identity('p0') }, async (plain) => {
+      const extract = tar.extract();
+      const seen: { name: string; body: Buffer }[] = [];
+      const done = (async () => {
+        for await (const item of extract) {
+          const parts: Buffer[] = [];
+          for await (const chunk of item) parts.push(chunk as Buffer);
+          seen.push({ name: item.header.name, body: Buffer.concat(parts) });
+        }
+      })();
+      plain.pipe(extract);
+      await done;
+      return seen;
+    });
+    expect(members.map((m) => m.name)).toEqual(['kept.bin']);
+    expect(members[0]!.body.equals(body)).toBe(true);
   });
 });

@@ -1,5 +1,6 @@
 // Packs changed files into tar (pax) objects of bounded size, written in place into the pipeline's blocks.
 import { createHash } from 'node:crypto';
+import { open } from 'node:fs/promises';
 import { CofreError } from '../../errors/index.ts';
 import type { ManifestObject } from '../../repository/index.ts';
 import type { OpenObject } from '../capture.ts';
@@ -65,13 +66,21 @@ export class PackBuilder {
     return { pack, sha256: file.sha256, changed: file.changed };
   }
 
-  /** Reads a large file straight into the pack; returns the hash of what was stored and the pack holding it. */
+  /**
+   * Reads a large file straight into the pack; returns the hash of what was stored and the pack holding it. The file
+   * is opened before its header is written: one that vanished is refused (ENOENT) with the pack still whole.
+   */
   async addFile(entry: WalkEntry): Promise<{ pack: string; sha256: string; changed: boolean }> {
-    let read = { sha256: '', changed: false };
-    const pack = await this.member(entry, entry.size, async (out) => {
-      read = await readFileInto(entry.abs, entry.size, out);
-    });
-    return { pack, ...read };
+    const handle = await open(entry.abs, 'r');
+    try {
+      let read = { sha256: '', changed: false };
+      const pack = await this.member(entry, entry.size, async (out) => {
+        read = await readFileInto(handle, entry.size, out);
+      });
+      return { pack, ...read };
+    } finally {
+      await handle.close();
+    }
   }
 
   /** Stores `size` bytes under the entry's path that are not the file's own (a physical backup's changed pages). */

@@ -100,34 +100,29 @@ export function readFileExactly(abs: string, size: number): FileRead {
 }
 
 /**
- * Reads exactly `size` bytes of a file straight into the room the sink hands out (no buffer of its own), hashing
- * them; a file that shrank while read is padded with zeros and reported as changed.
+ * Reads exactly `size` bytes of an open file straight into the room the sink hands out (no buffer of its own),
+ * hashing them; a file that shrank while read is padded with zeros and reported as changed.
  */
-export async function readFileInto(abs: string, size: number, sink: PlainSink): Promise<{ sha256: string; changed: boolean }> {
+export async function readFileInto(handle: FileHandle, size: number, sink: PlainSink): Promise<{ sha256: string; changed: boolean }> {
   const hash = createHash('sha256');
   let changed = false;
-  const handle = await open(abs, 'r');
-  try {
-    for (let pos = 0; pos < size;) {
-      const room = await sink.space();
-      const take = Math.min(room.length, size - pos);
-      // In pieces, the next one read (on the libuv pool) while this one is hashed: one read at a time left the
-      // main thread waiting on each (~1.3 s idle of 6.6 s for the 1 GiB bench tree).
-      let next: Promise<boolean> | null = fillFrom(handle, room.subarray(0, Math.min(READ_PIECE_BYTES, take)), pos);
-      for (let at = 0; next;) {
-        const end = Math.min(at + READ_PIECE_BYTES, take);
-        if (await next) changed = true;
-        next = end < take ? fillFrom(handle, room.subarray(end, Math.min(end + READ_PIECE_BYTES, take)), pos + end) : null;
-        hash.update(room.subarray(at, end));
-        at = end;
-      }
-      sink.filled(take);
-      pos += take;
+  for (let pos = 0; pos < size;) {
+    const room = await sink.space();
+    const take = Math.min(room.length, size - pos);
+    // In pieces, the next one read (on the libuv pool) while this one is hashed: one read at a time left the
+    // main thread waiting on each (~1.3 s idle of 6.6 s for the 1 GiB bench tree).
+    let next: Promise<boolean> | null = fillFrom(handle, room.subarray(0, Math.min(READ_PIECE_BYTES, take)), pos);
+    for (let at = 0; next;) {
+      const end = Math.min(at + READ_PIECE_BYTES, take);
+      if (await next) changed = true;
+      next = end < take ? fillFrom(handle, room.subarray(end, Math.min(end + READ_PIECE_BYTES, take)), pos + end) : null;
+      hash.update(room.subarray(at, end));
+      at = end;
     }
-    if ((await handle.stat()).size !== size) changed = true;
-  } finally {
-    await handle.close();
+    sink.filled(take);
+    pos += take;
   }
+  if ((await handle.stat()).size !== size) changed = true;
   return { sha256: hash.digest('hex'), changed };
 }
 
