@@ -2,11 +2,12 @@
 // read): objects of every shape, incompressible ones spanning many lent frames above all, must read back exact.
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PackBuilder } from '../src/sources/files/pack-builder.ts';
+import { DELTA_BUFFER_BYTES, PAGE_BYTES, pageLevel } from '../src/sources/postgres/pages.ts';
 import type { WalkEntry } from '../src/sources/files/walk.ts';
 import { ObjectWriter, readObjectFrom, sha256Hex, writeObjectStream } from '../src/pipeline/index.ts';
 import { writeSettings } from '../src/jobs/context.ts';
@@ -77,18 +78,41 @@ describe('ObjectWriter', () => {
   });
 });
 
+/** The members of a stored pack, read back through tar-stream as restores do. */
+async function readMembers(key: string, name: string): Promise<{ name: string; body: Buffer }[]> {
+  return readObjectFrom(ctx.envelope, ctx.regions[0]!, { key, identity: identity(name) }, async (plain) => {
+    const extract = tar.extract();
+    const seen: { name: string; body: Buffer }[] = [];
+    const done = (async () => {
+      for await (const item of extract) {
+        const parts: Buffer[] = [];
+        for await (const chunk of item) parts.push(chunk as Buffer);
+        seen.push({ name: item.header.name, body: Buffer.concat(parts) });
+      }
+    })();
+    plain.pipe(extract);
+    await done;
+    return seen;
+  });
+}
+
+/** Packs written under `<dir>/<prefix><n>` in the test context's regions. */
+function packBuilder(dir: string, prefix: string): PackBuilder {
+  const settings = writeSettings(ctx);
+  return new PackBuilder(64 * 1024 * 1024, {
+    open: (name) => {
+      const writer = new ObjectWriter(settings, { key: `${dir}/${name}`, identity: identity(name), regions: ctx.regions });
+      return {
+        space: () => writer.space(), filled: (n) => writer.filled(n), write: (b) => writer.write(b), abort: (e) => writer.abort(e),
+        end: async () => ({ name, size: 0, sha256: '', plainBytes: (await writer.end()).plainBytes }),
+      };
+    },
+  }, (i) => `${prefix}${i}`);
+}
+
 describe('PackBuilder', () => {
   it('refuses a large file that vanished before its header, leaving the pack whole', async () => {
-    const settings = writeSettings(ctx);
-    const packs = new PackBuilder(64 * 1024 * 1024, {
-      open: (name) => {
-        const writer = new ObjectWriter(settings, { key: `packs/${name}`, identity: identity(name), regions: ctx.regions });
-        return {
-          space: () => writer.space(), filled: (n) => writer.filled(n), write: (b) => writer.write(b), abort: (e) => writer.abort(e),
-          end: async () => ({ name, size: 0, sha256: '', plainBytes: (await writer.end()).plainBytes }),
-        };
-      },
-    }, (i) => `p${i}`);
+    const packs = packBuilder('packs', 'p');
     const file = (name: string, size: number): WalkEntry => ({
       path: name, abs: join(dir, name), type: 'file', mode: 0o640, uid: 0, gid: 0, mtimeNs: 0n, ctimeNs: 0n, ino: 0n, size,
     });
@@ -98,21 +122,32 @@ describe('PackBuilder', () => {
     const kept = await packs.addFile(file('kept.bin', body.length));
     expect(kept.sha256).toBe(sha256Hex(body));
     await packs.close();
-    const members = await readObjectFrom(ctx.envelope, ctx.regions[0]!, { key: 'packs/p0', identity: identity('p0') }, async (plain) => {
-      const extract = tar.extract();
-      const seen: { name: string; body: Buffer }[] = [];
-      const done = (async () => {
-        for await (const item of extract) {
-          const parts: Buffer[] = [];
-          for await (const chunk of item) parts.push(chunk as Buffer);
-          seen.push({ name: item.header.name, body: Buffer.concat(parts) });
-        }
-      })();
-      plain.pipe(extract);
-      await done;
-      return seen;
-    });
+    const members = await readMembers('packs/p0', 'p0');
     expect(members.map((m) => m.name)).toEqual(['kept.bin']);
     expect(members[0]!.body.equals(body)).toBe(true);
+  });
+});
+
+describe('pageLevel', () => {
+  it('stores the changed pages of a relation file too large to hold, read back from the file into the pack', async () => {
+    const packs = packBuilder('pages', 'q');
+    // Pages with an LSN past `since` are taken; more of them than DELTA_BUFFER_BYTES, so they are read again.
+    const pages = (2 * DELTA_BUFFER_BYTES) / PAGE_BYTES;
+    const body = randomBytes(pages * PAGE_BYTES);
+    for (let i = 0; i < pages; i++) body.writeUInt32LE(i % 3 === 0 ? 0 : 9, i * PAGE_BYTES); // xlogid 9: changed
+    mkdirSync(join(dir, 'base', '5'), { recursive: true });
+    writeFileSync(join(dir, 'base', '5', '16384'), body);
+    const file: WalkEntry = {
+      path: 'base/5/16384', abs: join(dir, 'base', '5', '16384'), type: 'file', mode: 0o600, uid: 0, gid: 0, mtimeNs: 0n, ctimeNs: 0n, ino: 7n, size: body.length,
+    };
+    const old = { path: file.path, type: 'file' as const, mode: 0o600, uid: 0, gid: 0, mtimeNs: '0', ctimeNs: '0', ino: '7', size: body.length, sha256: 'x', loc: { backup: 'b0', pack: 'p0' } };
+    const level = pageLevel(packs, 'b1', 5n << 32n);
+    const stored = await level.store(file, old, { path: file.path, type: 'file', mode: 0o600, uid: 0, gid: 0, mtimeNs: '0', ctimeNs: '0', ino: '7' });
+    await packs.close();
+    const want = Buffer.concat(Array.from({ length: pages }, (_, i) => body.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES)).filter((_, i) => i % 3 !== 0));
+    expect(stored!.storedBytes).toBe(want.length);
+    expect(stored!.entry.deltas![0]!.sha256).toBe(sha256Hex(want));
+    const [member] = await readMembers('pages/q0', 'q0');
+    expect(member!.body.equals(want)).toBe(true);
   });
 });

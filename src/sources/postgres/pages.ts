@@ -1,6 +1,6 @@
 // Block-level incrementals: which pages of a relation file changed since the parent backup began, read from each
 // page's header LSN (as pg_probackup's DELTA mode does), and the compact block lists the manifest keeps.
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { CofreError } from '../../errors/index.ts';
 import type { ManifestEntry } from '../../repository/index.ts';
 import type { PageLevel } from '../files/capture.ts';
@@ -105,20 +105,15 @@ export async function scanChangedPages(abs: string, size: number, since: bigint)
 }
 
 /** Reads the listed blocks again, a run at a time in chunks of at most 1 MiB (zeros past a shortened end). */
-export async function* readPages(abs: string, blocks: number[]): AsyncGenerator<Buffer> {
-  const handle = await open(abs, 'r');
-  try {
-    for (const [first, count] of decodeBlocks(encodeBlocks(blocks))) {
-      for (let done = 0; done < count;) {
-        const n = Math.min(count - done, SCAN_CHUNK_BYTES / PAGE_BYTES);
-        const buf = Buffer.alloc(n * PAGE_BYTES);
-        await handle.read(buf, 0, buf.length, (first + done) * PAGE_BYTES);
-        yield buf;
-        done += n;
-      }
+export async function* readPages(handle: FileHandle, blocks: number[]): AsyncGenerator<Buffer> {
+  for (const [first, count] of decodeBlocks(encodeBlocks(blocks))) {
+    for (let done = 0; done < count;) {
+      const n = Math.min(count - done, SCAN_CHUNK_BYTES / PAGE_BYTES);
+      const buf = Buffer.alloc(n * PAGE_BYTES);
+      await handle.read(buf, 0, buf.length, (first + done) * PAGE_BYTES);
+      yield buf;
+      done += n;
     }
-  } finally {
-    await handle.close();
   }
 }
 
@@ -142,7 +137,23 @@ export function pageLevel(packs: PackBuilder, backupId: string, since: bigint): 
       const entry: ManifestEntry = { ...meta, size: file.size, loc: old.loc, base: old.base ?? { size: old.size!, sha256: old.sha256! }, deltas: prior };
       if (changed.blocks.length === 0) return { entry, storedBytes: 0 };
       const size = changed.blocks.length * PAGE_BYTES;
-      const stored = await packs.addBytes(file, size, changed.pages ?? readPages(file.abs, changed.blocks));
+      // Opened before the member's header goes into the pack: a file dropped since the scan is simply gone (WAL
+      // replay from this backup's start removes it), not a member cut short.
+      let handle: FileHandle | null = null;
+      if (!changed.pages) {
+        try {
+          handle = await open(file.abs, 'r');
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+          throw err;
+        }
+      }
+      let stored;
+      try {
+        stored = await packs.addBytes(file, size, changed.pages ?? readPages(handle!, changed.blocks));
+      } finally {
+        await handle?.close();
+      }
       entry.deltas = [...prior, { backup: backupId, pack: stored.pack, size, sha256: stored.sha256, blocks: encodeBlocks(changed.blocks) }];
       return { entry, storedBytes: size };
     },
