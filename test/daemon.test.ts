@@ -133,11 +133,12 @@ describe('cofre daemon on the embedded default', () => {
 
   it('on SIGTERM during a backup exits 0 within its budget, leaving the catalog consistent', async () => {
     for (let i = 0; i < 30; i++) await writeFile(join(dir, 'var', 'data', 'uploads', `scan-${i}.bin`), randomBytes(4 * 1024 * 1024));
-    // Restart with a 1 s budget, so the running backup must be aborted rather than finished.
+    // Restart with a 0.1 s budget, so the running backup must be aborted rather than finished (a whole second was
+    // once enough to abort it; the pipeline now stores 120 MiB in about that).
     await waitFor('/health', async () => ((await fetch(`${base()}/health`)).status === 200 ? true : undefined), 10_000);
     daemon.kill('SIGTERM');
     expect(await exitOf(daemon)).toBe(0);
-    daemon = start({ COFRE_DAEMON_STOP_TIMEOUT_SECONDS: '1', COFRE_PIPELINE_PACK_SIZE_BYTES: '1MiB' });
+    daemon = start({ COFRE_DAEMON_STOP_TIMEOUT_SECONDS: '0.1', COFRE_PIPELINE_PACK_SIZE_BYTES: '1MiB' });
     await waitFor('/health', async () => ((await fetch(`${base()}/health`)).status === 200 ? true : undefined), 10_000);
     const res = await fetch(`${base()}/api/v1/backups`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ source: 'uploads', type: 'full' }) });
     expect(res.status).toBe(202);
@@ -154,7 +155,7 @@ describe('cofre daemon on the embedded default', () => {
       expect(catalog.listRuns().filter((r) => r.status === 'running')).toEqual([]);
       expect(catalog.listBackups().filter((b) => b.status === 'running')).toEqual([]);
       const last = catalog.listBackups('uploads').at(-1)!;
-      // 120 MiB cannot be stored within the 1 s budget: the backup was aborted, marked interrupted, cleaned up.
+      // 120 MiB cannot be stored within the 0.1 s budget: the backup was aborted, marked interrupted, cleaned up.
       expect(last.status).toBe('interrupted');
       expect(catalog.copiesOf(last.id).every((c) => c.status !== 'complete')).toBe(true);
     } finally {

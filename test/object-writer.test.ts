@@ -60,6 +60,16 @@ describe('ObjectWriter', () => {
     }
   });
 
+  it('aborts mid-object without destroying the encryption stream (no uncaught error) and leaves no copy', async () => {
+    const writer = new ObjectWriter(writeSettings(ctx), { key: 'objects/aborted', identity: identity('aborted'), regions: ctx.regions });
+    // Several frames through the ESDK stream, so it is mid-message when the write is abandoned.
+    await writer.write(randomBytes(9 * 1024 * 1024));
+    writer.abort(new Error('stopping'));
+    await expect(writer.end()).rejects.toThrow('stopping');
+    await new Promise((resolve) => setImmediate(resolve));
+    for (const region of ctx.regions) expect(await region.stat('objects/aborted')).toBeUndefined();
+  });
+
   it('takes bytes filled in place and copied in, in order', async () => {
     const writer = new ObjectWriter(writeSettings(ctx), { key: 'objects/in-place', identity: identity('in-place'), regions: ctx.regions });
     const want = createHash('sha256');

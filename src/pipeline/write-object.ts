@@ -1,6 +1,5 @@
 // Writes one object to every region in one pass: plaintext → zstd (a frame per 2 MiB block) → encrypt → sha256 → fan-out.
 import { Readable, type Duplex } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { Clock } from '../clock.ts';
 import { FRAME_LENGTH_BYTES, type Envelope, type ObjectIdentity } from '../crypto/index.ts';
 import { messageOf } from '../errors/index.ts';
@@ -100,17 +99,99 @@ export interface PlainSink {
  * on the workers, in order) → encrypt → sha256 → fan-out. Memory: BLOCKS_IN_FLIGHT + 1 blocks, their compressed
  * output and the regions' buffers, whatever the object's size; the plaintext never touches the disk.
  */
-export class ObjectWriter implements PlainSink {
-  private readonly level: number;
+/**
+ * The encrypted half of a write: compressed bytes → ESDK encrypt → sha256 → every region at once.
+ * Wired by hand, not with pipeline(): a failure must never destroy the ESDK stream while it runs. Its inner streams
+ * are joined by readable-stream's pipeline without a callback, which rethrows "Premature close" as an uncaught
+ * exception (a daemon stopping mid-pack exited 1). On a failure the regions' uploads are aborted (no region keeps
+ * the object) and the ESDK stream is ended normally, its output discarded.
+ */
+class EncryptedUpload {
+  readonly stored: Promise<void>;
+  failure: Error | null = null;
   private readonly key: string;
   private readonly encrypt: Duplex;
   private readonly cipherTap: HashTap;
+  private readonly fanout: Fanout;
+  private ended = false;
+  /** Wakes a write waiting for the ESDK stream to drain, when the upload fails instead. */
+  private wake: (() => void) | null = null;
+
+  /** onCipher hears the running count of ciphertext bytes, and Infinity once all of it is out. */
+  constructor(settings: WriteSettings, target: ObjectTarget, onCipher?: (bytes: number) => void) {
+    this.key = target.key;
+    this.fanout = fanoutFor(settings, target);
+    this.encrypt = settings.envelope.encryptStream(target.identity);
+    this.cipherTap = new HashTap(onCipher);
+    if (onCipher) this.cipherTap.once('finish', () => onCipher(Infinity));
+    let finished = false;
+    this.stored = new Promise<void>((resolve, reject) => {
+      const fail = (err: Error): void => {
+        reject(err);
+        this.stop(err);
+      };
+      this.encrypt.on('error', fail);
+      this.cipherTap.on('error', fail);
+      this.fanout.on('error', fail);
+      this.fanout.on('finish', () => {
+        finished = true;
+        resolve();
+      });
+      this.fanout.on('close', () => {
+        if (!finished) fail(this.failure ?? new Error(`${this.key}: the upload closed before it finished`));
+      });
+    });
+    this.stored.catch(() => undefined);
+    this.encrypt.pipe(this.cipherTap).pipe(this.fanout);
+  }
+
+  /** Hands compressed bytes to the encryption; resolves once it can take more, rejects once the upload failed. */
+  async write(bytes: Buffer): Promise<void> {
+    if (this.failure) throw this.failure;
+    if (!this.encrypt.write(bytes)) {
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          this.encrypt.off('drain', done);
+          this.wake = null;
+          resolve();
+        };
+        this.wake = done;
+        this.encrypt.once('drain', done);
+      });
+    }
+    if (this.failure) throw this.failure;
+  }
+
+  /** Ends the object and waits until it is stored at quorum. */
+  async end(): Promise<Omit<WrittenObject, 'plainBytes'>> {
+    if (this.failure) throw this.failure;
+    this.ended = true;
+    this.encrypt.end();
+    await this.stored;
+    return { key: this.key, size: this.cipherTap.bytes, sha256: this.cipherTap.sha256(), regions: this.fanout.outcomes() };
+  }
+
+  /** Aborts the uploads; the ESDK stream is ended and drained, never destroyed. */
+  stop(err: Error): void {
+    if (this.failure) return;
+    this.failure = err;
+    this.fanout.destroy(err);
+    this.encrypt.unpipe();
+    this.encrypt.resume();
+    if (!this.ended) {
+      this.ended = true;
+      this.encrypt.end();
+    }
+    this.wake?.();
+  }
+}
+
+export class ObjectWriter implements PlainSink {
+  private readonly level: number;
+  private readonly upload: EncryptedUpload;
   /** Compressed frames handed to the encryption, with the offset of their end in its input; oldest first. */
   private readonly lent: { end: number; output: ArrayBuffer | SharedArrayBuffer }[] = [];
   private compressedBytes = 0;
-  private readonly fanout: Fanout;
-  private readonly stored: Promise<void>;
-  private failure: Error | null = null;
   private block: SharedArrayBuffer | null = null;
   private fill = 0;
   private plainBytes = 0;
@@ -118,20 +199,11 @@ export class ObjectWriter implements PlainSink {
 
   constructor(settings: WriteSettings, target: ObjectTarget) {
     this.level = settings.compressionLevel;
-    this.key = target.key;
-    this.fanout = fanoutFor(settings, target);
-    this.encrypt = settings.envelope.encryptStream(target.identity);
-    this.cipherTap = new HashTap((cipherBytes) => this.reclaim(consumedBy(cipherBytes)));
-    // All ciphertext out: every frame was read, long before the regions finish storing.
-    this.cipherTap.once('finish', () => this.reclaim(Infinity));
-    this.stored = pipeline(this.encrypt, this.cipherTap, this.fanout);
-    this.stored.catch((err: unknown) => {
-      this.failure ??= err as Error;
-    });
+    this.upload = new EncryptedUpload(settings, target, (cipherBytes) => this.reclaim(consumedBy(cipherBytes)));
   }
 
   async space(): Promise<Buffer> {
-    if (this.failure) throw this.failure;
+    if (this.upload.failure) throw this.upload.failure;
     if (!this.block) {
       while (this.compressing.length >= BLOCKS_IN_FLIGHT) await this.emitOldest();
       this.block = spareBlocks.pop() ?? new SharedArrayBuffer(BLOCK_BYTES);
@@ -162,15 +234,12 @@ export class ObjectWriter implements PlainSink {
       this.submit();
     }
     while (this.compressing.length > 0) await this.emitOldest();
-    this.encrypt.end();
-    await this.stored;
-    return { key: this.key, plainBytes: this.plainBytes, size: this.cipherTap.bytes, sha256: this.cipherTap.sha256(), regions: this.fanout.outcomes() };
+    return { ...(await this.upload.end()), plainBytes: this.plainBytes };
   }
 
   /** Tears the write down: every region's upload aborts and leaves no object behind. */
   abort(err: Error): void {
-    this.failure ??= err;
-    this.encrypt.destroy(err);
+    this.upload.stop(err);
   }
 
   /** Takes back the compressed frames the encryption has read up to `consumed`. */
@@ -193,7 +262,7 @@ export class ObjectWriter implements PlainSink {
   private async emitOldest(): Promise<void> {
     const done = await this.compressing.shift()!;
     if (spareBlocks.length < SPARE_BLOCKS) spareBlocks.push(done.input);
-    if (this.failure) throw this.failure;
+    if (this.upload.failure) throw this.upload.failure;
     this.compressedBytes += done.outputLength;
     let frame = Buffer.from(done.output, 0, done.outputLength);
     if (done.outputLength <= SMALL_OUTPUT_BYTES) {
@@ -204,19 +273,7 @@ export class ObjectWriter implements PlainSink {
     } else {
       this.lent.push({ end: this.compressedBytes, output: done.output });
     }
-    if (this.encrypt.write(frame)) return;
-    await new Promise<void>((resolve, reject) => {
-      const drained = (): void => {
-        this.encrypt.off('close', closed);
-        resolve();
-      };
-      const closed = (): void => {
-        this.encrypt.off('drain', drained);
-        reject(this.failure ?? new Error(`${this.key}: the encryption stream closed early`));
-      };
-      this.encrypt.once('drain', drained);
-      this.encrypt.once('close', closed);
-    });
+    await this.upload.write(frame);
   }
 }
 
@@ -234,10 +291,14 @@ export async function writeObjectStream(settings: WriteSettings, target: ObjectT
 
 /** Writes bytes already zstd-compressed (see zstd-workers.ts) of an object of `plainBytes`. */
 export async function writeCompressedObject(settings: WriteSettings, target: ObjectTarget, compressed: Buffer, plainBytes: number): Promise<WrittenObject> {
-  const cipherTap = new HashTap();
-  const fanout = fanoutFor(settings, target);
-  await pipeline([Readable.from([compressed]), settings.envelope.encryptStream(target.identity), cipherTap, fanout]);
-  return { key: target.key, plainBytes, size: cipherTap.bytes, sha256: cipherTap.sha256(), regions: fanout.outcomes() };
+  const upload = new EncryptedUpload(settings, target);
+  try {
+    await upload.write(compressed);
+    return { ...(await upload.end()), plainBytes };
+  } catch (err) {
+    upload.stop(err as Error);
+    throw err;
+  }
 }
 
 /** Encrypts a small object (a manifest) once, into memory. */
