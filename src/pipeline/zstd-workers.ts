@@ -8,14 +8,15 @@ import { Worker } from 'node:worker_threads';
 const WORKERS = 2;
 
 /**
- * The worker: compresses what it is sent and sends back the input and the output, both transferred, not copied.
- * It keeps one zstd context per level and drives it directly (the handle's writeSync, which Node's own
- * zstdCompressSync uses): a frame ended at the first call, with room for zstd's worst case, is compressed in one
- * pass, and the context needs no setting up again for the next one. The output goes into the caller's buffer when
- * one came and it is big enough; else into the worker's own, kept across calls, and a copy of exactly the output
- * is sent. So a worker allocates nothing per call (zstdCompressSync allocates its worst-case output each time,
- * which piled up as ~70 MB of garbage per worker before its GC ran). Without that handle (another Node),
- * zstdCompressSync does the same work.
+ * The worker: compresses what it is sent. ArrayBuffers moved to it go back, transferred, not copied;
+ * SharedArrayBuffers are read and written in place and stay the caller's. It keeps one zstd context per level and
+ * drives it directly (the handle's writeSync, which Node's own zstdCompressSync uses): a frame ended at the first
+ * call, with room for zstd's worst case, is compressed in one pass, and the context needs no setting up again for
+ * the next one. The output goes into the caller's buffer when one came with room for zstd's worst case; else into
+ * the worker's own, kept across calls, and a copy of exactly the output is sent. So a worker allocates nothing per
+ * call with a caller's buffer (zstdCompressSync allocates its worst-case output each time, which piled up as
+ * ~70 MB of garbage per worker before its GC ran). Without that handle (another Node), zstdCompressSync does the
+ * same work.
  */
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
