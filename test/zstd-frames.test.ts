@@ -45,6 +45,21 @@ describe('zstdDecompressFrames', () => {
     expect((await decode(chunks)).equals(Buffer.concat([large, small]))).toBe(true);
   });
 
+  it('streams a frame that does not declare a small plaintext size, so a pack of the old layout is not held whole', async () => {
+    // 40 MiB of plaintext in a frame of a few KiB, as an old pack of compressible logs could be.
+    const plain = Buffer.alloc(40 * 1024 * 1024, 'log line\n');
+    const frame = await streamed(plain);
+    expect(frame.length).toBeLessThan(64 * 1024);
+    let largest = 0;
+    let total = 0;
+    for await (const part of Readable.from([frame], { objectMode: false }).pipe(zstdDecompressFrames())) {
+      largest = Math.max(largest, (part as Buffer).length);
+      total += (part as Buffer).length;
+    }
+    expect(total).toBe(plain.length);
+    expect(largest).toBeLessThanOrEqual(1024 * 1024);
+  });
+
   it('fails on a stream cut inside a frame and on bytes that are not zstd', async () => {
     const whole = Buffer.concat([zstdCompressSync(text(1000)), zstdCompressSync(text(2000))]);
     await expect(decode([whole.subarray(0, whole.length - 3)])).rejects.toThrow(/truncated/);

@@ -11,11 +11,11 @@ const MAX_BLOCK_BYTES = 128 * 1024;
 const DICTIONARY_ID_BYTES = [0, 1, 2, 4];
 const CONTENT_SIZE_BYTES = [0, 2, 4, 8];
 
-type Field = 'magic' | 'descriptor' | 'blockHeader';
+type Field = 'magic' | 'descriptor' | 'contentSize' | 'blockHeader';
 
 /**
- * Finds where each zstd frame ends without decoding it: reads the frame header's descriptor and each block's
- * 3-byte header, and skips over everything else. Fields split across chunks are gathered byte by byte.
+ * Finds where each zstd frame ends without decoding it: reads the frame header's descriptor and content size and
+ * each block's 3-byte header, and skips over everything else. Fields split across chunks are gathered byte by byte.
  */
 export class FrameParser {
   private field: Field | null = 'magic';
@@ -27,6 +27,14 @@ export class FrameParser {
   private after: Field | 'checksum' | 'end' = 'magic';
   private checksum = false;
   private lastBlock = false;
+  private contentSizeBytes = 0;
+  /**
+   * The current frame's declared plaintext size: undefined until its header is read, null when the header does not
+   * say (a frame written by a stream).
+   */
+  contentSize: number | null | undefined = undefined;
+  /** The declared plaintext size of the frame that ended last (null: not declared). */
+  lastContentSize: number | null = null;
 
   /** True between frames (nothing of a frame consumed yet): the only place a stream may end. */
   atFrameStart(): boolean {
@@ -74,9 +82,11 @@ export class FrameParser {
     if (what === 'checksum') return this.skipThen(4, 'end');
     if (what === 'end') {
       this.expect('magic', 4);
+      this.lastContentSize = this.contentSize ?? null;
+      this.contentSize = undefined;
       return true;
     }
-    this.expect(what, what === 'magic' ? 4 : what === 'descriptor' ? 1 : 3);
+    this.expect(what, what === 'magic' ? 4 : what === 'descriptor' ? 1 : what === 'contentSize' ? this.contentSizeBytes : 3);
     return false;
   }
 
@@ -92,10 +102,15 @@ export class FrameParser {
         const singleSegment = (v >> 5) & 1;
         const contentSizeFlag = v >> 6;
         this.checksum = ((v >> 2) & 1) === 1;
-        const headerRest = (singleSegment ? 0 : 1) + DICTIONARY_ID_BYTES[v & 3]!
-          + (contentSizeFlag === 0 ? singleSegment : CONTENT_SIZE_BYTES[contentSizeFlag]!);
-        return this.skipThen(headerRest, 'blockHeader');
+        this.contentSizeBytes = contentSizeFlag === 0 ? singleSegment : CONTENT_SIZE_BYTES[contentSizeFlag]!;
+        if (this.contentSizeBytes === 0) this.contentSize = null;
+        // The window descriptor and dictionary id are skipped.
+        return this.skipThen((singleSegment ? 0 : 1) + DICTIONARY_ID_BYTES[v & 3]!, this.contentSizeBytes > 0 ? 'contentSize' : 'blockHeader');
       }
+      case 'contentSize':
+        // A 2-byte field counts from 256.
+        this.contentSize = this.contentSizeBytes === 2 ? v + 256 : v;
+        return this.next('blockHeader');
       case 'blockHeader': {
         this.lastBlock = (v & 1) === 1;
         const type = (v >> 1) & 3;
@@ -110,13 +125,17 @@ export class FrameParser {
   }
 }
 
-/** Frames up to this compressed size are gathered and decoded in one call; larger ones (older packs) stream. */
-const ONE_CALL_FRAME_BYTES = 8 * 1024 * 1024;
+/**
+ * Frames that declare a plaintext size up to this (every frame of a multi-frame object: one block each) are gathered
+ * and decoded in one call; others (one streamed frame per pack before blocks, whose plaintext is the whole pack)
+ * go through a streaming decoder, so memory stays bounded.
+ */
+const ONE_CALL_PLAIN_BYTES = 8 * 1024 * 1024;
 
 /**
- * Decompresses a stream of one or more zstd frames. A frame of up to ONE_CALL_FRAME_BYTES (every frame of a
- * multi-frame object) is gathered and decoded in one call on the libuv pool; a larger one goes through a streaming
- * decoder of its own, so memory stays bounded whatever the frame size. A stream that ends inside a frame fails.
+ * Decompresses a stream of one or more zstd frames. A frame declaring up to ONE_CALL_PLAIN_BYTES of plaintext is
+ * gathered and decoded in one call on the libuv pool; any other goes through a streaming decoder of its own, so
+ * memory stays bounded whatever the frame size. A stream that ends inside a frame fails.
  */
 export function zstdDecompressFrames(): Duplex {
   return Duplex.from(async function* (source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
@@ -150,19 +169,24 @@ export function zstdDecompressFrames(): Duplex {
       const held: Buffer[] = [];
       let heldBytes = 0;
       let ended = false;
-      while (!ended && heldBytes <= ONE_CALL_FRAME_BYTES) {
+      let plainBytes: number | null | undefined;
+      // Gathered until the frame ends, unless its header says it is not one to decode in one call.
+      while (!ended) {
+        plainBytes = parser.contentSize;
+        if (plainBytes === null || (plainBytes !== undefined && plainBytes > ONE_CALL_PLAIN_BYTES)) break;
         const { piece, end } = await nextPiece();
         held.push(piece);
         heldBytes += piece.length;
         ended = end;
       }
-      if (ended) {
-        yield await decodeWhole(held.length === 1 ? held[0]! : Buffer.concat(held, heldBytes));
+      if (ended) plainBytes = parser.lastContentSize;
+      if (ended && plainBytes !== null && plainBytes !== undefined && plainBytes <= ONE_CALL_PLAIN_BYTES) {
+        yield await decodeWhole(held.length === 1 ? held[0]! : Buffer.concat(held, heldBytes), plainBytes);
         continue;
       }
       async function* frame(): AsyncGenerator<Buffer> {
         yield* held.splice(0);
-        for (let end = false; !end;) {
+        for (let end = ended; !end;) {
           const next = await nextPiece();
           end = next.end;
           yield next.piece;
@@ -178,10 +202,8 @@ export function zstdDecompressFrames(): Duplex {
   });
 }
 
-/** Output room per call: a whole block's plaintext (write-object.ts), so a frame decodes into one buffer. */
-const ONE_CALL_OUTPUT_BYTES = 2 * 1024 * 1024 + 64 * 1024;
-
-function decodeWhole(frame: Buffer): Promise<Buffer> {
+/** Decodes one whole frame of `plainBytes` into one buffer (room to spare, so the call ends in one step). */
+function decodeWhole(frame: Buffer, plainBytes: number): Promise<Buffer> {
   return new Promise((resolve, reject) =>
-    zstdDecompress(frame, { chunkSize: ONE_CALL_OUTPUT_BYTES } as ZstdOptions, (err, out) => (err ? reject(err) : resolve(out))));
+    zstdDecompress(frame, { chunkSize: plainBytes + 64 * 1024 } as ZstdOptions, (err, out) => (err ? reject(err) : resolve(out))));
 }
