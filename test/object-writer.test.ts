@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PackBuilder } from '../src/sources/files/pack-builder.ts';
+import { hashFile } from '../src/sources/files/read-file.ts';
 import { DELTA_BUFFER_BYTES, PAGE_BYTES, pageLevel } from '../src/sources/postgres/pages.ts';
 import type { WalkEntry } from '../src/sources/files/walk.ts';
 import { ObjectWriter, readObjectFrom, sha256Hex, writeObjectStream } from '../src/pipeline/index.ts';
@@ -159,5 +160,15 @@ describe('pageLevel', () => {
     expect(stored!.entry.deltas![0]!.sha256).toBe(sha256Hex(want));
     const [member] = await readMembers('pages/q0', 'q0');
     expect(member!.body.equals(want)).toBe(true);
+  });
+});
+
+describe('hashFile', () => {
+  it('hashes a large file through one reused buffer, and a file that shrank as padded with zeros', async () => {
+    const body = randomBytes(5 * 1024 * 1024 + 777);
+    writeFileSync(join(dir, 'large.bin'), body);
+    expect(await hashFile(join(dir, 'large.bin'), body.length)).toBe(sha256Hex(body));
+    // Walked at a larger size than it now has: what a backup would store, the bytes then zeros.
+    expect(await hashFile(join(dir, 'large.bin'), body.length + 4096)).toBe(sha256Hex(Buffer.concat([body, Buffer.alloc(4096)])));
   });
 });

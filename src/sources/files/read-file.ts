@@ -4,17 +4,10 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { PlainSink } from '../../pipeline/index.ts';
 
-export const FILE_READ_CHUNK_BYTES = 1024 * 1024;
 /** Reads straight into a pack's block go in pieces of this size, one ahead of the hashing. */
 const READ_PIECE_BYTES = 512 * 1024;
 /** Files up to this size are read whole in one go (and ahead of time, see capture.ts). */
 export const SMALL_FILE_BYTES = 1024 * 1024;
-
-export interface FileRead {
-  chunks: AsyncGenerator<Buffer>;
-  /** Available once chunks are exhausted. */
-  result: () => { sha256: string; changed: boolean };
-}
 
 export interface SmallFile {
   body: Buffer;
@@ -63,47 +56,11 @@ async function fillFrom(handle: FileHandle, buf: Buffer, pos: number): Promise<b
   return true;
 }
 
-/** Streams a large file in 1 MiB chunks, reading the next chunk while the current one is being processed. */
-export function readFileExactly(abs: string, size: number): FileRead {
-  const hash = createHash('sha256');
-  let changed = false;
-  let digest: string | null = null;
-  async function* chunks(): AsyncGenerator<Buffer> {
-    const handle = await open(abs, 'r');
-    try {
-      const readAt = async (pos: number): Promise<Buffer> => {
-        const buf = Buffer.allocUnsafe(Math.min(FILE_READ_CHUNK_BYTES, size - pos));
-        if (await fillFrom(handle, buf, pos)) changed = true;
-        return buf;
-      };
-      let pos = 0;
-      let next = size > 0 ? readAt(0) : null;
-      while (next) {
-        const chunk = await next;
-        pos += chunk.length;
-        next = pos < size ? readAt(pos) : null;
-        hash.update(chunk);
-        yield chunk;
-      }
-      if ((await handle.stat()).size !== size) changed = true;
-    } finally {
-      await handle.close();
-    }
-  }
-  return {
-    chunks: chunks(),
-    result: () => {
-      digest ??= hash.digest('hex');
-      return { sha256: digest, changed };
-    },
-  };
-}
-
 /**
  * Reads exactly `size` bytes of an open file straight into the room the sink hands out (no buffer of its own),
  * hashing them; a file that shrank while read is padded with zeros and reported as changed.
  */
-export async function readFileInto(handle: FileHandle, size: number, sink: PlainSink): Promise<{ sha256: string; changed: boolean }> {
+export async function readFileInto(handle: FileHandle, size: number, sink: Pick<PlainSink, 'space' | 'filled'>): Promise<{ sha256: string; changed: boolean }> {
   const hash = createHash('sha256');
   let changed = false;
   for (let pos = 0; pos < size;) {
@@ -126,9 +83,18 @@ export async function readFileInto(handle: FileHandle, size: number, sink: Plain
   return { sha256: hash.digest('hex'), changed };
 }
 
+/** Room a large file is hashed through (see hashFile): one buffer, refilled. */
+const HASH_ROOM_BYTES = 2 * 1024 * 1024;
+
+/** The sha256 of a file's first `size` bytes (zeros past its end if it shrank), as a backup would store them. */
 export async function hashFile(abs: string, size: number): Promise<string> {
   if (size <= SMALL_FILE_BYTES) return (await readSmallFile(abs, size)).sha256;
-  const read = readFileExactly(abs, size);
-  for await (const chunk of read.chunks) void chunk;
-  return read.result().sha256;
+  const room = Buffer.allocUnsafe(HASH_ROOM_BYTES);
+  const handle = await open(abs, 'r');
+  try {
+    // readFileInto hashes each room's bytes before asking for the next, so the same buffer serves every time.
+    return (await readFileInto(handle, size, { space: async () => room, filled: () => undefined })).sha256;
+  } finally {
+    await handle.close();
+  }
 }
