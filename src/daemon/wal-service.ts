@@ -150,15 +150,21 @@ export class WalService {
     }
   }
 
+  /** Each PostgreSQL source with a data directory (whose WAL this daemon pushes ahead), with its pg_wal path. */
+  private walDirs(): [source: string, walDir: string][] {
+    return Object.entries(this.ctx().config.sources).flatMap(([source, src]) =>
+      src.kind === 'postgres' && src.pgdata ? [[source, join(src.pgdata, 'pg_wal')] as [string, string]] : []);
+  }
+
   /** `wal-ok/<source>/.pg_wal` names the directory whose segments the source's markers are about. */
   private describeSources(): void {
     if (!this.okDir) return;
-    for (const [source, src] of Object.entries(this.ctx().config.sources)) {
-      if (src.kind !== 'postgres' || !src.pgdata || this.described.has(source)) continue;
+    for (const [source, walDir] of this.walDirs()) {
+      if (this.described.has(source)) continue;
       try {
         const dir = join(this.okDir, source);
         mkdirSync(dir, { recursive: true });
-        writeFileSync(join(dir, '.pg_wal'), `${realpathSync(join(src.pgdata, 'pg_wal'))}\n`, { mode: 0o644 });
+        writeFileSync(join(dir, '.pg_wal'), `${realpathSync(walDir)}\n`, { mode: 0o644 });
         this.described.add(source);
       } catch {
         // no data directory yet: wal-push for it goes to the daemon's socket until a scan finds one
@@ -168,10 +174,9 @@ export class WalService {
 
   /** Wakes the push-ahead as soon as PostgreSQL marks a segment ready, not at the next scan. */
   private watchReady(): void {
-    for (const src of Object.values(this.ctx().config.sources)) {
-      if (src.kind !== 'postgres' || !src.pgdata) continue;
+    for (const [, walDir] of this.walDirs()) {
       try {
-        const w = watch(join(src.pgdata, 'pg_wal', 'archive_status'), (_event, name) => {
+        const w = watch(join(walDir, 'archive_status'), (_event, name) => {
           if (!name?.endsWith('.ready') || this.scanQueued) return;
           this.scanQueued = true;
           setImmediate(() => {
@@ -202,11 +207,9 @@ export class WalService {
 
   /** Pushes every segment PostgreSQL marked ready, ahead of its archive_command. */
   pushAhead(): void {
-    const ctx = this.ctx();
     this.describeSources();
-    for (const [source, src] of Object.entries(ctx.config.sources)) {
-      if (src.kind !== 'postgres' || !src.pgdata) continue;
-      const statusDir = join(src.pgdata, 'pg_wal', 'archive_status');
+    for (const [source, walDir] of this.walDirs()) {
+      const statusDir = join(walDir, 'archive_status');
       let names: string[];
       try {
         const status = readdirSync(statusDir);
@@ -220,7 +223,7 @@ export class WalService {
       for (const name of names) {
         // Already durable: nothing to do ahead; archive_command's own request checks the bytes.
         if (this.durable(source, name)) continue;
-        this.push(source, join(src.pgdata, 'pg_wal', name)).catch((err: unknown) => {
+        this.push(source, join(walDir, name)).catch((err: unknown) => {
           // archive_command will ask again; a vanished file was archived and recycled meanwhile.
           if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.logger.warn({ source, segment: name, err: messageOf(err) }, 'push-ahead failed');
         });
