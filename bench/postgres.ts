@@ -190,7 +190,6 @@ EOF`);
       console.log(`run ${r}/${RUNS}: cofre backup ${cofre.backup.at(-1)!.seconds.toFixed(1)}s restore ${cofre.restore.at(-1)!.seconds.toFixed(1)}s; pgBackRest backup ${base.backup.at(-1)!.seconds.toFixed(1)}s restore ${base.restore.at(-1)!.seconds.toFixed(1)}s`);
     }
     const rate = (t: Timed[]): number => rateOf(t, mb);
-    const rss = peakRss;
 
     // 2. Incremental after 2,000 transactions. The snapshot is the data files as the last full saw them.
     const snapshot = join(BASE, 'snapshot');
@@ -249,10 +248,10 @@ EOF`);
 
     console.log(`\nPostgreSQL ${psql(port, 'SHOW server_version')}, pgbench -s ${SCALE}: ${(dataBytes / 1024 ** 3).toFixed(2)} GiB; median of ${RUNS} runs; peak RSS max over runs`);
     const rowsOut = [
-      ['cofre physical full, 3 encrypted fs regions', rate(cofre.backup), rss(cofre.backup)],
-      ['pgBackRest 2.45 full, 1 repo (zst 3, aes-256-cbc, process-max 2)', rate(base.backup), rss(base.backup)],
-      ['cofre restore (files, no recovery)', rate(cofre.restore), rss(cofre.restore)],
-      ['pgBackRest restore', rate(base.restore), rss(base.restore)],
+      ['cofre physical full, 3 encrypted fs regions', rate(cofre.backup), peakRss(cofre.backup)],
+      ['pgBackRest 2.45 full, 1 repo (zst 3, aes-256-cbc, process-max 2)', rate(base.backup), peakRss(base.backup)],
+      ['cofre restore (files, no recovery)', rate(cofre.restore), peakRss(cofre.restore)],
+      ['pgBackRest restore', rate(base.restore), peakRss(base.restore)],
     ] as const;
     printRates(rowsOut);
     const backupRatio = rate(cofre.backup) / rate(base.backup);
