@@ -10,7 +10,7 @@ import { PackBuilder } from '../src/sources/files/pack-builder.ts';
 import { hashFile } from '../src/sources/files/read-file.ts';
 import { DELTA_BUFFER_BYTES, PAGE_BYTES, pageLevel } from '../src/sources/postgres/pages.ts';
 import type { WalkEntry } from '../src/sources/files/walk.ts';
-import { ObjectWriter, readObjectFrom, sha256Hex, writeObjectStream } from '../src/pipeline/index.ts';
+import { ObjectWriter, openObject, readObjectFrom, sha256Hex, writeObjectStream } from '../src/pipeline/index.ts';
 import { writeSettings } from '../src/jobs/context.ts';
 import { testConfig } from './helpers/config.ts';
 import { openTestContext, type TestContext } from './helpers/context.ts';
@@ -111,13 +111,8 @@ async function readMembers(key: string, name: string): Promise<{ name: string; b
 function packBuilder(dir: string, prefix: string): PackBuilder {
   const settings = writeSettings(ctx);
   return new PackBuilder(64 * 1024 * 1024, {
-    open: (name) => {
-      const writer = new ObjectWriter(settings, { key: `${dir}/${name}`, identity: identity(name), regions: ctx.regions });
-      return {
-        space: () => writer.space(), filled: (n) => writer.filled(n), write: (b) => writer.write(b), abort: (e) => writer.abort(e),
-        end: async () => ({ name, size: 0, sha256: '', plainBytes: (await writer.end()).plainBytes }),
-      };
-    },
+    open: (name) => openObject(new ObjectWriter(settings, { key: `${dir}/${name}`, identity: identity(name), regions: ctx.regions }),
+      (w) => ({ name, size: w.size, sha256: w.sha256, plainBytes: w.plainBytes })),
   }, (i) => `${prefix}${i}`);
 }
 

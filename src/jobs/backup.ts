@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { CofreError, messageOf } from '../errors/index.ts';
-import { ObjectWriter, sealBuffer, sha256Hex, writeObjectStream, writeSealed, type ObjectTarget, type WrittenObject } from '../pipeline/index.ts';
+import { ObjectWriter, openObject, sealBuffer, sha256Hex, writeObjectStream, writeSealed, type ObjectTarget, type WrittenObject } from '../pipeline/index.ts';
 import {
   backupIdFor,
   manifestIdentity,
@@ -153,16 +153,7 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
     };
     const input: SourceCaptureInput = {
       backupId: id, packSizeBytes: ctx.config.pipeline.packSizeBytes, signal: args.signal,
-      open: (name: string): OpenObject => {
-        const writer = new ObjectWriter(settings, targetOf(name));
-        return {
-          space: () => writer.space(),
-          filled: (n) => writer.filled(n),
-          write: (bytes) => writer.write(bytes),
-          abort: (err) => writer.abort(err),
-          end: async () => recordObject(name, await writer.end()),
-        };
-      },
+      open: (name: string): OpenObject => openObject(new ObjectWriter(settings, targetOf(name)), (written) => recordObject(name, written)),
       write: async (name: string, plaintext: Readable): Promise<ManifestObject> => recordObject(name, await writeObjectStream(settings, targetOf(name), plaintext)),
       onSkip: (path, reason) => {
         skipped.push({ path, reason });

@@ -277,6 +277,17 @@ export class ObjectWriter implements PlainSink {
   }
 }
 
+/** An object being written, as its source sees it: a PlainSink whose end() reports what `done` makes of it. */
+export function openObject<T>(writer: ObjectWriter, done: (written: WrittenObject) => T): PlainSink & { end(): Promise<T>; abort(err: Error): void } {
+  return {
+    space: () => writer.space(),
+    filled: (n) => writer.filled(n),
+    write: (bytes) => writer.write(bytes),
+    abort: (err) => writer.abort(err),
+    end: async () => done(await writer.end()),
+  };
+}
+
 /** Streams plaintext to all regions at once; memory stays bounded whatever the object size. */
 export async function writeObjectStream(settings: WriteSettings, target: ObjectTarget, plaintext: Readable): Promise<WrittenObject> {
   const writer = new ObjectWriter(settings, target);
