@@ -1,8 +1,7 @@
 // The daemon's side of WAL archiving: a local socket that `cofre wal-push` hands segments to (answering at once
 // for segments already stored), and pushing ahead from archive_status/*.ready so they usually are.
-import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, realpathSync, rmSync, watch, writeFileSync, type BigIntStats, type FSWatcher } from 'node:fs';
-import { readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { createReadStream, mkdirSync, readdirSync, realpathSync, rmSync, watch, writeFileSync, type BigIntStats, type FSWatcher } from 'node:fs';
+import { rename, stat, writeFile } from 'node:fs/promises';
 import type { Server } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import type { Clock } from '../clock.ts';
@@ -10,6 +9,7 @@ import { isCofreError, messageOf } from '../errors/index.ts';
 import { repositoryOf, type JobContext } from '../jobs/context.ts';
 import { pushWal, walSource } from '../jobs/wal.ts';
 import type { Logger } from '../observability/logger.ts';
+import { sha256Of } from '../storage/index.ts';
 import { serveSocket, type SocketAnswer, type SocketRequest } from './wal-socket.ts';
 
 /** Segments pushed at once; each holds one segment (16 MiB by default) in memory. */
@@ -110,7 +110,8 @@ export class WalService {
     const known = ctx.catalog.getWal(source, name);
     if (known && this.durable(source, name)) {
       if (this.seen.get(path) === before) return;
-      const sha = createHash('sha256').update(await readFile(path)).digest('hex');
+      // Streamed, not read whole: a fresh 16 MiB buffer per request is what the WAL path otherwise avoids.
+      const sha = await sha256Of(createReadStream(path, { highWaterMark: 1024 * 1024 }));
       // Same bytes as archived: done. Other bytes: pushWal below reports the conflict.
       if (sha === known.sha256) return this.remember(source, path, before);
     }
