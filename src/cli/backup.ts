@@ -1,7 +1,6 @@
 // cofre backup <source> [--type full|diff|incr] [--json]: prints the backup id.
 import type { Command } from 'commander';
 import { CofreError } from '../errors/index.ts';
-import { runBackup } from '../jobs/backup.ts';
 import { action, humanBytes, printJson, withContext, type GlobalOptions } from './common.ts';
 
 const TYPES = ['full', 'diff', 'incr'] as const;
@@ -21,6 +20,7 @@ export function register(program: Command): void {
         throw new CofreError('USAGE', `--type: expected full, diff or incr (got ${JSON.stringify(opts.type)})`, { op: 'cli.backup' });
       }
       const global = program.opts<GlobalOptions>();
+      const { runBackup } = await import('../jobs/backup.ts');
       const result = await withContext(global, true, async (ctx) => {
         let bytes = 0;
         const tty = process.stderr.isTTY && !opts.json;

@@ -5,7 +5,6 @@ import { existsSync, renameSync } from 'node:fs';
 import { systemClock } from '../clock.ts';
 import { acquireDaemonLock } from '../daemon/lock.ts';
 import { EXIT_PROBLEMS_FOUND } from '../errors/index.ts';
-import { rebuildCatalog } from '../jobs/rebuild.ts';
 import { action, loadFromOptions, printJson, withContext, type GlobalOptions } from './common.ts';
 
 export function register(program: Command): void {
@@ -25,6 +24,7 @@ export function register(program: Command): void {
           aside = `${path}.before-rebuild-${systemClock.now().toISOString().replace(/[-:.]/g, '')}`;
           for (const suffix of ['', '-wal', '-shm']) if (existsSync(path + suffix)) renameSync(path + suffix, aside + suffix);
         }
+        const { rebuildCatalog } = await import('../jobs/rebuild.ts');
         const report = await withContext(global, false, (ctx) => rebuildCatalog(ctx, opts.region));
         if (opts.json) printJson({ ...report, previousCatalog: aside });
         else {

@@ -3,7 +3,7 @@ import { systemClock, type Clock } from '../clock.ts';
 import { fileURLToPath } from 'node:url';
 import { configFileFor, loadConfig, type Config } from '../config/index.ts';
 import { CofreError, EXIT_FAILURE, exitCodeFor, isCofreError, messageOf } from '../errors/index.ts';
-import { closeContext, openContext, type JobContext } from '../jobs/context.ts';
+import type { JobContext } from '../jobs/context.ts';
 import { EventBus } from '../observability/events.ts';
 import { createLogger, logEvents } from '../observability/logger.ts';
 
@@ -23,6 +23,7 @@ export async function withContext<T>(opts: GlobalOptions, createKey: boolean, fn
   const bus = new EventBus();
   const logger = createLogger(opts.verbose ? config.logging.level : 'warn');
   logEvents(bus, logger);
+  const { closeContext, openContext } = await import('../jobs/context.ts');
   const ctx = await openContext({ config, clock, bus, createKey });
   try {
     return await fn(ctx);

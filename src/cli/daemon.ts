@@ -1,7 +1,6 @@
 // cofre daemon: the long-running process (npm start runs it on the embedded default).
 import type { Command } from 'commander';
 import { systemClock } from '../clock.ts';
-import { startDaemon } from '../daemon/daemon.ts';
 import { EventBus } from '../observability/events.ts';
 import { createLogger, logEvents } from '../observability/logger.ts';
 import { action, loadFromOptions, walFetchCommand, type GlobalOptions } from './common.ts';
@@ -16,6 +15,7 @@ export function register(program: Command, version: string): void {
       const bus = new EventBus();
       const logger = createLogger(first.logging.level);
       logEvents(bus, logger);
+      const { startDaemon } = await import('../daemon/daemon.ts');
       const daemon = await startDaemon({
         loadConfig: () => loadFromOptions(global), clock: systemClock, bus, logger, version, restoreCommandFor: (source) => walFetchCommand(global, source),
       });

@@ -2,7 +2,6 @@
 // prove the data, record the measured RTO; exit 0 only when every check passed. cofre drill list: the history.
 import type { Command } from 'commander';
 import { CofreError, EXIT_PROBLEMS_FOUND } from '../errors/index.ts';
-import { runDrill } from '../jobs/drill.ts';
 import { action, printJson, walFetchCommand, withContext, type GlobalOptions } from './common.ts';
 
 interface DrillOptions {
@@ -43,6 +42,7 @@ export function register(program: Command): void {
       if ([opts.backup, opts.time, opts.randomTime].filter(Boolean).length > 1) {
         throw new CofreError('USAGE', '--backup, --time and --random-time exclude one another', { op: 'drill' });
       }
+      const { runDrill } = await import('../jobs/drill.ts');
       const result = await withContext(global, false, (ctx) => runDrill(ctx, {
         source, backupId: opts.backup, time: opts.time, randomTime: Boolean(opts.randomTime), region: opts.region,
         restoreCommand: walFetchCommand(global, source),

@@ -2,8 +2,6 @@
 // release <id>: legal holds, which keep a backup and its chain whatever the policy says.
 import type { Command } from 'commander';
 import { EXIT_PROBLEMS_FOUND } from '../errors/index.ts';
-import { placeHold, releaseHold } from '../jobs/holds.ts';
-import { runExpire } from '../jobs/expire.ts';
 import { action, printJson, withContext, type GlobalOptions } from './common.ts';
 
 export function register(program: Command): void {
@@ -13,6 +11,7 @@ export function register(program: Command): void {
     .option('--dry-run', 'print what would go and why, and change nothing')
     .option('--json', 'print the report as JSON')
     .action(action(async (source: string | undefined, opts: { dryRun?: boolean; json?: boolean }) => {
+      const { runExpire } = await import('../jobs/expire.ts');
       const report = await withContext(program.opts<GlobalOptions>(), false, (ctx) => runExpire(ctx, { dryRun: Boolean(opts.dryRun), source }));
       if (opts.json) printJson(report);
       else {
@@ -29,6 +28,7 @@ export function register(program: Command): void {
     .description('put a legal hold on a backup: it and its chain are kept until released')
     .requiredOption('--reason <text>', 'why (recorded with the hold)')
     .action(action(async (backupId: string, opts: { reason: string }) => {
+      const { placeHold } = await import('../jobs/holds.ts');
       await withContext(program.opts<GlobalOptions>(), false, (ctx) => placeHold(ctx, backupId, opts.reason));
       process.stdout.write(`held ${backupId}: ${opts.reason}\n`);
     }));
@@ -36,6 +36,7 @@ export function register(program: Command): void {
     .command('release <backupId>')
     .description('release a legal hold; the backup expires again by its policy')
     .action(action(async (backupId: string) => {
+      const { releaseHold } = await import('../jobs/holds.ts');
       await withContext(program.opts<GlobalOptions>(), false, (ctx) => releaseHold(ctx, backupId));
       process.stdout.write(`released ${backupId}\n`);
     }));

@@ -1,7 +1,6 @@
 // cofre heal [--json]: re-create every owed copy from a sound one; exit 0 only when nothing is owed any more.
 import type { Command } from 'commander';
 import { EXIT_PROBLEMS_FOUND } from '../errors/index.ts';
-import { runHeal } from '../jobs/heal.ts';
 import { action, printJson, withContext, type GlobalOptions } from './common.ts';
 
 export function register(program: Command): void {
@@ -10,6 +9,7 @@ export function register(program: Command): void {
     .description('copy every owed backup and WAL copy from a sound region (byte for byte, checked)')
     .option('--json', 'print the report as JSON')
     .action(action(async (opts: { json?: boolean }) => {
+      const { runHeal } = await import('../jobs/heal.ts');
       const report = await withContext(program.opts<GlobalOptions>(), false, (ctx) => runHeal(ctx));
       if (opts.json) printJson(report);
       else {

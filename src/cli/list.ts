@@ -1,6 +1,5 @@
 // cofre list [source] [--json]: the backups in the catalog with their status per region.
 import type { Command } from 'commander';
-import { listBackups } from '../jobs/list.ts';
 import { action, humanBytes, printJson, withContext, type GlobalOptions } from './common.ts';
 
 export function register(program: Command): void {
@@ -9,6 +8,7 @@ export function register(program: Command): void {
     .description('list backups, oldest first')
     .option('--json', 'print an array of backups as JSON')
     .action(action(async (source: string | undefined, opts: { json?: boolean }) => {
+      const { listBackups } = await import('../jobs/list.ts');
       const rows = await withContext(program.opts<GlobalOptions>(), false, async (ctx) => listBackups(ctx.catalog, source));
       if (opts.json) return printJson(rows);
       if (rows.length === 0) return void process.stdout.write('no backups\n');

@@ -1,4 +1,6 @@
-// The full command line: global options, one file per command, exit codes from the error registry.
+// The full command line: global options, one file per command, exit codes from the error registry. Each command
+// file registers its options here and imports its job only when it runs: loading every job (PostgreSQL's client,
+// the daemon's HTTP server, the AWS SDK) before parsing cost ~0.3 s at every start.
 import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { register as backup } from './backup.ts';

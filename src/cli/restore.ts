@@ -1,7 +1,6 @@
 // cofre restore <source> --to <dir> [--backup <id>]: rebuild the tree of a backup (the latest by default).
 import type { Command } from 'commander';
 import { resolve } from 'node:path';
-import { runRestore } from '../jobs/restore.ts';
 import { action, humanBytes, printJson, walFetchCommand, withContext, type GlobalOptions } from './common.ts';
 
 interface RestoreOptions {
@@ -46,6 +45,7 @@ export function register(program: Command): void {
         ...(opts.targetXid ? { xid: opts.targetXid } : {}), ...(opts.targetName ? { name: opts.targetName } : {}),
       };
       const restoreCommand = walFetchCommand(global, source);
+      const { runRestore } = await import('../jobs/restore.ts');
       const result = await withContext(global, false, (ctx) =>
         runRestore(ctx, {
           source, to: opts.to ? resolve(opts.to) : undefined, target, backupId: opts.backup,

@@ -1,7 +1,6 @@
 // cofre verify [source] [--deep] [--json]: exit 0 only when every copy is sound; otherwise every problem listed.
 import type { Command } from 'commander';
 import { CofreError, EXIT_PROBLEMS_FOUND } from '../errors/index.ts';
-import { runVerify } from '../jobs/verify.ts';
 import { action, printJson, withContext, type GlobalOptions } from './common.ts';
 
 export function register(program: Command): void {
@@ -14,6 +13,7 @@ export function register(program: Command): void {
     .action(action(async (source: string | undefined, opts: { deep?: boolean; sample?: string; json?: boolean }) => {
       const sample = opts.sample === undefined ? undefined : Number(opts.sample);
       if (sample !== undefined && !(sample > 0 && sample <= 1)) throw new CofreError('USAGE', `--sample ${opts.sample}: expected a share in (0, 1]`, { op: 'verify' });
+      const { runVerify } = await import('../jobs/verify.ts');
       const report = await withContext(program.opts<GlobalOptions>(), false, (ctx) => runVerify(ctx, { source, deep: Boolean(opts.deep), ...(sample !== undefined ? { sample } : {}) }));
       if (opts.json) printJson(report);
       else {

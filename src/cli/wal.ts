@@ -3,11 +3,16 @@ import type { Command } from 'commander';
 import { spawn } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { repositoryOf, type JobContext } from '../jobs/context.ts';
-import { fetchWal, pushWal, walSource } from '../jobs/wal.ts';
-import { AGENT_IDLE_MS, WalFetchAgent } from '../jobs/wal-fetch-agent.ts';
+import type { JobContext } from '../jobs/context.ts';
+import type { WalFetchAgent } from '../jobs/wal-fetch-agent.ts';
 import { agentSocketFor, serveSocket } from '../daemon/wal-socket.ts';
 import { action, withContext, type GlobalOptions } from './common.ts';
+
+// The jobs load when a command runs, not when the command line is parsed (see program.ts).
+const jobs = async () => {
+  const [context, wal, agent] = await Promise.all([import('../jobs/context.ts'), import('../jobs/wal.ts'), import('../jobs/wal-fetch-agent.ts')]);
+  return { ...context, ...wal, ...agent };
+};
 
 export function register(program: Command): void {
   program
@@ -16,6 +21,7 @@ export function register(program: Command): void {
     .option('--source <name>', 'the PostgreSQL source (default: the only one configured)')
     .option('--no-daemon', 'push from this process even when a daemon is running (by default it is handed the segment)')
     .action(action(async (path: string, opts: { source?: string }) => {
+      const { repositoryOf, pushWal, walSource } = await jobs();
       await withContext(program.opts<GlobalOptions>(), true, async (ctx) => {
         const { repoId } = await repositoryOf(ctx, true);
         const result = await pushWal(ctx, walSource(ctx.config, opts.source), resolve(path), repoId);
@@ -28,6 +34,7 @@ export function register(program: Command): void {
     .option('--source <name>', 'the PostgreSQL source (default: the only one configured)')
     .option('--no-agent', 'do not leave a wal-fetch agent behind to serve the next calls and read ahead')
     .action(action(async (name: string, dest: string, opts: { source?: string; agent: boolean }) => {
+      const { repositoryOf, fetchWal, walSource } = await jobs();
       await withContext(program.opts<GlobalOptions>(), false, async (ctx) => {
         const { repoId } = await repositoryOf(ctx, false);
         const source = walSource(ctx.config, opts.source);
@@ -44,11 +51,12 @@ export function register(program: Command): void {
     .requiredOption('--bytes <n>', 'its size (the segment size)')
     .option('--source <name>')
     .action(action(async (opts: { socket: string; after: string; bytes: string; source?: string }) => {
+      const { repositoryOf, walSource, WalFetchAgent, AGENT_IDLE_MS } = await jobs();
       await withContext(program.opts<GlobalOptions>(), false, async (ctx) => {
         const { repoId } = await repositoryOf(ctx, false);
         const source = walSource(ctx.config, opts.source);
         const src = ctx.config.sources[source];
-        await runAgent(ctx, new WalFetchAgent(ctx, source, repoId, src?.kind === 'postgres' ? src.walPrefetch : 0), opts);
+        await runAgent(ctx, new WalFetchAgent(ctx, source, repoId, src?.kind === 'postgres' ? src.walPrefetch : 0), AGENT_IDLE_MS, opts);
       });
     }));
 }
@@ -65,7 +73,7 @@ function startAgent(argv: string[], source: string, name: string, dest: string, 
   child.unref();
 }
 
-async function runAgent(ctx: JobContext, agent: WalFetchAgent, opts: { socket: string; after: string; bytes: string }): Promise<void> {
+async function runAgent(ctx: JobContext, agent: WalFetchAgent, idleMs: number, opts: { socket: string; after: string; bytes: string }): Promise<void> {
   let server;
   try {
     server = await serveSocket(opts.socket, (req) => {
@@ -81,7 +89,7 @@ async function runAgent(ctx: JobContext, agent: WalFetchAgent, opts: { socket: s
   const finished = new Promise<void>((resolve) => (done = resolve));
   function idle(): void {
     cancelIdle();
-    cancelIdle = ctx.clock.after(AGENT_IDLE_MS, done);
+    cancelIdle = ctx.clock.after(idleMs, done);
   }
   idle();
   // The recovery's directory removed (the restore finished and was cleaned up): nothing left to serve.

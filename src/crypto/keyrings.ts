@@ -1,13 +1,8 @@
-// Builds the ESDK keyrings: a raw AES keyring over local key files, or one AWS KMS key per region.
-import { DescribeKeyCommand, KMS } from '@aws-sdk/client-kms';
-import {
-  KmsKeyringNode,
-  MultiKeyringNode,
-  RawAesKeyringNode,
-  RawAesWrappingSuiteIdentifier,
-  type KeyringNode,
-} from '@aws-crypto/client-node';
-import type { Config, KmsKeyConfig } from '../config/index.ts';
+// Builds the ESDK keyrings: a raw AES keyring over local key files, or one AWS KMS key per region (kms-keyrings.ts,
+// loaded only when configured: the AWS SDK costs ~0.1 s at every start of the command line).
+import { MultiKeyringNode, type KeyringNode } from '@aws-crypto/material-management-node';
+import { RawAesKeyringNode, RawAesWrappingSuiteIdentifier } from '@aws-crypto/raw-aes-keyring-node';
+import type { Config } from '../config/index.ts';
 import { CofreError } from '../errors/index.ts';
 import { loadKeyFile } from './key-file.ts';
 
@@ -37,7 +32,7 @@ function rawAes(keyName: string, material: Buffer): RawAesKeyringNode {
   });
 }
 
-function multi(rings: KeyringNode[]): KeyringNode {
+export function multi(rings: KeyringNode[]): KeyringNode {
   const [generator, ...children] = rings;
   if (!generator) throw new CofreError('INTERNAL', 'no keyring configured', { op: 'keyring.build' });
   return children.length === 0 ? generator : new MultiKeyringNode({ generator, children });
@@ -57,78 +52,7 @@ export function localKeyrings(keyFile: string, previousKeyFiles: string[], opts:
   };
 }
 
-function kmsClientFor(key: KmsKeyConfig): KMS {
-  const credentials =
-    key.accessKeyId && key.secretAccessKey
-      ? { accessKeyId: key.accessKeyId.reveal(), secretAccessKey: key.secretAccessKey.reveal() }
-      : undefined;
-  return new KMS({
-    region: key.region,
-    ...(key.endpoint ? { endpoint: key.endpoint } : {}),
-    ...(credentials ? { credentials } : {}),
-    maxAttempts: 3,
-  });
-}
-
-function kmsRing(key: KmsKeyConfig, client: KMS, asGenerator: boolean): KmsKeyringNode {
-  // The ESDK asks its clientProvider for a client; it must be the aggregated KMS client, not KMSClient.
-  const clientProvider = (): KMS => client;
-  return asGenerator
-    ? new KmsKeyringNode({ clientProvider, generatorKeyId: key.keyId })
-    : new KmsKeyringNode({ clientProvider, keyIds: [key.keyId] });
-}
-
-/** How long a KMS endpoint may take to answer the pre-backup probe before it counts as down. */
-export const KMS_PROBE_TIMEOUT_MS = 3_000;
-
-export function kmsKeyrings(keys: KmsKeyConfig[]): Keyrings {
-  const clients = keys.map(kmsClientFor);
-  const writeRing = (usable: number[]): KeyringNode => multi(usable.map((i, n) => kmsRing(keys[i]!, clients[i]!, n === 0)));
-  const readOrder = (storageRegion?: string): number[] => {
-    const idx = keys.map((_, i) => i);
-    const own = keys.findIndex((k) => (k.storageRegion ?? k.region) === storageRegion);
-    return own > 0 ? [own, ...idx.filter((i) => i !== own)] : idx;
-  };
-  const readRings = new Map<string, KeyringNode>();
-  const keyrings: Keyrings = {
-    writeKeyIds: keys.map((k) => k.keyId),
-    readKeyIds: keys.map((k) => k.keyId),
-    forWrite: writeRing(keys.map((_, i) => i)),
-    prepareWrite: async () => {
-      const reachable = await Promise.all(
-        keys.map(async (k, i) => {
-          try {
-            await clients[i]!.send(new DescribeKeyCommand({ KeyId: k.keyId }), { abortSignal: AbortSignal.timeout(KMS_PROBE_TIMEOUT_MS) });
-            return true;
-          } catch {
-            return false;
-          }
-        }),
-      );
-      const usable = keys.map((_, i) => i).filter((i) => reachable[i]);
-      if (usable.length === 0) {
-        throw new CofreError('KMS_UNAVAILABLE', `none of the ${keys.length} KMS keys is reachable`, {
-          op: 'keyring.prepare', hint: 'check network access and credentials for the KMS endpoints in encryption.keys',
-        });
-      }
-      keyrings.forWrite = writeRing(usable);
-      keyrings.writeKeyIds = usable.map((i) => keys[i]!.keyId);
-      return { unreachable: keys.filter((_, i) => !reachable[i]).map((k) => k.keyId) };
-    },
-    forRead: (storageRegion) => {
-      const cacheKey = storageRegion ?? '';
-      let ring = readRings.get(cacheKey);
-      if (!ring) {
-        ring = multi(readOrder(storageRegion).map((i) => kmsRing(keys[i]!, clients[i]!, false)));
-        readRings.set(cacheKey, ring);
-      }
-      return ring;
-    },
-  };
-  return keyrings;
-}
-
-export function keyringsFor(cfg: Config, opts: { create: boolean }): Keyrings {
+export async function keyringsFor(cfg: Config, opts: { create: boolean }): Promise<Keyrings> {
   const enc = cfg.encryption;
   if (enc.provider === 'local') return localKeyrings(enc.keyFile, enc.previousKeyFiles, opts);
   const notArn = enc.keys.findIndex((k) => !k.keyId.startsWith('arn:'));
@@ -137,5 +61,6 @@ export function keyringsFor(cfg: Config, opts: { create: boolean }): Keyrings {
       op: 'keyring.build', hint: 'aliases cannot decrypt: the ESDK matches data keys by key ARN; use `aws kms describe-key` to find the ARN',
     });
   }
+  const { kmsKeyrings } = await import('./kms-keyrings.ts');
   return kmsKeyrings(enc.keys);
 }

@@ -16,14 +16,12 @@ import {
   type ManifestObject,
   type PhysicalInfo,
 } from '../repository/index.ts';
-import type { OpenObject, SourceCaptureInput } from '../sources/capture.ts';
+import type { OpenObject, SourceCapture, SourceCaptureInput } from '../sources/capture.ts';
 import { captureFiles, prepareFiles } from '../sources/files/backup.ts';
-import { captureLogical } from '../sources/postgres/logical.ts';
 import { parseLsn, segmentName, segmentsBetween } from '../sources/postgres/lsn.ts';
 import { expiresAt, policyFor } from '../retention/plan.ts';
-import { capturePhysical, pgdataOf } from '../sources/postgres/physical.ts';
 import { walKey } from '../sources/postgres/wal-names.ts';
-import type { SourceConfig } from '../config/index.ts';
+import type { PostgresSourceConfig, SourceConfig } from '../config/index.ts';
 import type { StorageDriver } from '../storage/index.ts';
 import { cleanAbandoned, removeBackupObjects } from './cleanup.ts';
 import { readOrder, repositoryOf, writeSettings, type JobContext } from './context.ts';
@@ -94,11 +92,17 @@ function chooseParent(ctx: JobContext, source: string, type: BackupType, method:
   return parent ? { type, parentId: parent.id } : { type: 'full', parentId: null };
 }
 
+/** PostgreSQL's capture (and its client library) loads only when a postgres source is backed up. */
+async function capturePostgres(src: PostgresSourceConfig, pgdata: string | null, input: SourceCaptureInput, parent: Manifest | null): Promise<SourceCapture> {
+  if (pgdata) return (await import('../sources/postgres/physical.ts')).capturePhysical(src, pgdata, input, parent);
+  return (await import('../sources/postgres/logical.ts')).captureLogical(src, input);
+}
+
 export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<BackupResult> {
   const src = sourceConfig(ctx, args.source);
   if (src.kind === 'files') await prepareFiles(src);
   const method = methodOf(src, args.method);
-  const pgdata = src.kind === 'postgres' && method === 'physical' ? pgdataOf(src, args.source) : null;
+  const pgdata = src.kind === 'postgres' && method === 'physical' ? (await import('../sources/postgres/physical.ts')).pgdataOf(src, args.source) : null;
   const runId = randomUUID();
   ctx.catalog.startRun(runId, 'backup', args.source, true);
   const startedAt = ctx.clock.now();
@@ -162,7 +166,7 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
     };
     const captured = src.kind === 'files'
       ? await captureFiles(src, input, parentManifest)
-      : pgdata ? await capturePhysical(src, pgdata, input, parentManifest) : await captureLogical(src, input);
+      : await capturePostgres(src, pgdata, input, parentManifest);
     if (captured.physical) await checkWalArchived(ctx, args.source, captured.physical);
 
     // The manifest is written last: its presence in a region is what makes the backup exist there.

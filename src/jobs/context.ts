@@ -35,7 +35,7 @@ export async function openContext(opts: OpenOptions): Promise<JobContext> {
     for (const run of catalog.recoverInterrupted()) {
       opts.bus.emit('run.interrupted', { runId: run.id, kind: run.kind, source: run.source, backupId: run.backupId });
     }
-    const envelope = new Envelope(keyringsFor(opts.config, { create: opts.createKey }));
+    const envelope = new Envelope(await keyringsFor(opts.config, { create: opts.createKey }));
     const regions = await Promise.all(opts.config.regions.map((r) => openRegion(r, opts.clock, opts.bus)));
     return { config: opts.config, clock: opts.clock, bus: opts.bus, catalog, envelope, regions, quorum: quorumOf(opts.config) };
   } catch (err) {

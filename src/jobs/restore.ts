@@ -5,8 +5,7 @@ import { readObjectWithFallback, type RegionProblem } from '../pipeline/index.ts
 import { objectKey, packIdentity, readManifest } from '../repository/index.ts';
 import { restoreTree, type RestoreTreeResult } from '../sources/files/extract.ts';
 import { parseConnUrl } from '../sources/postgres/libpq.ts';
-import { restoreLogical } from '../sources/postgres/restore-logical.ts';
-import { preparePgdata, startRestored, type RecoveryTarget, type StartedCluster } from '../sources/postgres/restore-physical.ts';
+import type { RecoveryTarget, StartedCluster } from '../sources/postgres/restore-physical.ts';
 import type { StorageDriver } from '../storage/index.ts';
 import { readOrder, repositoryOf, type JobContext } from './context.ts';
 
@@ -103,6 +102,8 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
       });
     }
     const byName = new Map(manifest.objects.map((o) => [o.name, o]));
+    // PostgreSQL's restore code (and its client library) loads only for a postgres source.
+    const { restoreLogical } = await import('../sources/postgres/restore-logical.ts');
     const result = await restoreLogical(src, manifest, args.target, async (name, consume) => {
       const info = byName.get(name);
       if (!info) throw new CofreError('MANIFEST_INVALID', `backup ${backup.id} has no object ${name}`, { op: 'restore', path: name });
@@ -135,6 +136,7 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
   }, { order: ctx.catalog.usableBackups(args.source).map((b) => b.id), delta: Boolean(args.delta) });
   let startedCluster: StartedCluster | undefined;
   if (src.kind === 'postgres' && manifest.method === 'physical') {
+    const { preparePgdata, startRestored } = await import('../sources/postgres/restore-physical.ts');
     await preparePgdata(manifest, to, {
       restoreCommand: args.restoreCommand ?? 'false', target: args.standby ? {} : (args.recovery ?? {}), standby: Boolean(args.standby),
     });
