@@ -132,6 +132,39 @@ describe('PackBuilder', () => {
     expect(members.map((m) => m.name)).toEqual(['kept.bin']);
     expect(members[0]!.body.equals(body)).toBe(true);
   });
+
+  it('reads small files straight into the blocks, across block ends, telling files that grew or shrank', async () => {
+    const packs = packBuilder('small', 's');
+    mkdirSync(join(dir, 'small'), { recursive: true });
+    const file = (name: string, size: number): WalkEntry => ({
+      path: `small/${name}`, abs: join(dir, 'small', name), type: 'file', mode: 0o644, uid: 0, gid: 0, mtimeNs: 0n, ctimeNs: 0n, ino: 0n, size,
+    });
+    // 40 files of 100-900 KiB cross several 2 MiB block ends, some exactly at their last byte.
+    const bodies = Array.from({ length: 40 }, (_, i) => randomBytes(100 * 1024 + ((i * 37_813) % (800 * 1024))));
+    const want: { name: string; body: Buffer }[] = [];
+    for (const [i, body] of bodies.entries()) {
+      writeFileSync(join(dir, 'small', `f${i}`), body);
+      const got = await packs.addFile(file(`f${i}`, body.length));
+      expect(got).toMatchObject({ sha256: sha256Hex(body), changed: false });
+      want.push({ name: `small/f${i}`, body });
+    }
+    // Walked at another size than it has when read: stored at the walked size (cut, or padded with zeros), flagged.
+    const grown = randomBytes(5000);
+    writeFileSync(join(dir, 'small', 'grown'), grown);
+    expect(await packs.addFile(file('grown', 4000))).toMatchObject({ sha256: sha256Hex(grown.subarray(0, 4000)), changed: true });
+    const shrunk = randomBytes(3000);
+    writeFileSync(join(dir, 'small', 'shrunk'), shrunk);
+    const padded = Buffer.concat([shrunk, Buffer.alloc(1000)]);
+    expect(await packs.addFile(file('shrunk', 4000))).toMatchObject({ sha256: sha256Hex(padded), changed: true });
+    await expect(packs.addFile(file('gone', 10))).rejects.toMatchObject({ code: 'ENOENT' });
+    const empty = await packs.addFile((writeFileSync(join(dir, 'small', 'empty'), ''), file('empty', 0)));
+    expect(empty).toMatchObject({ sha256: sha256Hex(Buffer.alloc(0)), changed: false });
+    await packs.close();
+    want.push({ name: 'small/grown', body: grown.subarray(0, 4000) }, { name: 'small/shrunk', body: padded }, { name: 'small/empty', body: Buffer.alloc(0) });
+    const members = await readMembers('small/s0', 's0');
+    expect(members.map((m) => m.name)).toEqual(want.map((w) => w.name));
+    for (const [i, m] of members.entries()) expect(m.body.equals(want[i]!.body), m.name).toBe(true);
+  });
 });
 
 describe('pageLevel', () => {

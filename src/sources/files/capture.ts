@@ -6,9 +6,9 @@ import type { PackBuilder } from './pack-builder.ts';
 import { walkTree, type WalkEntry } from './walk.ts';
 
 /**
- * How many entries are examined ahead of the packer. Small files are read (and hashed) during the look-ahead,
- * in parallel, so thousands of small files do not cost thousands of sequential round trips. Memory: at most
- * this many small files (≤ 1 MiB each).
+ * How many entries are examined ahead of the packer: a file in doubt is hashed during the look-ahead (a small one
+ * read whole, and kept to be stored if it changed), so large files in doubt are read in parallel. Memory: at most
+ * this many small files (≤ 1 MiB each). Files known to have changed are read later, straight into the pack.
  */
 export const LOOKAHEAD_ENTRIES = 32;
 
@@ -72,9 +72,9 @@ async function plan(entry: WalkEntry, previous: Map<string, ManifestEntry>, pare
   // A relation file in doubt is settled page by page in the main loop, not by a whole-file hash.
   if (verdict !== 'same' && pages?.applies(entry, old)) return { entry, verdict, old };
   try {
-    if (entry.size <= SMALL_FILE_BYTES && verdict !== 'same') {
+    if (entry.size <= SMALL_FILE_BYTES && verdict === 'doubt') {
       const small = await readSmallFile(entry.abs, entry.size);
-      if (verdict === 'doubt') verdict = small.sha256 === old!.sha256 && !small.changed ? 'same' : 'changed';
+      verdict = small.sha256 === old!.sha256 && !small.changed ? 'same' : 'changed';
       return { entry, verdict, old, small };
     }
     if (verdict === 'doubt') verdict = (await hashFile(entry.abs, entry.size)) === old!.sha256 ? 'same' : 'changed';
@@ -148,8 +148,10 @@ export async function captureTree(input: CaptureInput): Promise<{ entries: Manif
     try {
       stored = p.small ? await input.packs.addBuffer(e, p.small) : await input.packs.addFile(e);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        input.onSkip(e.path, 'vanished before it could be read');
+      const code = (err as NodeJS.ErrnoException).code;
+      // Refused before a byte of it was packed (see PackBuilder.addFile): skipped, as tar does.
+      if (code === 'ENOENT' || code === 'EACCES' || code === 'EPERM') {
+        input.onSkip(e.path, code === 'ENOENT' ? 'vanished before it could be read' : (err as Error).message);
         stats.files--;
         stats.bytes -= e.size;
         continue;

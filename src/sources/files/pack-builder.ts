@@ -1,10 +1,11 @@
 // Packs changed files into tar (pax) objects of bounded size, written in place into the pipeline's blocks.
 import { createHash } from 'node:crypto';
+import { closeSync, openSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { CofreError } from '../../errors/index.ts';
 import type { ManifestObject } from '../../repository/index.ts';
 import type { OpenObject } from '../capture.ts';
-import { readFileInto, type SmallFile } from './read-file.ts';
+import { readFileInto, readSmallFileInto, SMALL_FILE_BYTES, type SmallFile } from './read-file.ts';
 import { TAR_END, tarHeader, tarPadding } from './tar-header.ts';
 import type { WalkEntry } from './walk.ts';
 
@@ -67,10 +68,23 @@ export class PackBuilder {
   }
 
   /**
-   * Reads a large file straight into the pack; returns the hash of what was stored and the pack holding it. The file
-   * is opened before its header is written: one that vanished is refused (ENOENT) with the pack still whole.
+   * Reads a file straight into the pack; returns the hash of what was stored and the pack holding it. The file is
+   * opened before its header is written: one that vanished or cannot be opened is refused (ENOENT, EACCES) with the
+   * pack still whole. Small files are read synchronously (see readSmallFileInto), large ones a piece ahead.
    */
   async addFile(entry: WalkEntry): Promise<{ pack: string; sha256: string; changed: boolean }> {
+    if (entry.size <= SMALL_FILE_BYTES) {
+      const fd = openSync(entry.abs, 'r');
+      try {
+        let read = { sha256: '', changed: false };
+        const pack = await this.member(entry, entry.size, async (out) => {
+          read = await readSmallFileInto(fd, entry.size, out);
+        });
+        return { pack, ...read };
+      } finally {
+        closeSync(fd);
+      }
+    }
     const handle = await open(entry.abs, 'r');
     try {
       let read = { sha256: '', changed: false };
