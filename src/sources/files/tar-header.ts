@@ -4,7 +4,7 @@
 import type { WalkEntry } from './walk.ts';
 
 export const TAR_BLOCK = 512;
-/** The end of an archive: two zero blocks. */
+/** The end of an archive: two zero blocks. Shared and never written to, like the padding cut from it. */
 export const TAR_END = Buffer.alloc(2 * TAR_BLOCK);
 
 const TYPE_FLAG = { file: '0', symlink: '2', dir: '5', pax: 'x' } as const;
@@ -28,7 +28,8 @@ function octal(value: number, digits: number): string {
 }
 
 function ustar(f: Fields): Buffer {
-  const block = Buffer.alloc(TAR_BLOCK);
+  // From Node's shared pool: a Buffer.alloc per header was an ArrayBuffer of its own per file.
+  const block = Buffer.allocUnsafe(TAR_BLOCK).fill(0);
   block.write(f.name, 0, 100, 'latin1');
   block.write(octal(f.mode & 0o7777, 6), 100, 'latin1');
   block.write(octal(f.uid, 6), 108, 'latin1');
@@ -80,7 +81,7 @@ function paxRecord(key: string, value: string): string {
 /** Zeros that pad `size` bytes of member data to whole tar blocks. */
 export function tarPadding(size: number): Buffer {
   const rest = size % TAR_BLOCK;
-  return rest === 0 ? Buffer.alloc(0) : Buffer.alloc(TAR_BLOCK - rest);
+  return TAR_END.subarray(0, rest === 0 ? 0 : TAR_BLOCK - rest);
 }
 
 /** The header blocks of one member whose data is `size` bytes (0 for directories and symlinks). */

@@ -1,7 +1,7 @@
 // Walks a source tree in a stable order with lstat (never following symlinks); skips what tar cannot hold.
 // Metadata calls are synchronous: per entry they cost less than an async round trip through libuv's pool.
 import { lstatSync, readdirSync, readlinkSync, statSync } from 'node:fs';
-import { join, matchesGlob } from 'node:path';
+import { matchesGlob, resolve } from 'node:path';
 
 export type EntryType = 'file' | 'dir' | 'symlink';
 
@@ -27,12 +27,28 @@ export interface WalkOptions {
   onSkip: (path: string, reason: string) => void;
 }
 
-function excluded(path: string, patterns: string[]): boolean {
-  return patterns.some((p) => matchesGlob(path, p) || matchesGlob(path, `${p}/**`));
+const GLOB_CHARS = /[*?[\]{}!+@()\\]/;
+
+/**
+ * A test for the exclude patterns: a pattern matches a path or anything under it. A pattern without glob characters
+ * is compared as text; matchesGlob compiles its pattern at every call (~20% of the walk's time for one pattern).
+ */
+function excluder(patterns: string[]): (path: string) => boolean {
+  const literal = patterns.filter((p) => !GLOB_CHARS.test(p)).map((p) => p.replace(/\/+$/, ''));
+  const globs = patterns.filter((p) => GLOB_CHARS.test(p));
+  return (path) =>
+    literal.some((p) => path === p || (path.startsWith(p) && path[p.length] === '/')) ||
+    globs.some((p) => matchesGlob(path, p) || matchesGlob(path, `${p}/**`));
 }
 
-export async function* walkTree(root: string, opts: WalkOptions, rel = ''): AsyncGenerator<WalkEntry> {
-  const dir = rel ? join(root, rel) : root;
+export async function* walkTree(root: string, opts: WalkOptions): AsyncGenerator<WalkEntry> {
+  const base = resolve(root);
+  yield* walkDir(base.endsWith('/') ? base : `${base}/`, excluder(opts.exclude), opts, '');
+}
+
+/** Walks `rel` under the root, `prefix` being the root's absolute path and a '/'. */
+async function* walkDir(prefix: string, excluded: (path: string) => boolean, opts: WalkOptions, rel: string): AsyncGenerator<WalkEntry> {
+  const dir = rel ? prefix + rel : prefix;
   let names: string[];
   try {
     names = readdirSync(dir);
@@ -44,8 +60,8 @@ export async function* walkTree(root: string, opts: WalkOptions, rel = ''): Asyn
   names.sort();
   for (const name of names) {
     const path = rel ? `${rel}/${name}` : name;
-    if (excluded(path, opts.exclude)) continue;
-    const abs = join(root, path);
+    if (excluded(path)) continue;
+    const abs = prefix + path;
     let st;
     try {
       st = lstatSync(abs, { bigint: true });
@@ -61,7 +77,7 @@ export async function* walkTree(root: string, opts: WalkOptions, rel = ''): Asyn
       yield { ...base, type: 'file', size: Number(st.size) };
     } else if (st.isDirectory()) {
       yield { ...base, type: 'dir' };
-      yield* walkTree(root, opts, path);
+      yield* walkDir(prefix, excluded, opts, path);
     } else if (st.isSymbolicLink() && opts.follow?.(path)) {
       let target;
       try {
@@ -75,7 +91,7 @@ export async function* walkTree(root: string, opts: WalkOptions, rel = ''): Asyn
         continue;
       }
       yield { ...base, type: 'dir', mode: Number(target.mode & 0o7777n), uid: Number(target.uid), gid: Number(target.gid), mtimeNs: target.mtimeNs, ctimeNs: target.ctimeNs, ino: target.ino };
-      yield* walkTree(root, opts, path);
+      yield* walkDir(prefix, excluded, opts, path);
     } else if (st.isSymbolicLink()) {
       yield { ...base, type: 'symlink', target: readlinkSync(abs) };
     } else {
