@@ -61,9 +61,9 @@ describe('ObjectWriter', () => {
     }
   });
 
-  it('aborts mid-object without destroying the encryption stream (no uncaught error) and leaves no copy', async () => {
+  it('aborts mid-object with no uncaught error and leaves no copy', async () => {
     const writer = new ObjectWriter(writeSettings(ctx), { key: 'objects/aborted', identity: identity('aborted'), regions: ctx.regions });
-    // Several frames through the ESDK stream, so it is mid-message when the write is abandoned.
+    // Several frames encrypted and sent, so the message and the regions' uploads are mid-way when it is abandoned.
     await writer.write(randomBytes(9 * 1024 * 1024));
     writer.abort(new Error('stopping'));
     await expect(writer.end()).rejects.toThrow('stopping');

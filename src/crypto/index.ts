@@ -2,3 +2,4 @@
 export * from './envelope.ts';
 export * from './keyrings.ts';
 export * from './key-file.ts';
+export * from './encryptor.ts';

@@ -46,6 +46,9 @@ export class Fanout extends Writable {
     this.opts = opts;
     this.lanes = opts.regions.map((driver) => {
       const pass = new PassThrough({ highWaterMark: opts.bufferBytes });
+      // The driver reports a failure through `done`. An abort can come before the driver has attached handlers of
+      // its own (its create() may still be making directories or waiting for a slot): never an uncaught error.
+      pass.on('error', () => undefined);
       const lane: Lane = { driver, pass, done: driver.create(opts.key, pass, opts.retainUntil ? { retainUntil: opts.retainUntil } : {}), failed: null, wake: null };
       lane.done.catch((err: unknown) => this.dropLane(lane, messageOf(err)));
       return lane;

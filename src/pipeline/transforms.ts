@@ -1,7 +1,6 @@
-// Small stream stages of the pipeline: hashing/counting taps and zstd with cofre's settings.
+// Small stream stages of the pipeline: a hashing/counting tap, and the chunk size the pipeline reads in.
 import { createHash, type Hash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
-import { constants, createZstdCompress, type ZstdOptions } from 'node:zlib';
 
 /** Passes bytes through unchanged while counting them and computing their sha256. */
 export class HashTap extends Transform {
@@ -31,12 +30,3 @@ export class HashTap extends Transform {
 
 /** Chunk size the pipeline works in: big enough that per-chunk costs (a zlib or fs round trip) vanish. */
 export const PIPELINE_CHUNK_BYTES = 1024 * 1024;
-
-export function zstdCompress(level: number): Transform {
-  return createZstdCompress({
-    params: { [constants.ZSTD_c_compressionLevel]: level, [constants.ZSTD_c_checksumFlag]: 1 },
-    chunkSize: PIPELINE_CHUNK_BYTES,
-    // Deep buffers on both sides keep the zstd thread busy while the main thread encrypts.
-    highWaterMark: 2 * PIPELINE_CHUNK_BYTES,
-  } as ZstdOptions);
-}

@@ -1,11 +1,12 @@
 // Writes one object to every region in one pass: plaintext → zstd (a frame per 2 MiB block) → encrypt → sha256 → fan-out.
-import { Readable, type Duplex } from 'node:stream';
+import { createHash } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { zstdCompressSync, constants as zlib } from 'node:zlib';
 import type { Clock } from '../clock.ts';
-import { FRAME_LENGTH_BYTES, type Envelope, type ObjectIdentity } from '../crypto/index.ts';
+import { FRAME_LENGTH_BYTES, type Envelope, type MessageEncryptor, type ObjectIdentity } from '../crypto/index.ts';
 import { messageOf } from '../errors/index.ts';
 import { createOrMatch, type StorageDriver } from '../storage/index.ts';
 import { Fanout, type RegionOutcome } from './fanout.ts';
-import { HashTap, zstdCompress } from './transforms.ts';
 import { zstdCompressWhole, type Compressed } from './zstd-workers.ts';
 
 export interface WriteSettings {
@@ -69,21 +70,14 @@ const spareBlocks: SharedArrayBuffer[] = [];
 /** Room for zstd's worst case on a block: the workers compress straight into it. */
 const OUTPUT_BYTES = BLOCK_BYTES + (BLOCK_BYTES >> 7) + 65536;
 /**
- * Compressed frames are reused too, once the encryption has surely read them. The ESDK message format fixes
- * that point: every frame but the last holds FRAME_LENGTH_BYTES of input and adds 32 bytes (sequence number, IV,
- * tag), after a header shorter than a frame; a frame's ciphertext is pushed only after all its input went through
- * the cipher. So once C ciphertext bytes came out, at least (floor(C / (F + 32)) - 2) * F input bytes are consumed
- * (one frame for the header, one of margin). Without this, every compressed frame was a fresh buffer: ~550 MB of
- * garbage per GiB of backup, a full GC every ~64 MB of it.
+ * Compressed frames are reused too, once the encryption has read them: it holds its input by reference until the
+ * 1 MiB message frame that input belongs to is encrypted, and says how much it has let go of (`consumed`). Without
+ * this, every compressed frame was a fresh buffer: ~550 MB of garbage per GiB of backup, a full GC every ~64 MB.
  */
 const SPARE_OUTPUTS = BLOCKS_IN_FLIGHT + 4;
 /** Frames up to this size are copied rather than lent (see emitOldest). */
 const SMALL_OUTPUT_BYTES = FRAME_LENGTH_BYTES;
 const spareOutputs: SharedArrayBuffer[] = [];
-
-function consumedBy(cipherBytes: number): number {
-  return (Math.floor(cipherBytes / (FRAME_LENGTH_BYTES + 32)) - 2) * FRAME_LENGTH_BYTES;
-}
 
 /** Where plaintext goes: filled in place (a file read straight into the block) or copied in. */
 export interface PlainSink {
@@ -100,38 +94,33 @@ export interface PlainSink {
  * output and the regions' buffers, whatever the object's size; the plaintext never touches the disk.
  */
 /**
- * The encrypted half of a write: compressed bytes → ESDK encrypt → sha256 → every region at once.
- * Wired by hand, not with pipeline(): a failure must never destroy the ESDK stream while it runs. Its inner streams
- * are joined by readable-stream's pipeline without a callback, which rethrows "Premature close" as an uncaught
- * exception (a daemon stopping mid-pack exited 1). On a failure the regions' uploads are aborted (no region keeps
- * the object) and the ESDK stream is ended normally, its output discarded.
+ * The encrypted half of a write: compressed bytes → encryption (MessageEncryptor, synchronous) → sha256 → every
+ * region at once. The ciphertext is handed to the fan-out as it comes, waiting only when the regions push back.
+ * On a failure the regions' uploads are aborted (no region keeps the object) and the data key is wiped.
  */
 class EncryptedUpload {
   readonly stored: Promise<void>;
   failure: Error | null = null;
+  /** Input bytes the encryption no longer holds (their buffers may be reused). */
+  consumed = 0;
   private readonly key: string;
-  private readonly encrypt: Duplex;
-  private readonly cipherTap: HashTap;
+  private readonly encrypting: Promise<MessageEncryptor>;
+  private encryptor: MessageEncryptor | null = null;
+  private readonly hash = createHash('sha256');
+  private bytes = 0;
   private readonly fanout: Fanout;
-  private ended = false;
-  /** Wakes a write waiting for the ESDK stream to drain, when the upload fails instead. */
+  /** Wakes a write waiting for the regions to drain, when the upload fails instead. */
   private wake: (() => void) | null = null;
 
-  /** onCipher hears the running count of ciphertext bytes, and Infinity once all of it is out. */
-  constructor(settings: WriteSettings, target: ObjectTarget, onCipher?: (bytes: number) => void) {
+  constructor(settings: WriteSettings, target: ObjectTarget) {
     this.key = target.key;
     this.fanout = fanoutFor(settings, target);
-    this.encrypt = settings.envelope.encryptStream(target.identity);
-    this.cipherTap = new HashTap(onCipher);
-    if (onCipher) this.cipherTap.once('finish', () => onCipher(Infinity));
     let finished = false;
     this.stored = new Promise<void>((resolve, reject) => {
       const fail = (err: Error): void => {
         reject(err);
         this.stop(err);
       };
-      this.encrypt.on('error', fail);
-      this.cipherTap.on('error', fail);
       this.fanout.on('error', fail);
       this.fanout.on('finish', () => {
         finished = true;
@@ -142,47 +131,76 @@ class EncryptedUpload {
       });
     });
     this.stored.catch(() => undefined);
-    this.encrypt.pipe(this.cipherTap).pipe(this.fanout);
+    this.encrypting = settings.envelope.encryptor(target.identity);
+    this.encrypting.catch(() => undefined);
   }
 
-  /** Hands compressed bytes to the encryption; resolves once it can take more, rejects once the upload failed. */
+  private async started(): Promise<MessageEncryptor> {
+    if (this.encryptor) return this.encryptor;
+    let encryptor: MessageEncryptor;
+    try {
+      encryptor = await this.encrypting;
+    } catch (err) {
+      this.stop(err as Error);
+      throw err;
+    }
+    if (this.failure) {
+      encryptor.dispose();
+      throw this.failure;
+    }
+    this.encryptor = encryptor;
+    await this.send(encryptor.header);
+    return encryptor;
+  }
+
+  /** Hands compressed bytes to the encryption; resolves once the regions can take more, rejects once the upload failed. */
   async write(bytes: Buffer): Promise<void> {
     if (this.failure) throw this.failure;
-    if (!this.encrypt.write(bytes)) {
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          this.encrypt.off('drain', done);
-          this.wake = null;
-          resolve();
-        };
-        this.wake = done;
-        this.encrypt.once('drain', done);
-      });
-    }
-    if (this.failure) throw this.failure;
+    const encryptor = await this.started();
+    const out = encryptor.update(bytes);
+    this.consumed = encryptor.consumed;
+    await this.send(out);
   }
 
   /** Ends the object and waits until it is stored at quorum. */
   async end(): Promise<Omit<WrittenObject, 'plainBytes'>> {
     if (this.failure) throw this.failure;
-    this.ended = true;
-    this.encrypt.end();
+    const encryptor = await this.started();
+    await this.send(encryptor.final());
+    this.consumed = Infinity;
+    this.fanout.end();
     await this.stored;
-    return { key: this.key, size: this.cipherTap.bytes, sha256: this.cipherTap.sha256(), regions: this.fanout.outcomes() };
+    return { key: this.key, size: this.bytes, sha256: this.hash.digest('hex'), regions: this.fanout.outcomes() };
   }
 
-  /** Aborts the uploads; the ESDK stream is ended and drained, never destroyed. */
+  /** Aborts the uploads and wipes the data key. */
   stop(err: Error): void {
     if (this.failure) return;
     this.failure = err;
     this.fanout.destroy(err);
-    this.encrypt.unpipe();
-    this.encrypt.resume();
-    if (!this.ended) {
-      this.ended = true;
-      this.encrypt.end();
-    }
+    this.encryptor?.dispose();
     this.wake?.();
+  }
+
+  private async send(ciphertext: Buffer[]): Promise<void> {
+    let full = false;
+    for (const chunk of ciphertext) {
+      this.hash.update(chunk);
+      this.bytes += chunk.length;
+      if (!this.fanout.write(chunk)) full = true;
+    }
+    if (full && !this.failure) {
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          this.fanout.off('drain', done);
+          this.wake = null;
+          resolve();
+        };
+        this.wake = done;
+        this.fanout.once('drain', done);
+      });
+    }
+    if (this.failure) throw this.failure;
   }
 }
 
@@ -199,7 +217,7 @@ export class ObjectWriter implements PlainSink {
 
   constructor(settings: WriteSettings, target: ObjectTarget) {
     this.level = settings.compressionLevel;
-    this.upload = new EncryptedUpload(settings, target, (cipherBytes) => this.reclaim(consumedBy(cipherBytes)));
+    this.upload = new EncryptedUpload(settings, target);
   }
 
   async space(): Promise<Buffer> {
@@ -274,6 +292,7 @@ export class ObjectWriter implements PlainSink {
       this.lent.push({ end: this.compressedBytes, output: done.output });
     }
     await this.upload.write(frame);
+    this.reclaim(this.upload.consumed);
   }
 }
 
@@ -314,10 +333,9 @@ export async function writeCompressedObject(settings: WriteSettings, target: Obj
 
 /** Encrypts a small object (a manifest) once, into memory. */
 export async function sealBuffer(settings: WriteSettings, identity: ObjectIdentity, plaintext: Buffer): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  const sink = Readable.from([plaintext]).pipe(zstdCompress(settings.compressionLevel)).pipe(settings.envelope.encryptStream(identity));
-  for await (const chunk of sink) parts.push(chunk as Buffer);
-  return Buffer.concat(parts);
+  const compressed = zstdCompressSync(plaintext, { params: { [zlib.ZSTD_c_compressionLevel]: settings.compressionLevel, [zlib.ZSTD_c_checksumFlag]: 1 } });
+  const encryptor = await settings.envelope.encryptor(identity);
+  return Buffer.concat([...encryptor.header, ...encryptor.update(compressed), ...encryptor.final()]);
 }
 
 /** Writes the same sealed bytes to every region (retried, since a Buffer can be replayed). */
