@@ -4,7 +4,7 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { PlainSink } from '../../pipeline/index.ts';
 
-/** Reads straight into a pack's block go in pieces of this size, one ahead of the hashing. */
+/** Reads go in pieces of this size, each hashed while it is in cache. */
 const READ_PIECE_BYTES = 512 * 1024;
 /** Files up to this size are read whole in one go (and ahead of time, see capture.ts). */
 export const SMALL_FILE_BYTES = 1024 * 1024;
@@ -101,7 +101,10 @@ async function fillFrom(handle: FileHandle, buf: Buffer, pos: number): Promise<b
 
 /**
  * Reads exactly `size` bytes of an open file straight into the room the sink hands out (no buffer of its own),
- * hashing them; a file that shrank while read is padded with zeros and reported as changed.
+ * hashing them a piece at a time while the piece is in cache; a file that shrank while read is padded with zeros
+ * and reported as changed. Synchronous reads: through libuv's pool, with one piece read ahead, the main thread still
+ * waited ~0.43 s per 1.5 s of compressible input for reads queued behind the compression workers on 2 cores (the
+ * bench tree's logs alone: 1.54-1.65 s sync against 1.65-1.85 s).
  */
 export async function readFileInto(handle: FileHandle, size: number, sink: Pick<PlainSink, 'space' | 'filled'>): Promise<{ sha256: string; changed: boolean }> {
   const hash = createHash('sha256');
@@ -109,15 +112,14 @@ export async function readFileInto(handle: FileHandle, size: number, sink: Pick<
   for (let pos = 0; pos < size;) {
     const room = await sink.space();
     const take = Math.min(room.length, size - pos);
-    // In pieces, the next one read (on the libuv pool) while this one is hashed: one read at a time left the
-    // main thread waiting on each (~1.3 s idle of 6.6 s for the 1 GiB bench tree).
-    let next: Promise<boolean> | null = fillFrom(handle, room.subarray(0, Math.min(READ_PIECE_BYTES, take)), pos);
-    for (let at = 0; next;) {
-      const end = Math.min(at + READ_PIECE_BYTES, take);
-      if (await next) changed = true;
-      next = end < take ? fillFrom(handle, room.subarray(end, Math.min(end + READ_PIECE_BYTES, take)), pos + end) : null;
-      hash.update(room.subarray(at, end));
-      at = end;
+    for (let at = 0; at < take; at += READ_PIECE_BYTES) {
+      const piece = room.subarray(at, Math.min(at + READ_PIECE_BYTES, take));
+      const got = changed ? 0 : readFullySync(handle.fd, piece, pos + at);
+      if (got < piece.length) {
+        piece.fill(0, got);
+        changed = true;
+      }
+      hash.update(piece);
     }
     sink.filled(take);
     pos += take;
@@ -126,17 +128,30 @@ export async function readFileInto(handle: FileHandle, size: number, sink: Pick<
   return { sha256: hash.digest('hex'), changed };
 }
 
-/** Room a large file is hashed through (see hashFile): one buffer, refilled. */
-const HASH_ROOM_BYTES = 2 * 1024 * 1024;
+/** Room a large file is hashed through (see hashFile): one buffer, in pieces. */
+const HASH_ROOM_BYTES = 2 * READ_PIECE_BYTES;
 
-/** The sha256 of a file's first `size` bytes (zeros past its end if it shrank), as a backup would store them. */
+/**
+ * The sha256 of a file's first `size` bytes (zeros past its end if it shrank), as a backup would store them. Reads
+ * through libuv's pool, a piece ahead of the hashing, so that the look-ahead hashes several files in doubt at once.
+ */
 export async function hashFile(abs: string, size: number): Promise<string> {
   if (size <= SMALL_FILE_BYTES) return (await readSmallFile(abs, size)).sha256;
+  const hash = createHash('sha256');
   const room = Buffer.allocUnsafe(HASH_ROOM_BYTES);
+  const piece = (pos: number): Buffer => room.subarray((pos / READ_PIECE_BYTES) % 2 === 0 ? 0 : READ_PIECE_BYTES).subarray(0, Math.min(READ_PIECE_BYTES, size - pos));
   const handle = await open(abs, 'r');
   try {
-    // readFileInto hashes each room's bytes before asking for the next, so the same buffer serves every time.
-    return (await readFileInto(handle, size, { space: async () => room, filled: () => undefined })).sha256;
+    let next: Promise<boolean> | null = fillFrom(handle, piece(0), 0);
+    for (let pos = 0; next;) {
+      await next;
+      const current = piece(pos);
+      pos += current.length;
+      // The other half of the room is read while this one is hashed.
+      next = pos < size ? fillFrom(handle, piece(pos), pos) : null;
+      hash.update(current);
+    }
+    return hash.digest('hex');
   } finally {
     await handle.close();
   }
