@@ -37,6 +37,7 @@ const SHOP = `
                              litres sales.litres, placed_at timestamptz DEFAULT now(), invoice oid);
   CREATE TABLE fleet.trucks (plate text PRIMARY KEY, at fleet.position, capacity sales.litres);
   CREATE TABLE public."Odd Name" ("weird col" int);
+  CREATE TABLE fleet.depots (name text PRIMARY KEY, site point, notes json); -- no extended hash for point or json
   CREATE INDEX ON sales.orders (customer, placed_at);
   GRANT USAGE ON SCHEMA sales TO shop_reader;
   GRANT SELECT ON ALL TABLES IN SCHEMA sales TO shop_reader;
@@ -49,6 +50,7 @@ const SHOP = `
     FROM generate_series(1, 10000) g;
   INSERT INTO fleet.trucks SELECT 'TRK-' || g, ROW(40 + g / 100.0, -3 - g / 100.0)::fleet.position, 8000 FROM generate_series(1, 50) g;
   INSERT INTO public."Odd Name" VALUES (1), (2), (NULL);
+  INSERT INTO fleet.depots VALUES ('north', '(43.3,-3.0)', '{"tanks": 4}'), ('south', '(36.7,-4.4)', '{"tanks": 2}');
 `;
 
 beforeAll(async () => {
@@ -72,7 +74,7 @@ async function fingerprintsOf(cluster: TestCluster, database: string) {
   const client = new pg.Client({ host: '127.0.0.1', port: cluster.port, user: 'postgres', database });
   await client.connect();
   try {
-    return await tableFingerprints(client);
+    return await tableFingerprints(client, 'h64');
   } finally {
     await client.end();
   }
@@ -164,28 +166,40 @@ describe('logical backup of a PostgreSQL cluster', () => {
     expect(physical.stderr).toContain('needs sources.db.pgdata');
   });
 
-  it('checks fingerprints the way they were taken: md5 ones (manifests before h64) with md5', async () => {
+  it('checks fingerprints the way they were taken: hr64, h64 where a column type has no extended hash, and md5', async () => {
     const client = new pg.Client({ host: '127.0.0.1', port: source.port, user: 'postgres', database: 'shop' });
     await client.connect();
     let md5: Awaited<ReturnType<typeof tableFingerprints>>;
     let h64: Awaited<ReturnType<typeof tableFingerprints>>;
+    let auto: Awaited<ReturnType<typeof tableFingerprints>>;
     try {
       md5 = await tableFingerprints(client, 'md5');
-      h64 = await tableFingerprints(client);
+      h64 = await tableFingerprints(client, 'h64');
+      // As a backup takes them: in a transaction, whose snapshot the depots table's failed attempt must not end.
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      auto = await tableFingerprints(client, 'auto');
+      await client.query('COMMIT');
     } finally {
       await client.end();
     }
     // An md5 set carries no method, as manifests written before h64 do.
     expect(Object.values(md5).every((f) => f.method === undefined)).toBe(true);
     expect(Object.values(h64).every((f) => f.method === 'h64')).toBe(true);
+    expect(auto['fleet.depots']).toEqual(h64['fleet.depots']);
+    expect(Object.entries(auto).filter(([t]) => t !== 'fleet.depots').every(([, f]) => f.method === 'hr64')).toBe(true);
+    expect(auto['sales.orders']!.rows).toBe(h64['sales.orders']!.rows);
     expect(md5['sales.orders']!.hash).not.toBe(h64['sales.orders']!.hash);
-    for (const expected of [md5, h64]) {
+    expect(auto['sales.orders']!.hash).not.toBe(h64['sales.orders']!.hash);
+    for (const expected of [md5, h64, auto]) {
       const [ok] = await fingerprintChecks(source.port, 'postgres', [{ name: 'shop', fingerprints: expected }]);
       expect(ok).toMatchObject({ ok: true });
-      const tampered = { ...expected, 'sales.orders': { ...expected['sales.orders']!, hash: '12345' } };
-      const [bad] = await fingerprintChecks(source.port, 'postgres', [{ name: 'shop', fingerprints: tampered }]);
-      expect(bad!.ok).toBe(false);
-      expect(bad!.detail).toContain('sales.orders');
+      for (const table of ['sales.orders', 'fleet.depots']) {
+        const tampered = { ...expected, [table]: { ...expected[table]!, hash: '12345' } };
+        const [bad] = await fingerprintChecks(source.port, 'postgres', [{ name: 'shop', fingerprints: tampered }]);
+        expect(bad!.ok).toBe(false);
+        expect(bad!.detail).toContain(table);
+      }
     }
   });
+
 });

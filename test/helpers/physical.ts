@@ -16,7 +16,7 @@ export async function fingerprints(port: number) {
   const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
   await client.connect();
   try {
-    return await tableFingerprints(client);
+    return await tableFingerprints(client, 'auto');
   } finally {
     await client.end();
   }

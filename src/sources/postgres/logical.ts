@@ -57,7 +57,7 @@ export async function captureLogical(src: PostgresSourceConfig, input: SourceCap
     try {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       const snapshot = (await client.query<{ s: string }>('SELECT pg_export_snapshot() AS s')).rows[0]!.s;
-      const fingerprints = await tableFingerprints(client);
+      const fingerprints = await tableFingerprints(client, 'h64');
       const name = dumpObjectName(index);
       // --compress=0: cofre compresses with zstd once; pg_dump's own gzip would only cost CPU.
       objects.push(await dumpWith(input, name, runProgram(binary(src.binDir, 'pg_dump'), ['--format=custom', '--compress=0', `--snapshot=${snapshot}`, '--no-password'], libpqEnv(conn, database), 'read', hint)));

@@ -34,7 +34,7 @@ export async function fingerprintAtRestorePoint(conn: Conn, session: pg.Client, 
       const after = (await session.query<{ s: string }>('SELECT txid_current_snapshot()::text AS s')).rows[0]!.s;
       if (!seen.every((s) => s === after)) continue;
       const databases = [];
-      for (const c of clients) databases.push({ name: c.name, fingerprints: await tableFingerprints(c.client) });
+      for (const c of clients) databases.push({ name: c.name, fingerprints: await tableFingerprints(c.client, 'auto') });
       // The restore point's segment goes to the archive now, not at the next switch.
       await session.query('SELECT pg_switch_wal()');
       return { restorePoint, lsn, databases };
