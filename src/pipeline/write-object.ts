@@ -178,7 +178,8 @@ class EncryptedUpload {
     if (this.failure) return;
     this.failure = err;
     this.fanout.destroy(err);
-    this.encryptor?.dispose();
+    // Also when the data key arrives after the failure.
+    void this.encrypting.then((encryptor) => encryptor.dispose(), () => undefined);
     this.wake?.();
   }
 

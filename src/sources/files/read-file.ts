@@ -6,7 +6,7 @@ import type { PlainSink } from '../../pipeline/index.ts';
 
 /** Reads go in pieces of this size, each hashed while it is in cache. */
 const READ_PIECE_BYTES = 512 * 1024;
-/** Files up to this size are read whole in one go (and ahead of time, see capture.ts). */
+/** Files up to this size are read whole, synchronously (see readSmallFile and readSmallFileInto). */
 export const SMALL_FILE_BYTES = 1024 * 1024;
 
 export interface SmallFile {
