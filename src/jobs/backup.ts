@@ -41,15 +41,34 @@ export function methodOf(src: SourceConfig, requested?: 'logical' | 'physical'):
 }
 
 /** A physical backup is restorable only with every WAL segment from its start to its stop LSN, at quorum. */
-async function checkWalArchived(ctx: JobContext, source: string, physical: PhysicalInfo): Promise<void> {
-  const names = segmentsBetween(physical.timeline, physical.startLsn, physical.stopLsn, physical.walSegmentSize);
-  for (const name of names) {
-    const present = (await Promise.all(ctx.regions.map((r) => r.stat(walKey(source, name)).catch(() => undefined)))).filter(Boolean).length;
-    if (present < ctx.quorum) {
-      throw new CofreError('QUORUM_NOT_MET', `WAL segment ${name} of this backup is archived in ${present} regions, quorum is ${ctx.quorum}`, {
-        op: 'backup', hint: "set archive_mode = on and archive_command = 'cofre -c <config> wal-push %p' (see docs/postgres.md)",
+/** How long a physical backup waits for its WAL to be archived at quorum before it fails. */
+const WAL_ARCHIVE_WAIT_MS = 10 * 60_000;
+/** How often the regions are asked meanwhile. */
+const WAL_ARCHIVE_POLL_MS = 100;
+
+/**
+ * Waits until every WAL segment from the backup's start to its stop is stored in at least quorum regions (pushed by
+ * archive_command, or by the daemon ahead of it). pg_backup_stop does not wait for the archiver: it would poll it
+ * once a second (1-2 s per backup here, for a segment archive_command stores in well under one), and its wait could
+ * not overlap the fingerprints, which are taken meanwhile.
+ */
+async function waitWalArchived(ctx: JobContext, source: string, physical: PhysicalInfo, signal?: AbortSignal): Promise<void> {
+  const deadline = ctx.clock.nowMs() + WAL_ARCHIVE_WAIT_MS;
+  const presentIn = async (name: string): Promise<number> =>
+    (await Promise.all(ctx.regions.map((r) => r.stat(walKey(source, name)).catch(() => undefined)))).filter(Boolean).length;
+  let missing = segmentsBetween(physical.timeline, physical.startLsn, physical.stopLsn, physical.walSegmentSize);
+  for (;;) {
+    const counts = await Promise.all(missing.map(presentIn));
+    const short = missing.map((name, i) => ({ name, present: counts[i]! })).filter((s) => s.present < ctx.quorum);
+    if (short.length === 0) return;
+    if (ctx.clock.nowMs() >= deadline) {
+      const first = short[0]!;
+      throw new CofreError('QUORUM_NOT_MET', `WAL segment ${first.name} of this backup is archived in ${first.present} regions after ${WAL_ARCHIVE_WAIT_MS / 60_000} minutes, quorum is ${ctx.quorum}`, {
+        op: 'backup', hint: "archive_command is failing or not cofre's: see pg_stat_archiver and the PostgreSQL log; it must be 'cofre -c <config> wal-push %p' (see docs/postgres.md)",
       });
     }
+    missing = short.map((s) => s.name);
+    await ctx.clock.sleep(WAL_ARCHIVE_POLL_MS, signal);
   }
 }
 
@@ -167,7 +186,7 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
     const captured = src.kind === 'files'
       ? await captureFiles(src, input, parentManifest)
       : await capturePostgres(src, pgdata, input, parentManifest);
-    if (captured.physical) await checkWalArchived(ctx, args.source, captured.physical);
+    if (captured.physical) await waitWalArchived(ctx, args.source, captured.physical, args.signal);
 
     // The manifest is written last: its presence in a region is what makes the backup exist there.
     const manifest: Manifest = {

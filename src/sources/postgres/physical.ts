@@ -34,9 +34,6 @@ async function tablespacesOf(pgdata: string): Promise<{ oid: string; location: s
   return out;
 }
 
-/** How long pg_backup_stop may wait for the archiver before the backup fails. */
-export const ARCHIVE_WAIT_MS = 10 * 60_000;
-
 /** The data directory a physical backup of `name` reads; refused (before any run starts) when not configured. */
 export function pgdataOf(src: PostgresSourceConfig, name: string): string {
   if (!src.pgdata) {
@@ -110,16 +107,11 @@ export async function capturePhysical(src: PostgresSourceConfig, pgdata: string,
       onSkip: (path, reason) => (/changed while being read|vanished/.test(reason) ? undefined : input.onSkip(path, reason)),
     });
     await packs.close();
-    // wait_for_archive: returns once the last segment of the backup has gone through archive_command — which,
-    // if archive_command keeps failing, is never: bound the wait.
-    await client.query(`SET statement_timeout = ${ARCHIVE_WAIT_MS}`);
+    // Without waiting for the archiver (wait_for_archive false): PostgreSQL polls it once a second, and the backup
+    // job waits for the segments itself, in the regions, while the fingerprints below are taken (see runBackup).
     const stop = await one<{ lsn: string; labelfile: string; spcmapfile: string }>(pg15
-      ? 'SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(true)'
-      : 'SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, true)').catch((err: Error) => {
-      throw new CofreError('QUORUM_NOT_MET', `the WAL of this backup was not archived within ${ARCHIVE_WAIT_MS / 60_000} minutes: ${err.message}`, {
-        op: 'backup', cause: err, hint: 'archive_command is failing: see pg_stat_archiver and the PostgreSQL log',
-      });
-    });
+      ? 'SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)'
+      : 'SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, false)');
     const check = src.fingerprints ? await fingerprintAtRestorePoint(conn, client, `cofre-${input.backupId}`) : null;
     return {
       method: 'physical', objects: packs.objects, entries: captured.entries, stats: captured.stats,
