@@ -1,7 +1,6 @@
 // Packs changed files into tar (pax) objects of bounded size, written in place into the pipeline's blocks.
 import { createHash } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
-import { open } from 'node:fs/promises';
 import { CofreError } from '../../errors/index.ts';
 import type { ManifestObject } from '../../repository/index.ts';
 import type { OpenObject } from '../capture.ts';
@@ -70,30 +69,18 @@ export class PackBuilder {
   /**
    * Reads a file straight into the pack; returns the hash of what was stored and the pack holding it. The file is
    * opened before its header is written: one that vanished or cannot be opened is refused (ENOENT, EACCES) with the
-   * pack still whole. Small files are read synchronously (see readSmallFileInto), large ones a piece ahead.
+   * pack still whole. Read synchronously: small files whole (readSmallFileInto), large ones a piece at a time.
    */
   async addFile(entry: WalkEntry): Promise<{ pack: string; sha256: string; changed: boolean }> {
-    if (entry.size <= SMALL_FILE_BYTES) {
-      const fd = openSync(entry.abs, 'r');
-      try {
-        let read = { sha256: '', changed: false };
-        const pack = await this.member(entry, entry.size, async (out) => {
-          read = await readSmallFileInto(fd, entry.size, out);
-        });
-        return { pack, ...read };
-      } finally {
-        closeSync(fd);
-      }
-    }
-    const handle = await open(entry.abs, 'r');
+    const fd = openSync(entry.abs, 'r');
     try {
       let read = { sha256: '', changed: false };
       const pack = await this.member(entry, entry.size, async (out) => {
-        read = await readFileInto(handle, entry.size, out);
+        read = entry.size <= SMALL_FILE_BYTES ? await readSmallFileInto(fd, entry.size, out) : await readFileInto(fd, entry.size, out);
       });
       return { pack, ...read };
     } finally {
-      await handle.close();
+      closeSync(fd);
     }
   }
 
