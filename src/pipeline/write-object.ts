@@ -89,11 +89,6 @@ export interface PlainSink {
 }
 
 /**
- * One object being written to every region in one pass: plaintext gathered into blocks → zstd (one frame per block,
- * on the workers, in order) → encrypt → sha256 → fan-out. Memory: BLOCKS_IN_FLIGHT + 1 blocks, their compressed
- * output and the regions' buffers, whatever the object's size; the plaintext never touches the disk.
- */
-/**
  * The encrypted half of a write: compressed bytes → encryption (MessageEncryptor, synchronous) → sha256 → every
  * region at once. The ciphertext is handed to the fan-out as it comes, waiting only when the regions push back.
  * On a failure the regions' uploads are aborted (no region keeps the object) and the data key is wiped.
@@ -205,6 +200,11 @@ class EncryptedUpload {
   }
 }
 
+/**
+ * One object being written to every region in one pass: plaintext gathered into blocks → zstd (one frame per block,
+ * on the workers, in order) → encrypt → sha256 → fan-out. Memory: BLOCKS_IN_FLIGHT + 1 blocks, their compressed
+ * output and the regions' buffers, whatever the object's size; the plaintext never touches the disk.
+ */
 export class ObjectWriter implements PlainSink {
   private readonly level: number;
   private readonly upload: EncryptedUpload;

@@ -4,7 +4,7 @@ import { closeSync, openSync } from 'node:fs';
 import { CofreError } from '../../errors/index.ts';
 import type { ManifestObject } from '../../repository/index.ts';
 import type { OpenObject } from '../capture.ts';
-import { readFileInto, readSmallFileInto, SMALL_FILE_BYTES, type SmallFile } from './read-file.ts';
+import { readFileInto, type SmallFile } from './read-file.ts';
 import { TAR_END, tarHeader, tarPadding } from './tar-header.ts';
 import type { WalkEntry } from './walk.ts';
 
@@ -69,14 +69,14 @@ export class PackBuilder {
   /**
    * Reads a file straight into the pack; returns the hash of what was stored and the pack holding it. The file is
    * opened before its header is written: one that vanished or cannot be opened is refused (ENOENT, EACCES) with the
-   * pack still whole. Read synchronously: small files whole (readSmallFileInto), large ones a piece at a time.
+   * pack still whole.
    */
   async addFile(entry: WalkEntry): Promise<{ pack: string; sha256: string; changed: boolean }> {
     const fd = openSync(entry.abs, 'r');
     try {
       let read = { sha256: '', changed: false };
       const pack = await this.member(entry, entry.size, async (out) => {
-        read = entry.size <= SMALL_FILE_BYTES ? await readSmallFileInto(fd, entry.size, out) : await readFileInto(fd, entry.size, out);
+        read = await readFileInto(fd, entry.size, out);
       });
       return { pack, ...read };
     } finally {

@@ -6,7 +6,7 @@ import type { PlainSink } from '../../pipeline/index.ts';
 
 /** Reads go in pieces of this size, each hashed while it is in cache. */
 const READ_PIECE_BYTES = 512 * 1024;
-/** Files up to this size are read whole, synchronously (see readSmallFile and readSmallFileInto). */
+/** Files up to this size are held whole: read in one go when in doubt (readSmallFile), written in one go on restore. */
 export const SMALL_FILE_BYTES = 1024 * 1024;
 
 export interface SmallFile {
@@ -14,30 +14,6 @@ export interface SmallFile {
   sha256: string;
   /** The file's size differed from the walk's: it is stored as read at walk size (padded or cut). */
   changed: boolean;
-}
-
-/**
- * Reads a small file whole: one read of size+1 bytes tells whether it grew, without a stat. Synchronous on
- * purpose: for small files the async APIs cost more than the read (13.4k files here: 1.48 s with fs/promises,
- * 0.40 s sync), and the event loop is held for one small read at a time.
- */
-export async function readSmallFile(abs: string, size: number): Promise<SmallFile> {
-  const fd = openSync(abs, 'r');
-  try {
-    const buf = Buffer.allocUnsafe(size + 1);
-    let got = 0;
-    for (;;) {
-      const bytesRead = readSync(fd, buf, got, size + 1 - got, got);
-      if (bytesRead === 0) break;
-      got += bytesRead;
-      if (got === size + 1) break;
-    }
-    const changed = got !== size;
-    const body = got >= size ? buf.subarray(0, size) : Buffer.concat([buf.subarray(0, got), Buffer.alloc(size - got)]);
-    return { body, sha256: createHash('sha256').update(body).digest('hex'), changed };
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /** Reads into `buf` from `pos` until it is full or the file ends; returns the bytes read. */
@@ -51,36 +27,22 @@ function readFullySync(fd: number, buf: Buffer, pos: number): number {
   return got;
 }
 
-const oneByte = Buffer.alloc(1);
-
 /**
- * Reads a small file, open as `fd`, straight into the room the sink hands out, hashing it: no buffer of its own and
- * no copy (a fresh buffer per file was 224 MB of new memory for the bench tree's 13.4k documents, and V8 runs a
- * full GC for every ~64 MB of it). Synchronous like readSmallFile, for the same reason. A file that shrank is padded
- * with zeros; one that shrank or grew is reported as changed.
+ * Reads a small file whole: one read of size+1 bytes tells whether it grew, without a stat. Synchronous on
+ * purpose: for small files the async APIs cost more than the read (13.4k files here: 1.48 s with fs/promises,
+ * 0.40 s sync), and the event loop is held for one small read at a time.
  */
-export async function readSmallFileInto(fd: number, size: number, sink: Pick<PlainSink, 'space' | 'filled'>): Promise<{ sha256: string; changed: boolean }> {
-  const hash = createHash('sha256');
-  let changed = false;
-  let probed = false;
-  for (let pos = 0; pos < size;) {
-    const room = await sink.space();
-    const take = Math.min(room.length, size - pos);
-    // The last piece asks for one byte more when there is room: getting it means the file grew, with no call of
-    // its own to find out. That byte lands past what filled() reports, so the next bytes written replace it.
-    probed = pos + take === size && room.length > take;
-    const got = changed ? 0 : readFullySync(fd, room.subarray(0, probed ? take + 1 : take), pos);
-    if (got > take) changed = true;
-    if (got < take) {
-      room.fill(0, got, take);
-      changed = true;
-    }
-    hash.update(room.subarray(0, take));
-    sink.filled(take);
-    pos += take;
+export async function readSmallFile(abs: string, size: number): Promise<SmallFile> {
+  const fd = openSync(abs, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(size + 1);
+    const got = readFullySync(fd, buf, 0);
+    const changed = got !== size;
+    const body = got >= size ? buf.subarray(0, size) : Buffer.concat([buf.subarray(0, got), Buffer.alloc(size - got)]);
+    return { body, sha256: createHash('sha256').update(body).digest('hex'), changed };
+  } finally {
+    closeSync(fd);
   }
-  if (!changed && !probed && readSync(fd, oneByte, 0, 1, size) > 0) changed = true;
-  return { sha256: hash.digest('hex'), changed };
 }
 
 /**
@@ -100,9 +62,11 @@ async function fillFrom(handle: FileHandle, buf: Buffer, pos: number): Promise<b
 }
 
 /**
- * Reads exactly `size` bytes of a file open as `fd` straight into the room the sink hands out (no buffer of its own),
- * hashing them a piece at a time while the piece is in cache; a file that shrank while read is padded with zeros
- * and reported as changed. Synchronous reads: through libuv's pool, with one piece read ahead, the main thread still
+ * Reads exactly `size` bytes of a file open as `fd` straight into the room the sink hands out (no buffer of its own:
+ * a fresh buffer per small file was 224 MB of new memory for the bench tree's 13.4k documents, and V8 runs a full GC
+ * for every ~64 MB of it), hashing them a piece at a time while the piece is in cache; a file that shrank while
+ * read is padded with zeros, and one whose size is not the walk's any more is reported as changed. Synchronous
+ * reads: for small files the async APIs cost more than the read; for large ones, through libuv's pool, with one piece read ahead, the main thread still
  * waited ~0.43 s per 1.5 s of compressible input for reads queued behind the compression workers on 2 cores (the
  * bench tree's logs alone: 1.54-1.65 s sync against 1.65-1.85 s).
  */
