@@ -11,7 +11,7 @@ import { runRestore } from '../src/jobs/restore.ts';
 import { runVerify } from '../src/jobs/verify.ts';
 import { readManifest } from '../src/repository/index.ts';
 import { fingerprintChecks } from '../src/sources/postgres/drill-checks.ts';
-import { tableFingerprints } from '../src/sources/postgres/fingerprint.ts';
+import { LARGE_OBJECTS_KEY, tableFingerprints } from '../src/sources/postgres/fingerprint.ts';
 import { libpqEnv, parseConnUrl } from '../src/sources/postgres/libpq.ts';
 import { runCli } from './helpers/cli.ts';
 import { rawTestConfig } from './helpers/config.ts';
@@ -166,12 +166,13 @@ describe('logical backup of a PostgreSQL cluster', () => {
     expect(physical.stderr).toContain('needs sources.db.pgdata');
   });
 
-  it('checks fingerprints the way they were taken: hr64, h64 where a column type has no extended hash, and md5', async () => {
+  it('checks fingerprints the way they were taken: c64, hr64, h64 where a column type has no extended hash, and md5', async () => {
     const client = new pg.Client({ host: '127.0.0.1', port: source.port, user: 'postgres', database: 'shop' });
     await client.connect();
     let md5: Awaited<ReturnType<typeof tableFingerprints>>;
     let h64: Awaited<ReturnType<typeof tableFingerprints>>;
     let auto: Awaited<ReturnType<typeof tableFingerprints>>;
+    let hr64: Awaited<ReturnType<typeof tableFingerprints>>;
     try {
       md5 = await tableFingerprints(client, 'md5');
       h64 = await tableFingerprints(client, 'h64');
@@ -179,6 +180,7 @@ describe('logical backup of a PostgreSQL cluster', () => {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
       auto = await tableFingerprints(client, 'auto');
       await client.query('COMMIT');
+      hr64 = await tableFingerprints(client, (t) => (t === 'fleet.depots' ? 'h64' : 'hr64'));
     } finally {
       await client.end();
     }
@@ -186,11 +188,15 @@ describe('logical backup of a PostgreSQL cluster', () => {
     expect(Object.values(md5).every((f) => f.method === undefined)).toBe(true);
     expect(Object.values(h64).every((f) => f.method === 'h64')).toBe(true);
     expect(auto['fleet.depots']).toEqual(h64['fleet.depots']);
-    expect(Object.entries(auto).filter(([t]) => t !== 'fleet.depots').every(([, f]) => f.method === 'hr64')).toBe(true);
+    // Tables: c64 (enum, composite, domain, array, jsonb, oid columns; timestamptz through a one-column row). Large
+    // objects are a query, not a table: hr64.
+    expect(Object.entries(auto).filter(([t]) => t !== 'fleet.depots' && t !== LARGE_OBJECTS_KEY).every(([, f]) => f.method === 'c64')).toBe(true);
+    expect(auto[LARGE_OBJECTS_KEY]!.method).toBe('hr64');
     expect(auto['sales.orders']!.rows).toBe(h64['sales.orders']!.rows);
     expect(md5['sales.orders']!.hash).not.toBe(h64['sales.orders']!.hash);
     expect(auto['sales.orders']!.hash).not.toBe(h64['sales.orders']!.hash);
-    for (const expected of [md5, h64, auto]) {
+    expect(hr64['sales.orders']!.rows).toBe(auto['sales.orders']!.rows);
+    for (const expected of [md5, h64, hr64, auto]) {
       const [ok] = await fingerprintChecks(source.port, 'postgres', [{ name: 'shop', fingerprints: expected }]);
       expect(ok).toMatchObject({ ok: true });
       for (const table of ['sales.orders', 'fleet.depots']) {
@@ -199,6 +205,39 @@ describe('logical backup of a PostgreSQL cluster', () => {
         expect(bad!.ok).toBe(false);
         expect(bad!.detail).toContain(table);
       }
+    }
+  });
+
+  it('c64 tells a change in any column, values swapped between columns, and NULL from a value', async () => {
+    const client = new pg.Client({ host: '127.0.0.1', port: source.port, user: 'postgres', database: 'postgres' });
+    await client.connect();
+    try {
+      await client.query(`CREATE TABLE c64_probe (a int, b int, at timestamptz, v varchar(5), raw bytea, dropped int, tags text[]);
+        ALTER TABLE c64_probe DROP COLUMN dropped;
+        INSERT INTO c64_probe VALUES (1, 2, '2026-01-01 00:00:00+00', 'x', '\\x00', '{a}'), (3, 4, NULL, 'y', NULL, NULL)`);
+      const take = async (): Promise<string> => {
+        const f = (await tableFingerprints(client, 'auto'))['public.c64_probe']!;
+        expect(f).toMatchObject({ rows: 2, method: 'c64' });
+        return f.hash;
+      };
+      const seen = new Set([await take()]);
+      // The same data hashes the same; each change below gives a hash not seen before.
+      expect(await take()).toBe([...seen][0]);
+      for (const change of [
+        'UPDATE c64_probe SET a = 2, b = 1 WHERE a = 1',
+        `UPDATE c64_probe SET at = at + interval '1 microsecond' WHERE at IS NOT NULL`,
+        `UPDATE c64_probe SET raw = '\\x01' WHERE raw IS NOT NULL`,
+        `UPDATE c64_probe SET v = NULL WHERE v = 'y'`,
+        `UPDATE c64_probe SET tags = '{b}' WHERE tags IS NOT NULL`,
+      ]) {
+        await client.query(change);
+        const hash = await take();
+        expect(seen.has(hash), change).toBe(false);
+        seen.add(hash);
+      }
+    } finally {
+      await client.query('DROP TABLE IF EXISTS c64_probe').catch(() => undefined);
+      await client.end();
     }
   });
 

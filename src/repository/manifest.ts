@@ -40,7 +40,7 @@ const entrySchema = z.object({
 });
 
 /** `method` absent means md5 (see sources/postgres/fingerprint.ts). */
-const fingerprintSchema = z.object({ rows: z.number().int().nonnegative(), hash: z.string(), method: z.enum(['hr64', 'h64', 'md5']).optional() });
+const fingerprintSchema = z.object({ rows: z.number().int().nonnegative(), hash: z.string(), method: z.enum(['c64', 'hr64', 'h64', 'md5']).optional() });
 
 /** A logical (pg_dump) backup: the globals dump and one custom-format dump per database. */
 const logicalSchema = z.object({
