@@ -3,10 +3,10 @@
 // Each side runs BENCH_RUNS times (default 3), alternating; the median is reported. Peak RSS comes from GNU time.
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { COFRE, need, peakRss, printRates, rateOf, RSS_LIMIT_MB, RUNS, TIME, timed, WORK, type Timed } from './common.ts';
+import { COFRE, median, need, peakRss, printRates, rateOf, RSS_LIMIT_MB, RUNS, TIME, timed, WORK, type Timed } from './common.ts';
 
 const TARGET_BYTES = Number(process.env.BENCH_BYTES ?? 1024 ** 3);
 
@@ -39,6 +39,31 @@ function generateTree(dir: string): number {
   return total;
 }
 
+/**
+ * Seconds this disk takes to write three copies of `bytes` (into the page cache) and then to fsync them, with no
+ * compression or encryption: the fsync part is how long the disk itself needs for three durable copies, a floor for
+ * any tool that makes them on it (cofre's fs regions share one disk here; the baseline writes one copy and never
+ * fsyncs it).
+ */
+function threeDurableCopies(dir: string, bytes: number): { writeSeconds: number; syncSeconds: number } {
+  const chunk = randomBytes(1024 * 1024);
+  const paths = [0, 1, 2].map((i) => join(dir, `disk-probe-${i}`));
+  execFileSync('sync');
+  const start = performance.now();
+  const fds = paths.map((p) => openSync(p, 'w'));
+  let written = performance.now();
+  try {
+    for (let at = 0; at < bytes; at += chunk.length) for (const fd of fds) writeSync(fd, chunk, 0, Math.min(chunk.length, bytes - at));
+    written = performance.now();
+    for (const fd of fds) fsyncSync(fd);
+  } finally {
+    for (const fd of fds) closeSync(fd);
+  }
+  const synced = performance.now();
+  for (const p of paths) rmSync(p, { force: true });
+  return { writeSeconds: (written - start) / 1000, syncSeconds: (synced - written) / 1000 };
+}
+
 function treeDigest(dir: string): string {
   const listing = execFileSync('bash', ['-c', `cd ${dir} && find . -type f ! -name .complete -print0 | sort -z | xargs -0 sha256sum`], { maxBuffer: 1 << 30 });
   return createHash('sha256').update(listing).digest('hex');
@@ -57,6 +82,8 @@ export function benchFiles(): void {
   const config = join(WORK, 'cofre.yaml');
   const cofre = { backup: [] as Timed[], restore: [] as Timed[] };
   const base = { backup: [] as Timed[], restore: [] as Timed[] };
+  const disk: { writeSeconds: number; syncSeconds: number }[] = [];
+  let storedBytes = 0;
   for (let run = 1; run <= RUNS; run++) {
     const state = join(WORK, 'state');
     rmSync(state, { recursive: true, force: true });
@@ -68,6 +95,8 @@ export function benchFiles(): void {
       logging: { level: 'warn' },
     }));
     cofre.backup.push(timed(`@TIME ${COFRE} -c ${config} backup bench --type full`, WORK));
+    storedBytes = Number(execFileSync('du', ['-sb', join(state, 'regions', 'eu-west-1')]).toString().split('\t')[0]);
+    disk.push(threeDurableCopies(WORK, storedBytes));
     const target = join(WORK, 'restored');
     rmSync(target, { recursive: true, force: true });
     cofre.restore.push(timed(`@TIME ${COFRE} -c ${config} restore bench --to ${target}`, WORK));
@@ -98,6 +127,8 @@ export function benchFiles(): void {
   const restoreRatio = rate(cofre.restore) / rate(base.restore);
   console.log(`\nbackup: cofre (3 copies) / baseline (1 copy) = ${backupRatio.toFixed(2)}x  target >= 1.00  ${backupRatio >= 1 ? 'MET' : 'NOT MET'}`);
   console.log(`restore: cofre / baseline = ${restoreRatio.toFixed(2)}x`);
+  const syncs = disk.map((d) => d.syncSeconds);
+  console.log(`disk: three copies of what cofre stored (${(storedBytes / 1e6).toFixed(0)} MB each), plain, written in ${median(disk.map((d) => d.writeSeconds)).toFixed(2)} s then fsynced in ${median(syncs).toFixed(2)} s (median; fsync ${syncs.map((d) => d.toFixed(2)).join('/')} s): the disk alone needs that long for three durable copies; the baseline took ${median(base.backup.map((t) => t.seconds)).toFixed(2)} s for its whole run`);
   console.log(`peak RSS: cofre backup ${peakRss(cofre.backup).toFixed(0)} MB, restore ${peakRss(cofre.restore).toFixed(0)} MB  target < ${RSS_LIMIT_MB}  ${Math.max(peakRss(cofre.backup), peakRss(cofre.restore)) < RSS_LIMIT_MB ? 'MET' : 'NOT MET'}`);
 }
 
