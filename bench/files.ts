@@ -40,10 +40,10 @@ function generateTree(dir: string): number {
 }
 
 /**
- * Seconds this disk takes to write three copies of `bytes` (into the page cache) and then to fsync them, with no
- * compression or encryption: the fsync part is how long the disk itself needs for three durable copies, a floor for
- * any tool that makes them on it (cofre's fs regions share one disk here; the baseline writes one copy and never
- * fsyncs it).
+ * What three durable copies of `bytes` cost on this machine by themselves, without compression or encryption: the
+ * seconds to write them into the page cache (CPU time in the kernel, which on this VM is high for pages it has not
+ * used before) and then to fsync them (the device). cofre's fs regions share one disk here; the baseline writes
+ * one copy and never fsyncs it.
  */
 function threeDurableCopies(dir: string, bytes: number): { writeSeconds: number; syncSeconds: number } {
   const chunk = randomBytes(1024 * 1024);
@@ -128,7 +128,7 @@ export function benchFiles(): void {
   console.log(`\nbackup: cofre (3 copies) / baseline (1 copy) = ${backupRatio.toFixed(2)}x  target >= 1.00  ${backupRatio >= 1 ? 'MET' : 'NOT MET'}`);
   console.log(`restore: cofre / baseline = ${restoreRatio.toFixed(2)}x`);
   const syncs = disk.map((d) => d.syncSeconds);
-  console.log(`disk: three copies of what cofre stored (${(storedBytes / 1e6).toFixed(0)} MB each), plain, written in ${median(disk.map((d) => d.writeSeconds)).toFixed(2)} s then fsynced in ${median(syncs).toFixed(2)} s (median; fsync ${syncs.map((d) => d.toFixed(2)).join('/')} s): the disk alone needs that long for three durable copies; the baseline took ${median(base.backup.map((t) => t.seconds)).toFixed(2)} s for its whole run`);
+  console.log(`storage alone: three plain copies of what cofre stored (${(storedBytes / 1e6).toFixed(0)} MB each) took ${median(disk.map((d) => d.writeSeconds)).toFixed(2)} s to write into the page cache and ${median(syncs).toFixed(2)} s to fsync (medians; fsync ${syncs.map((d) => d.toFixed(2)).join('/')} s); the baseline took ${median(base.backup.map((t) => t.seconds)).toFixed(2)} s for its whole run`);
   console.log(`peak RSS: cofre backup ${peakRss(cofre.backup).toFixed(0)} MB, restore ${peakRss(cofre.restore).toFixed(0)} MB  target < ${RSS_LIMIT_MB}  ${Math.max(peakRss(cofre.backup), peakRss(cofre.restore)) < RSS_LIMIT_MB ? 'MET' : 'NOT MET'}`);
 }
 
