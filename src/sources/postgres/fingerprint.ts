@@ -101,21 +101,23 @@ async function columnRowHash(client: pg.Client, table: string): Promise<string |
   return terms.length > 0 ? terms.join(' # ') : '0::bigint';
 }
 
-async function fingerprintWith(client: pg.Client, from: string, method: FingerprintMethod, rowHash?: string | null): Promise<TableFingerprint> {
-  const hash = method === 'c64' ? (rowHash ?? (await columnRowHash(client, from))) : ROW_HASH[method];
-  if (!hash) throw new Error(`${from}: a column's type has no extended hash function, so its c64 fingerprint cannot be taken`);
+async function fingerprintWith(client: pg.Client, from: string, method: FingerprintMethod): Promise<TableFingerprint> {
+  const hash = method === 'c64' ? await columnRowHash(client, from) : ROW_HASH[method];
+  if (!hash) {
+    // Reported as PostgreSQL reports a type without one (undefined_function), so fingerprintAuto moves on to hr64.
+    throw Object.assign(new Error(`${from}: a column's type has no extended hash function to be found, so its c64 fingerprint cannot be taken`), { code: '42883' });
+  }
   const r = await client.query<{ rows: string; hash: string }>(`SELECT count(*)::text AS rows, coalesce(sum(${hash}), 0)::text AS hash FROM ${from} t`);
   return { rows: Number(r.rows[0]!.rows), hash: r.rows[0]!.hash, ...(method === 'md5' ? {} : { method }) };
 }
 
 /**
  * c64 (for a table) or hr64 where PostgreSQL can hash every column, else h64. An attempt that cannot hash a column
- * fails at its first row, in a savepoint when a transaction is open (the snapshot the fingerprints are taken in
- * must survive it).
+ * fails (the catalog lookup, or the query at its first row) in a savepoint when a transaction is open: the snapshot
+ * the fingerprints are taken in must survive it.
  */
 async function fingerprintAuto(client: pg.Client, from: string, isTable: boolean): Promise<TableFingerprint> {
-  const rowHash = isTable ? await columnRowHash(client, from) : null;
-  const tries: FingerprintMethod[] = rowHash ? ['c64', 'hr64', 'h64'] : ['hr64', 'h64'];
+  const tries: FingerprintMethod[] = isTable ? ['c64', 'hr64', 'h64'] : ['hr64', 'h64'];
   for (const method of tries.slice(0, -1)) {
     const savepoint = await client.query('SAVEPOINT cofre_fingerprint').then(
       () => true,
@@ -125,7 +127,7 @@ async function fingerprintAuto(client: pg.Client, from: string, isTable: boolean
       },
     );
     try {
-      const fingerprint = await fingerprintWith(client, from, method, rowHash);
+      const fingerprint = await fingerprintWith(client, from, method);
       if (savepoint) await client.query('RELEASE SAVEPOINT cofre_fingerprint');
       return fingerprint;
     } catch (err) {
