@@ -15,6 +15,7 @@ import type { Manifest, ManifestEntry } from '../../repository/index.ts';
 import { decodeBlocks, PAGE_BYTES } from '../postgres/pages.ts';
 import { hashFile, SMALL_FILE_BYTES } from './read-file.ts';
 import { assertSafePath, assertSafeTree } from './safe-path.ts';
+import { fsyncPath, syncTree } from './sync-tree.ts';
 
 const STAGING_PREFIX = '.cofre-restore-';
 const PART_SUFFIX = '.cofre-part';
@@ -286,10 +287,13 @@ export async function restoreTree(manifest: Manifest, target: string, readPack: 
       chmodSync(p, d.mode);
       utimesSync(p, nsToSeconds(d.mtimeNs), nsToSeconds(d.mtimeNs));
     }
+    // Durable before anything moves into place: a crash from here on leaves whole files or none.
+    await syncTree(staging);
     // --delta: what the target held goes (kept files live on through their links in staging), then the swap.
     if (opts.delta) for (const old of await readdir(target)) if (join(target, old) !== staging) await rm(join(target, old), { recursive: true, force: true });
     for (const top of await readdir(staging)) await rename(join(staging, top), join(target, top));
     await rmdir(staging);
+    await fsyncPath(target);
     return result;
   } catch (err) {
     await rm(staging, { recursive: true, force: true });
