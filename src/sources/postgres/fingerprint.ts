@@ -142,8 +142,8 @@ export const LARGE_OBJECTS_KEY = '(large objects)';
 
 /**
  * Fingerprints of every table of the database (and of its large objects, when it has any). `method`: `h64` for data
- * that goes through a dump; 'auto' (c64, else hr64, else h64) for a cluster whose restored copy is byte for byte the same; or
- * the method of each table, to check them the way they were taken.
+ * that goes through a dump; 'auto' (c64, else hr64, else h64) for a cluster whose restored copy is byte for byte the
+ * same; or the method of each table, to check them the way they were taken.
  */
 export async function tableFingerprints(client: pg.Client, method: 'auto' | FingerprintMethod | ((table: string) => FingerprintMethod | 'auto')): Promise<Record<string, TableFingerprint>> {
   const methodFor = typeof method === 'function' ? method : () => method;
