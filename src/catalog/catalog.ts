@@ -139,13 +139,24 @@ export class Catalog {
     }
   }
 
-  private migrate(): void {
+  private version(): number {
     const current = (this.db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version;
     if (current > MIGRATIONS.length) {
       throw new Error(`catalog schema version ${current} is newer than this cofre (${MIGRATIONS.length}); upgrade cofre`);
     }
-    for (let v = current; v < MIGRATIONS.length; v++) {
+    return current;
+  }
+
+  /**
+   * Brings the schema up to date, one migration per transaction. The version is read again once the write lock is
+   * held: processes opening a new catalog at once (a backup and archive_command's wal-push, say) would otherwise
+   * both see version 0 and the second would run the first migration again ("table meta already exists").
+   */
+  private migrate(): void {
+    while (this.version() < MIGRATIONS.length) {
       this.transaction(() => {
+        const v = this.version();
+        if (v === MIGRATIONS.length) return;
         this.db.exec(MIGRATIONS[v]!);
         this.db.exec(`PRAGMA user_version = ${v + 1}`);
       });

@@ -1,0 +1,55 @@
+// Processes opening a new catalog at once (a backup, and archive_command's wal-push for the same cluster) each
+// migrate it: the schema must come out whole whoever gets there first.
+import { spawn } from 'node:child_process';
+import { join, resolve } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Catalog } from '../src/catalog/catalog.ts';
+import { MIGRATIONS } from '../src/catalog/migrations.ts';
+import { TestClock } from '../src/clock.ts';
+import { removeDir, tempDir } from './helpers/tmp.ts';
+
+let dir: string;
+beforeAll(async () => {
+  dir = await tempDir();
+});
+afterAll(() => removeDir(dir));
+
+describe('opening a new catalog', () => {
+  it('does not run a migration again that another process applied while it waited for the write lock', async () => {
+    const path = join(dir, 'catalog.db');
+    // This connection plays the process that got there first: it holds the write lock while the other one reads
+    // version 0 and queues for the lock, then applies the first migration and lets go.
+    const first = new DatabaseSync(path);
+    first.exec('PRAGMA journal_mode = WAL');
+    first.exec('BEGIN IMMEDIATE');
+    const catalogTs = resolve(import.meta.dirname, '../src/catalog/catalog.ts');
+    const clockTs = resolve(import.meta.dirname, '../src/clock.ts');
+    const child = spawn(process.execPath, ['--input-type=module', '-e', `
+      import { Catalog } from ${JSON.stringify(catalogTs)};
+      import { systemClock } from ${JSON.stringify(clockTs)};
+      console.log('opening');
+      new Catalog(${JSON.stringify(path)}, systemClock);
+      console.log('opened');
+    `], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    await new Promise<void>((r) => child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('opening')) r();
+    }));
+    // Time for the other process to read the version and block on BEGIN IMMEDIATE (busy_timeout: 10 s).
+    await new Promise((r) => setTimeout(r, 500));
+    first.exec(MIGRATIONS[0]!);
+    first.exec('PRAGMA user_version = 1');
+    first.exec('COMMIT');
+    first.close();
+    expect(await exited, err).toBe(0);
+    expect(out).toContain('opened');
+    const catalog = new Catalog(path, new TestClock());
+    expect((catalog.db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version).toBe(MIGRATIONS.length);
+    catalog.db.close();
+  });
+});
