@@ -2,5 +2,5 @@
 export * from './driver.ts';
 export * from './open.ts';
 export * from './wrappers.ts';
-export { FsDriver } from './fs/driver.ts';
+export { FsDriver, fsyncPath } from './fs/driver.ts';
 export { MemoryDriver } from './memory/driver.ts';

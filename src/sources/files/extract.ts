@@ -11,11 +11,12 @@ import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { CofreError } from '../../errors/index.ts';
 import { HashTap } from '../../pipeline/index.ts';
+import { fsyncPath } from '../../storage/index.ts';
 import type { Manifest, ManifestEntry } from '../../repository/index.ts';
 import { decodeBlocks, PAGE_BYTES } from '../postgres/pages.ts';
 import { hashFile, SMALL_FILE_BYTES } from './read-file.ts';
 import { assertSafePath, assertSafeTree } from './safe-path.ts';
-import { fsyncPath, syncTree } from './sync-tree.ts';
+import { syncTree } from './sync-tree.ts';
 
 const STAGING_PREFIX = '.cofre-restore-';
 const PART_SUFFIX = '.cofre-part';

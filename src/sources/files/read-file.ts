@@ -66,9 +66,9 @@ async function fillFrom(handle: FileHandle, buf: Buffer, pos: number): Promise<b
  * a fresh buffer per small file was 224 MB of new memory for the bench tree's 13.4k documents, and V8 runs a full GC
  * for every ~64 MB of it), hashing them a piece at a time while the piece is in cache; a file that shrank while
  * read is padded with zeros, and one whose size is not the walk's any more is reported as changed. Synchronous
- * reads: for small files the async APIs cost more than the read; for large ones, through libuv's pool, with one piece read ahead, the main thread still
- * waited ~0.43 s per 1.5 s of compressible input for reads queued behind the compression workers on 2 cores (the
- * bench tree's logs alone: 1.54-1.65 s sync against 1.65-1.85 s).
+ * reads: for small files the async APIs cost more than the read; for large ones, through libuv's pool with one piece
+ * read ahead, the main thread still waited ~0.43 s per 1.5 s of compressible input for reads queued behind the
+ * compression workers on 2 cores (the bench tree's logs alone: 1.54-1.65 s sync against 1.65-1.85 s).
  */
 export async function readFileInto(fd: number, size: number, sink: Pick<PlainSink, 'space' | 'filled'>): Promise<{ sha256: string; changed: boolean }> {
   const hash = createHash('sha256');

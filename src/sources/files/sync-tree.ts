@@ -2,24 +2,15 @@
 // are empty or short under their final names (pg_basebackup and pg_probackup sync what they write for the same
 // reason).
 import { execFile } from 'node:child_process';
-import { open, readdir } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { fsyncPath } from '../../storage/index.ts';
 
 const execFileAsync = promisify(execFile);
 
 /** fsyncs at once when the tree is synced file by file (libuv's pool has 16 threads under bin/cofre). */
 const FSYNC_CONCURRENCY = 16;
-
-/** fsync of one file or directory. */
-export async function fsyncPath(path: string): Promise<void> {
-  const handle = await open(path, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
 
 /**
  * Every file and directory under `root` (and root itself) made durable. First as PostgreSQL's

@@ -97,7 +97,7 @@ export class FsDriver implements StorageDriver {
       // link(2) fails if the final name exists: an atomic create that can never overwrite.
       await link(temp, final);
       await unlink(temp);
-      await syncDir(dirname(final));
+      await fsyncPath(dirname(final));
       return { key, size };
     } catch (err) {
       await rm(temp, { force: true }).catch(() => undefined);
@@ -164,8 +164,9 @@ export class FsDriver implements StorageDriver {
   async close(): Promise<void> {}
 }
 
-async function syncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
+/** fsync of one file or directory (a directory's, to make the names in it durable). */
+export async function fsyncPath(path: string): Promise<void> {
+  const handle = await open(path, 'r');
   try {
     await handle.sync();
   } finally {
