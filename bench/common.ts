@@ -23,9 +23,14 @@ export function need(bin: string, pkg: string): void {
   }
 }
 
-/** Runs a bash command line; each `@TIME` in it becomes GNU time, whose peak RSS figures are summed. */
+/**
+ * Runs a bash command line; each `@TIME` in it becomes GNU time, whose peak RSS figures are summed. Dirty data left
+ * by the step before (tar -x and pgBackRest's restore leave ~1-1.5 GB in the page cache, cofre's restores sync) is
+ * written out first, outside the timing: otherwise whichever tool runs next pays for the other's writeback.
+ */
 export function timed(command: string, cwd: string): Timed {
   const rssFile = join(WORK, `rss-${process.pid}.txt`);
+  execFileSync('sync');
   const start = performance.now();
   const res = spawnSync('bash', ['-o', 'pipefail', '-c', command.replaceAll('@TIME', `${TIME} -a -o ${rssFile} -f %M`)], { cwd, stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 26 });
   const seconds = (performance.now() - start) / 1000;

@@ -227,6 +227,8 @@ EOF`);
       cofreConfig(cfg, join(dir, 'state'), port);
       if (process.getuid?.() === 0) execFileSync('chown', ['-R', 'postgres:postgres', dir]);
       const stop = startDaemon(cfg);
+      // As in timed(): the step before's dirty data is written out first, for each tool.
+      execFileSync('sync');
       let start = performance.now();
       setArchiveCommand(port, `${COFRE} -c ${cfg} wal-push %p`);
       waitArchived(1800);
@@ -236,6 +238,7 @@ EOF`);
       rearm();
       const repo = `--repo1-path=${join(dir, 'pgbr', 'repo')}`;
       run(`${pgbr} ${repo} stanza-create`);
+      execFileSync('sync');
       start = performance.now();
       setArchiveCommand(port, `${pgbr} ${repo} --spool-path=${join(dir, 'pgbr', 'spool')} archive-push %p`);
       waitArchived(1800);
