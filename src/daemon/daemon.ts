@@ -71,7 +71,11 @@ export async function startDaemon(opts: DaemonOptions): Promise<DaemonHandle> {
     throw err;
   }
   // A drill cut short by the last shutdown (or a crash) left a scratch cluster and files: gone before anything runs.
-  for (const id of await cleanupDrills(ctx)) logger.warn({ drill: id }, 'removed what an interrupted restore drill left behind');
+  const drills = await cleanupDrills(ctx);
+  for (const id of drills.cleaned) logger.warn({ drill: id }, 'removed what an interrupted restore drill left behind');
+  for (const f of drills.failed) {
+    logger.error({ drill: f.drillId, workDir: f.workDir, err: f.error }, 'could not remove what an interrupted restore drill left behind; retried at the next start (remove the directory by hand if this repeats)');
+  }
   try {
     const consistency = await checkConsistency(ctx);
     if (consistency.unknown.length > 0 || consistency.missingEverywhere.length > 0) {

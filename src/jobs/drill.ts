@@ -53,22 +53,41 @@ export interface DrillResult {
   error: string | null;
 }
 
+/**
+ * Removes a drill's scratch files once its server is stopped. The recovery's wal-fetch agent outlives the server
+ * (it exits after a minute idle) and may still land the segment it was fetching in pg_wal while the tree is being
+ * removed (ENOTEMPTY): the removal is retried (~5 s at most), and a late write into a directory already gone fails.
+ */
+async function removeScratch(path: string): Promise<void> {
+  await rm(path, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+}
+
 export function drillWorkDir(ctx: JobContext): string {
   return ctx.config.daemon.drill.workDir ?? join(dirname(ctx.config.catalog.path), 'drills');
 }
 
-/** Drills whose process died (kill -9, power loss, shutdown mid-drill): their servers stopped, their files removed. */
-export async function cleanupDrills(ctx: JobContext): Promise<string[]> {
+/**
+ * Drills whose process died (kill -9, power loss, shutdown mid-drill): their servers stopped, their files removed.
+ * One that cannot be cleaned up (its files not removable, say) stays abandoned for the next attempt and is
+ * reported in `failed`; the others, and whatever runs next, go on.
+ */
+export async function cleanupDrills(ctx: JobContext): Promise<{ cleaned: string[]; failed: { drillId: string; workDir: string; error: string }[] }> {
   const cleaned: string[] = [];
+  const failed: { drillId: string; workDir: string; error: string }[] = [];
   for (const d of ctx.catalog.abandonedDrills()) {
     const src = ctx.config.sources[d.source];
-    stopCluster(src?.kind === 'postgres' ? src.binDir : undefined, join(d.workDir, 'pgdata'));
-    await rm(d.workDir, { recursive: true, force: true });
+    try {
+      stopCluster(src?.kind === 'postgres' ? src.binDir : undefined, join(d.workDir, 'pgdata'));
+      await removeScratch(d.workDir);
+    } catch (err) {
+      failed.push({ drillId: d.id, workDir: d.workDir, error: messageOf(err) });
+      continue;
+    }
     ctx.catalog.finishDrill(d.id, { status: 'interrupted', target: d.target, rtoSeconds: null, dataAgeSeconds: null, phases: d.phases, checks: d.checks, error: 'the drill process ended before the drill finished; its scratch files were removed' });
     ctx.bus.emit('drill.cleaned', { drillId: d.id, source: d.source, workDir: d.workDir });
     cleaned.push(d.id);
   }
-  return cleaned;
+  return { cleaned, failed };
 }
 
 interface Plan {
@@ -216,7 +235,7 @@ export async function runDrill(ctx: JobContext, args: DrillArgs): Promise<DrillR
         // refuses. The state at that time is then the end of the archived WAL: replay it all.
         if (!time || !/recovery ended before configured recovery target was reached/.test(messageOf(err))) throw err;
         stopCluster(binDir, pgdata);
-        await rm(pgdata, { recursive: true, force: true });
+        await removeScratch(pgdata);
         target = `time ${time} (no commit archived after it: recovered to the end of the archived WAL)`;
         restored = await restore({});
       }
@@ -240,7 +259,7 @@ export async function runDrill(ctx: JobContext, args: DrillArgs): Promise<DrillR
     error = messageOf(err);
   } finally {
     if (pgdata) stopCluster(binDir, pgdata);
-    await rm(work, { recursive: true, force: true });
+    await removeScratch(work);
   }
   const failures = checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`);
   const status = error === null && failures.length === 0 ? 'passed' : 'failed';
