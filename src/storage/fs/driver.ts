@@ -1,12 +1,12 @@
 // The fs driver: a region is a directory; objects appear by link(2) of a fully written, fsynced temp file.
 import { randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
 import { link, mkdir, open, opendir, readdir, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join, relative, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { CofreError } from '../../errors/index.ts';
 import { checkKey, type CreateOptions, type ObjectInfo, type StorageDriver } from '../driver.ts';
+import { PieceWriter } from './piece-writer.ts';
 
 const TEMP_MARK = '.cofre-tmp-';
 
@@ -88,12 +88,10 @@ export class FsDriver implements StorageDriver {
     const temp = `${final}${TEMP_MARK}${randomBytes(6).toString('hex')}`;
     try {
       await mkdir(dirname(final), { recursive: true });
-      const out = createWriteStream(temp, { flags: 'wx', mode: 0o640, highWaterMark: 1024 * 1024 });
+      // Written in pieces, fsynced, closed (see PieceWriter).
+      const out = new PieceWriter(temp, 0o640);
       await pipeline(Buffer.isBuffer(body) ? Readable.from([body]) : body, out, { signal: opts.signal });
-      const handle = await open(temp, 'r');
-      const size = (await handle.stat()).size;
-      await handle.sync();
-      await handle.close();
+      const size = out.size;
       // link(2) fails if the final name exists: an atomic create that can never overwrite.
       await link(temp, final);
       await unlink(temp);
