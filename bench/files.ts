@@ -46,7 +46,8 @@ function generateTree(dir: string): number {
  * one copy and never fsyncs it.
  */
 function threeDurableCopies(dir: string, bytes: number): { writeSeconds: number; syncSeconds: number } {
-  const chunk = randomBytes(1024 * 1024);
+  // Written as cofre's fs regions write: 256 KiB at a time (see storage/fs/piece-writer.ts).
+  const chunk = randomBytes(256 * 1024);
   const paths = [0, 1, 2].map((i) => join(dir, `disk-probe-${i}`));
   execFileSync('sync');
   const start = performance.now();

@@ -44,7 +44,8 @@ function cofreConfig(file: string, state: string, port: number): void {
     regions: ['eu-west-1', 'us-east-1', 'ap-southeast-1'].map((name) => ({ name, driver: 'fs', path: join(state, 'regions', name) })),
     // Backups run when the bench says so, never on the daemon's own schedule.
     sources: { db: { kind: 'postgres', url: `postgres://postgres@127.0.0.1:${port}/postgres`, pgdata: DATA, schedule: { full: null, diff: null, incr: null } } },
-    daemon: { listen: `127.0.0.1:${freePortSync()}` },
+    // The daemon only archives here: no verification, deep verification or drill runs on its own schedule.
+    daemon: { listen: `127.0.0.1:${freePortSync()}`, verify: { cron: null }, deepVerify: { cron: null }, drill: { cron: null } },
     logging: { level: 'warn' },
   }));
 }
@@ -162,6 +163,7 @@ checkpoint_timeout = 1h
 max_wal_size = 20GB
 EOF`);
   run(`${PG_BIN}/pg_ctl -D ${DATA} -l ${join(BASE, 'postgres.log')} -w start >/dev/null`);
+  let stopPhaseDaemon: (() => void) | null = null;
   try {
     run(`${pgbr} stanza-create`);
     run(`${PG_BIN}/pgbench -i -s ${SCALE} -q -h 127.0.0.1 -p ${port} postgres 2>/dev/null`);
@@ -173,7 +175,11 @@ EOF`);
     const mb = dataBytes / 1e6;
     console.log(`data directory: ${(dataBytes / 1024 ** 3).toFixed(2)} GiB without pg_wal`);
 
-    // 1. Full backups and restores, alternating.
+    // 1. Full backups and restores, alternating. Both tools archive through one archive_command, so a push by one
+    // that stalls (pgBackRest's async push has timed out after 60 s here) held up the other's backup, which waits
+    // for its own WAL. cofre's daemon runs through this phase and the next, as it would in production: it pushes
+    // ahead from archive_status, so cofre's backups wait only on cofre.
+    stopPhaseDaemon = startDaemon(cofreCfg);
     const cofre = { backup: [] as Timed[], restore: [] as Timed[] };
     const base = { backup: [] as Timed[], restore: [] as Timed[] };
     let lastFull = { backupId: '', storedBytes: 0 };
@@ -208,6 +214,8 @@ EOF`);
 
     // 3. WAL push: generate the WAL with archiving held back, then let each tool archive the same segments.
     waitArchived(300);
+    stopPhaseDaemon();
+    stopPhaseDaemon = null;
     setArchiveCommand(port, '/bin/false');
     psql(port, 'CREATE TABLE walgen (id bigint, pad text)');
     const rows = Math.round(WAL_SEGMENTS * 16 * 1024 * 1024 / 190);
@@ -268,6 +276,7 @@ EOF`);
     const pgbrRate = segments / median(walRuns.pgbr);
     console.log(`\nWAL push, ${segments} segments through PostgreSQL's archiver: cofre daemon ${cofreRate.toFixed(1)} segments/s (3 regions), pgBackRest archive-push async ${pgbrRate.toFixed(1)} segments/s (1 repo) = ${(cofreRate / pgbrRate).toFixed(2)}x  target >= 1.00  ${cofreRate >= pgbrRate ? 'MET' : 'NOT MET'}`);
   } finally {
+    stopPhaseDaemon?.();
     try {
       run(`${PG_BIN}/pg_ctl -D ${DATA} -m immediate stop >/dev/null`);
     } catch {
