@@ -21,6 +21,10 @@ export class PieceWriter extends Writable {
   private readonly path: string;
   private readonly mode: number;
   private fd: number | null = null;
+  /** An operation on the descriptor is in flight. */
+  private busy = false;
+  /** A destroy that came while one was: it closes the descriptor once that operation returns, never under it. */
+  private onIdle: (() => void) | null = null;
 
   constructor(path: string, mode: number) {
     super({ highWaterMark: 1024 * 1024 });
@@ -42,16 +46,22 @@ export class PieceWriter extends Writable {
 
   private writeFrom(chunk: Buffer, at: number, callback: (err?: Error | null) => void): void {
     if (at >= chunk.length) return callback();
+    this.busy = true;
     write(this.fd!, chunk, at, Math.min(WRITE_PIECE_BYTES, chunk.length - at), null, (err, written) => {
+      if (this.settle()) return;
       if (err) return callback(err);
       this.writeFrom(chunk, at + written, callback);
     });
   }
 
   override _final(callback: (err?: Error | null) => void): void {
+    this.busy = true;
     fsync(this.fd!, (err) => {
+      if (this.settle()) return;
       if (err) return callback(err);
+      this.busy = true;
       fstat(this.fd!, (statErr, st) => {
+        if (this.settle()) return;
         if (statErr) return callback(statErr);
         this.size = st.size;
         callback();
@@ -60,9 +70,23 @@ export class PieceWriter extends Writable {
   }
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
-    const fd = this.fd;
-    this.fd = null;
-    if (fd === null) return callback(err);
-    close(fd, (closeErr) => callback(err ?? closeErr));
+    const finish = (): void => {
+      const fd = this.fd;
+      this.fd = null;
+      if (fd === null) return callback(err);
+      close(fd, (closeErr) => callback(err ?? closeErr));
+    };
+    if (this.busy) this.onIdle = finish;
+    else finish();
+  }
+
+  /** Ends an operation; true when the stream was destroyed meanwhile (the destroy then finishes, nothing else runs). */
+  private settle(): boolean {
+    this.busy = false;
+    const finish = this.onIdle;
+    if (!finish) return false;
+    this.onIdle = null;
+    finish();
+    return true;
   }
 }
