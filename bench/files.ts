@@ -6,6 +6,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
+import { WRITE_PIECE_BYTES } from '../src/storage/fs/piece-writer.ts';
 import { COFRE, median, need, peakRss, printRates, rateOf, RSS_LIMIT_MB, RUNS, TIME, timed, WORK, type Timed } from './common.ts';
 
 const TARGET_BYTES = Number(process.env.BENCH_BYTES ?? 1024 ** 3);
@@ -46,8 +47,8 @@ function generateTree(dir: string): number {
  * one copy and never fsyncs it.
  */
 function threeDurableCopies(dir: string, bytes: number): { writeSeconds: number; syncSeconds: number } {
-  // Written as cofre's fs regions write: 256 KiB at a time (see storage/fs/piece-writer.ts).
-  const chunk = randomBytes(256 * 1024);
+  // Written as cofre's fs regions write: a piece of WRITE_PIECE_BYTES at a time.
+  const chunk = randomBytes(WRITE_PIECE_BYTES);
   const paths = [0, 1, 2].map((i) => join(dir, `disk-probe-${i}`));
   execFileSync('sync');
   const start = performance.now();
