@@ -1,5 +1,6 @@
 // What every source kind hands the backup job: the objects it stored and what the manifest records about them.
 import type { Readable } from 'node:stream';
+import type { Clock } from '../clock.ts';
 import type { PlainSink } from '../pipeline/index.ts';
 import type { ManifestEntry, ManifestObject, Manifest } from '../repository/index.ts';
 
@@ -19,6 +20,7 @@ export interface SourceCaptureInput {
   /** Stores one object from a stream (in every live region) and returns what the manifest records for it. */
   write: (name: string, plaintext: Readable) => Promise<ManifestObject>;
   signal?: AbortSignal;
+  clock: Clock;
   onSkip: (path: string, reason: string) => void;
 }
 

@@ -12,7 +12,7 @@ import { PackBuilder } from '../files/pack-builder.ts';
 import { clientConfig, parseConnUrl } from './libpq.ts';
 import { parseLsn, parseSettingBytes } from './lsn.ts';
 import { pageLevel } from './pages.ts';
-import { fingerprintAtRestorePoint } from './restore-point.ts';
+import { EarlyFingerprints, fingerprintAtRestorePoint } from './restore-point.ts';
 
 /** What pg_basebackup leaves out: runtime state, WAL (archived separately), and files recovery must not see. */
 export const PGDATA_EXCLUDES = [
@@ -78,6 +78,7 @@ export async function capturePhysical(src: PostgresSourceConfig, pgdata: string,
   const client = new pg.Client(clientConfig(conn));
   await client.connect();
   const packs = new PackBuilder(input.packSizeBytes, { open: input.open }, packName);
+  let early: EarlyFingerprints | null = null;
   try {
     const one = async <T>(sql: string, params: unknown[] = []): Promise<T> => (await client.query(sql, params)).rows[0] as T;
     const { num, version } = await one<{ num: string; version: string }>(`SELECT current_setting('server_version_num') AS num, current_setting('server_version') AS version`);
@@ -97,6 +98,9 @@ export async function capturePhysical(src: PostgresSourceConfig, pgdata: string,
     // The session must stay open: a non-exclusive backup ends (and is abandoned) with it.
     const label = `cofre ${input.backupId}`;
     const start = await one<{ lsn: string }>(pg15 ? 'SELECT pg_backup_start($1, true)::text AS lsn' : 'SELECT pg_start_backup($1, true, false)::text AS lsn', [label]);
+    // On a cluster nothing writes to meanwhile, the fingerprints are taken while PGDATA is read (restore-point.ts).
+    // Only a shortcut: when its sessions cannot be opened, the tries after the stop report why.
+    if (src.fingerprints) early = await EarlyFingerprints.begin(conn, client, input.clock).catch(() => null);
     const captured = await captureTree({
       root: pgdata, exclude: PGDATA_EXCLUDES, backupId: input.backupId, packs, signal: input.signal,
       // Tablespaces outside the data directory are taken as if they were inside it, under pg_tblspc/<oid>.
@@ -112,7 +116,7 @@ export async function capturePhysical(src: PostgresSourceConfig, pgdata: string,
     const stop = await one<{ lsn: string; labelfile: string; spcmapfile: string }>(pg15
       ? 'SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)'
       : 'SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, false)');
-    const check = src.fingerprints ? await fingerprintAtRestorePoint(conn, client, `cofre-${input.backupId}`) : null;
+    const check = src.fingerprints ? await fingerprintAtRestorePoint(conn, client, `cofre-${input.backupId}`, early ?? undefined) : null;
     return {
       method: 'physical', objects: packs.objects, entries: captured.entries, stats: captured.stats,
       physical: {
@@ -122,6 +126,7 @@ export async function capturePhysical(src: PostgresSourceConfig, pgdata: string,
       },
     };
   } catch (err) {
+    await early?.abandon();
     await packs.abort(err as Error);
     throw err;
   } finally {
