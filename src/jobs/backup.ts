@@ -14,9 +14,8 @@ import {
   type BackupType,
   type Manifest,
   type ManifestObject,
-  type PhysicalInfo,
 } from '../repository/index.ts';
-import type { OpenObject, SourceCapture, SourceCaptureInput } from '../sources/capture.ts';
+import type { OpenObject, SourceCapture, SourceCaptureInput, WalSpan } from '../sources/capture.ts';
 import { captureFiles, prepareFiles } from '../sources/files/backup.ts';
 import { parseLsn, segmentName, segmentsBetween } from '../sources/postgres/lsn.ts';
 import { expiresAt, policyFor } from '../retention/plan.ts';
@@ -40,19 +39,21 @@ export function methodOf(src: SourceConfig, requested?: 'logical' | 'physical'):
   return requested ?? src.method ?? (src.pgdata ? 'physical' : 'logical');
 }
 
-/** A physical backup is restorable only with every WAL segment from its start to its stop LSN, at quorum. */
-/** How long a physical backup waits for its WAL to be archived at quorum before it fails. */
+/**
+ * How long a physical backup waits for its WAL to be archived at quorum before it fails: it is restorable only with
+ * every WAL segment from its start to its stop LSN.
+ */
 const WAL_ARCHIVE_WAIT_MS = 10 * 60_000;
-/** How often the regions are asked meanwhile. */
-const WAL_ARCHIVE_POLL_MS = 100;
+/** How often the regions are asked meanwhile (a stat per region and missing segment). */
+const WAL_ARCHIVE_POLL_MS = 25;
 
 /**
  * Waits until every WAL segment from the backup's start to its stop is stored in at least quorum regions (pushed by
  * archive_command, or by the daemon ahead of it). pg_backup_stop does not wait for the archiver: it would poll it
  * once a second (1-2 s per backup here, for a segment archive_command stores in well under one), and its wait could
- * not overlap the fingerprints, which are taken meanwhile.
+ * not overlap the fingerprints; this one runs while they are taken (SourceCaptureInput.walArchived).
  */
-async function waitWalArchived(ctx: JobContext, source: string, physical: PhysicalInfo, signal?: AbortSignal): Promise<void> {
+async function waitWalArchived(ctx: JobContext, source: string, physical: WalSpan, signal?: AbortSignal): Promise<void> {
   const deadline = ctx.clock.nowMs() + WAL_ARCHIVE_WAIT_MS;
   const presentIn = async (name: string): Promise<number> =>
     (await Promise.all(ctx.regions.map((r) => r.stat(walKey(source, name)).catch(() => undefined)))).filter(Boolean).length;
@@ -176,6 +177,7 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
     };
     const input: SourceCaptureInput = {
       backupId: id, packSizeBytes: ctx.config.pipeline.packSizeBytes, signal: args.signal, clock: ctx.clock,
+      walArchived: (wal, signal) => waitWalArchived(ctx, args.source, wal, signal),
       open: (name: string): OpenObject => openObject(new ObjectWriter(settings, targetOf(name)), (written) => recordObject(name, written)),
       write: async (name: string, plaintext: Readable): Promise<ManifestObject> => recordObject(name, await writeObjectStream(settings, targetOf(name), plaintext)),
       onSkip: (path, reason) => {
@@ -186,7 +188,6 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
     const captured = src.kind === 'files'
       ? await captureFiles(src, input, parentManifest)
       : await capturePostgres(src, pgdata, input, parentManifest);
-    if (captured.physical) await waitWalArchived(ctx, args.source, captured.physical, args.signal);
 
     // The manifest is written last: its presence in a region is what makes the backup exist there.
     const manifest: Manifest = {

@@ -2,7 +2,10 @@
 import type { Readable } from 'node:stream';
 import type { Clock } from '../clock.ts';
 import type { PlainSink } from '../pipeline/index.ts';
-import type { ManifestEntry, ManifestObject, Manifest } from '../repository/index.ts';
+import type { ManifestEntry, ManifestObject, Manifest, PhysicalInfo } from '../repository/index.ts';
+
+/** The WAL a physical backup needs, from its start to its stop. */
+export type WalSpan = Pick<PhysicalInfo, 'timeline' | 'startLsn' | 'stopLsn' | 'walSegmentSize'>;
 
 /** One object being filled with plaintext (in every live region at once). */
 export interface OpenObject extends PlainSink {
@@ -21,6 +24,12 @@ export interface SourceCaptureInput {
   write: (name: string, plaintext: Readable) => Promise<ManifestObject>;
   signal?: AbortSignal;
   clock: Clock;
+  /**
+   * Resolves once every WAL segment a physical backup needs (start to stop) is archived at quorum; called as soon as
+   * pg_backup_stop has returned, so the wait overlaps what the capture still does (its fingerprints); `signal` ends
+   * the wait when the capture fails meanwhile.
+   */
+  walArchived?: (wal: WalSpan, signal: AbortSignal) => Promise<void>;
   onSkip: (path: string, reason: string) => void;
 }
 

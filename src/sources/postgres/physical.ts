@@ -79,6 +79,7 @@ export async function capturePhysical(src: PostgresSourceConfig, pgdata: string,
   await client.connect();
   const packs = new PackBuilder(input.packSizeBytes, { open: input.open }, packName);
   let early: EarlyFingerprints | null = null;
+  const stopWaiting = new AbortController();
   try {
     const one = async <T>(sql: string, params: unknown[] = []): Promise<T> => (await client.query(sql, params)).rows[0] as T;
     const { num, version } = await one<{ num: string; version: string }>(`SELECT current_setting('server_version_num') AS num, current_setting('server_version') AS version`);
@@ -116,16 +117,22 @@ export async function capturePhysical(src: PostgresSourceConfig, pgdata: string,
     const stop = await one<{ lsn: string; labelfile: string; spcmapfile: string }>(pg15
       ? 'SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)'
       : 'SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, false)');
+    // The wait for the WAL from start to stop overlaps the fingerprints; it ends with them when they fail.
+    const wal = { timeline: tli, startLsn: start.lsn, stopLsn: stop.lsn, walSegmentSize: segSize };
+    const archived = input.walArchived?.(wal, input.signal ? AbortSignal.any([input.signal, stopWaiting.signal]) : stopWaiting.signal);
+    archived?.catch(() => undefined);
     const check = src.fingerprints ? await fingerprintAtRestorePoint(conn, client, `cofre-${input.backupId}`, early ?? undefined) : null;
+    await archived;
     return {
       method: 'physical', objects: packs.objects, entries: captured.entries, stats: captured.stats,
       physical: {
-        serverVersion: version, systemIdentifier: id, timeline: tli, startLsn: start.lsn, stopLsn: stop.lsn, walSegmentSize: segSize,
+        serverVersion: version, systemIdentifier: id, ...wal,
         backupLabel: stop.labelfile, tablespaceMap: stop.spcmapfile ?? '', tablespaces: await tablespacesOf(pgdata),
         ...(check ? { check } : {}),
       },
     };
   } catch (err) {
+    stopWaiting.abort(err);
     await early?.abandon();
     await packs.abort(err as Error);
     throw err;
