@@ -153,14 +153,16 @@ export function benchPostgres(): void {
   // synchronously here (its WAL phase below is the async one): its async foreground, started while the previous
   // async process was finishing a batch that did not hold its segment, waited 60 s for a push that never came (the
   // async log showed no process between the two), and exited 82; that stalled 2 of 3 of its backups in a bench run
-  // and 2 of 3 in the same loop replayed by hand, with --no-archive-async none in 8.
+  // and 2 of 3 in the same loop replayed by hand, with --no-archive-async none in 8. pgBackRest comes first in the
+  // chain: its backup waits for its own push of the stop segment, which should not wait behind cofre's wal-push (that
+  // one waits for the daemon, which pushes ahead on its own, for cofre's backups).
   run(`cat >> ${join(DATA, 'postgresql.conf')} <<'EOF'
 port = ${port}
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '${BASE}'
 wal_level = replica
 archive_mode = on
-archive_command = '${COFRE} -c ${cofreCfg} wal-push %p && ${pgbr} --no-archive-async archive-push %p'
+archive_command = '${pgbr} --no-archive-async archive-push %p && ${COFRE} -c ${cofreCfg} wal-push %p'
 max_wal_senders = 0
 shared_buffers = 256MB
 checkpoint_timeout = 1h
