@@ -78,7 +78,7 @@ export async function capturePhysical(src: PostgresSourceConfig, pgdata: string,
   const client = new pg.Client(clientConfig(conn));
   await client.connect();
   const packs = new PackBuilder(input.packSizeBytes, { open: input.open }, packName);
-  let earlyStarting: Promise<EarlyFingerprints | null> | null = null;
+  let early: EarlyFingerprints | null = null;
   const stopWaiting = new AbortController();
   try {
     const one = async <T>(sql: string, params: unknown[] = []): Promise<T> => (await client.query(sql, params)).rows[0] as T;
@@ -96,13 +96,12 @@ export async function capturePhysical(src: PostgresSourceConfig, pgdata: string,
         op: 'backup', hint: "set archive_mode = on and archive_command = 'cofre -c <config> wal-push %p' (docs/postgres.md), or back up with --method logical",
       });
     }
-    // On a cluster nothing writes to meanwhile, the fingerprints are taken while PGDATA is read (restore-point.ts);
-    // their snapshots open while the backup starts (its checkpoint) and the read begins. Only a shortcut: when its
-    // sessions cannot be opened, the tries after the stop report why.
-    earlyStarting = src.fingerprints ? EarlyFingerprints.begin(conn, client, input.clock).catch(() => null) : null;
     // The session must stay open: a non-exclusive backup ends (and is abandoned) with it.
     const label = `cofre ${input.backupId}`;
     const start = await one<{ lsn: string }>(pg15 ? 'SELECT pg_backup_start($1, true)::text AS lsn' : 'SELECT pg_start_backup($1, true, false)::text AS lsn', [label]);
+    // On a cluster nothing writes to meanwhile, the fingerprints are taken while PGDATA is read (restore-point.ts).
+    // Only a shortcut: when its sessions cannot be opened, the tries after the stop report why.
+    if (src.fingerprints) early = await EarlyFingerprints.begin(conn, client, input.clock).catch(() => null);
     const captured = await captureTree({
       root: pgdata, exclude: PGDATA_EXCLUDES, backupId: input.backupId, packs, signal: input.signal,
       // Tablespaces outside the data directory are taken as if they were inside it, under pg_tblspc/<oid>.
@@ -122,7 +121,6 @@ export async function capturePhysical(src: PostgresSourceConfig, pgdata: string,
     const wal = { timeline: tli, startLsn: start.lsn, stopLsn: stop.lsn, walSegmentSize: segSize };
     const archived = input.walArchived?.(wal, input.signal ? AbortSignal.any([input.signal, stopWaiting.signal]) : stopWaiting.signal);
     archived?.catch(() => undefined);
-    const early = await earlyStarting;
     const check = src.fingerprints ? await fingerprintAtRestorePoint(conn, client, `cofre-${input.backupId}`, early ?? undefined) : null;
     await archived;
     return {
@@ -135,7 +133,7 @@ export async function capturePhysical(src: PostgresSourceConfig, pgdata: string,
     };
   } catch (err) {
     stopWaiting.abort(err);
-    await (await earlyStarting)?.abandon();
+    await early?.abandon();
     await packs.abort(err as Error);
     throw err;
   } finally {
