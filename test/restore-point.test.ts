@@ -23,7 +23,7 @@ async function fingerprintsNow(): Promise<Record<string, unknown>> {
   }
 }
 
-/** Backends of this cluster other than the session, the caller's and the checkpointer and friends. */
+/** Client backends other than the session's own: every fingerprint session must be closed by now. */
 async function otherClientBackends(): Promise<number> {
   const rows = await session.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`);
   return rows.rows[0]!.n;
