@@ -6,7 +6,7 @@ import {
 } from 'node:fs';
 import { mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { CofreError } from '../../errors/index.ts';
@@ -68,6 +68,37 @@ function nsToSeconds(ns: string): number {
 
 /** Packs restored at once (each is one object streamed from a region through decryption and zstd). */
 export const RESTORE_PACK_CONCURRENCY = 2;
+
+/**
+ * A large restored file is made to start going to disk every EARLY_SYNC_STEP_BYTES while it is written (an fsync
+ * of what it holds so far, on libuv's pool, at most one at a time per file), so the disk writes while the
+ * rest is unpacked. Left to the final sync, the writeback began only then: the kernel starts it on its own only past
+ * dirty_background_ratio (~2.3 GB of dirty data on a 24 GB machine), so a 1.5 GB PGDATA (a 1 GiB segment file in
+ * it) waited ~1 s for the disk after its last byte was unpacked, with the disk idle until then.
+ */
+const EARLY_SYNC_STEP_BYTES = 32 * 1024 * 1024;
+
+/**
+ * Passes a file's bytes on to its writer, starting an fsync of the file (through a descriptor of its own, so the
+ * writer's is never closed under it) every EARLY_SYNC_STEP_BYTES, one at a time.
+ */
+function syncingAlong(path: string, started: Promise<void>[]): Transform {
+  let since = 0;
+  let inFlight = false;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      since += chunk.length;
+      if (since >= EARLY_SYNC_STEP_BYTES && !inFlight) {
+        since = 0;
+        inFlight = true;
+        started.push(fsyncPath(path).finally(() => {
+          inFlight = false;
+        }));
+      }
+      callback(null, chunk);
+    },
+  });
+}
 
 /** Runs fn over items with at most `limit` in flight; the first failure is thrown once the others have settled. */
 async function forEachLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
@@ -147,8 +178,16 @@ async function extractPack(plaintext: Readable, staging: string, wanted: Map<str
         const parts: Buffer[] = [];
         for await (const chunk of item.pipe(tap)) parts.push(chunk as Buffer);
         writeFileSync(part, Buffer.concat(parts), { mode: 0o600 });
-      } else {
+      } else if (want.size < 2 * EARLY_SYNC_STEP_BYTES) {
         await pipeline(item, tap, createWriteStream(part, { mode: 0o600 }));
+      } else {
+        const syncs: Promise<void>[] = [];
+        try {
+          await pipeline(item, tap, syncingAlong(part, syncs), createWriteStream(part, { mode: 0o600 }));
+        } finally {
+          await Promise.allSettled(syncs);
+        }
+        for (const r of await Promise.allSettled(syncs)) if (r.status === 'rejected') throw r.reason;
       }
       if (tap.bytes !== want.size || tap.sha256() !== want.sha256) {
         await rm(part, { force: true });
