@@ -91,9 +91,12 @@ function syncingAlong(path: string, started: Promise<void>[]): Transform {
       if (since >= EARLY_SYNC_STEP_BYTES && !inFlight) {
         since = 0;
         inFlight = true;
-        started.push(fsyncPath(path).finally(() => {
+        const sync = fsyncPath(path).finally(() => {
           inFlight = false;
-        }));
+        });
+        // Observed now (its failure is raised once the file is written), so it never goes unhandled meanwhile.
+        sync.catch(() => undefined);
+        started.push(sync);
       }
       callback(null, chunk);
     },
