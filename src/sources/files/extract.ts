@@ -185,12 +185,15 @@ async function extractPack(plaintext: Readable, staging: string, wanted: Map<str
         await pipeline(item, tap, createWriteStream(part, { mode: 0o600 }));
       } else {
         const syncs: Promise<void>[] = [];
+        let synced: PromiseSettledResult<void>[] = [];
         try {
           await pipeline(item, tap, syncingAlong(part, syncs), createWriteStream(part, { mode: 0o600 }));
         } finally {
-          await Promise.allSettled(syncs);
+          // Every fsync started on the file has returned before it is checked, renamed or removed.
+          synced = await Promise.allSettled(syncs);
         }
-        for (const r of await Promise.allSettled(syncs)) if (r.status === 'rejected') throw r.reason;
+        const failed = synced.find((r) => r.status === 'rejected');
+        if (failed) throw failed.reason;
       }
       if (tap.bytes !== want.size || tap.sha256() !== want.sha256) {
         await rm(part, { force: true });
