@@ -1,10 +1,13 @@
-// Full → changes → incr → diff → incr: restoring each backup reproduces the tree as it was at that backup.
+// Full → changes → incr → diff → incr: restoring each backup reproduces the tree as it was at that backup. The full
+// keeps sha256 content hashes (as manifests did before xxh128), the later backups xxh128 and carry the older ones over.
 import { chmod, mkdir, rm, symlink, utimes, writeFile, appendFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runBackup } from '../src/jobs/backup.ts';
+import { repositoryOf } from '../src/jobs/context.ts';
 import { runRestore } from '../src/jobs/restore.ts';
 import { runVerify } from '../src/jobs/verify.ts';
+import { readManifest, type Manifest } from '../src/repository/index.ts';
 import { testConfig } from './helpers/config.ts';
 import { openTestContext, type TestContext } from './helpers/context.ts';
 import { snapshotTree, type TreeEntry } from './helpers/tree.ts';
@@ -35,6 +38,11 @@ function bytes(n: number, seed: number): Buffer {
 describe('a chain of full, incr and diff backups of a files source', () => {
   const snapshots: { id: string; tree: Record<string, TreeEntry>; type: string }[] = [];
 
+  async function manifestOf(id: string): Promise<Manifest> {
+    const { repoId } = await repositoryOf(ctx, false);
+    return (await readManifest(ctx.envelope, ctx.regions, repoId, 'uploads', id)).value;
+  }
+
   async function backupAndRemember(type: 'full' | 'diff' | 'incr'): Promise<string> {
     const result = await runBackup(ctx, { source: 'uploads', type });
     expect(result.status).toBe('completed');
@@ -57,8 +65,12 @@ describe('a chain of full, incr and diff backups of a files source', () => {
     await chmod(join(src, 'docs', 'contract.pdf'), 0o640);
     await symlink('photos/2026/a.jpg', join(src, 'latest.jpg'));
     await utimes(join(src, 'readme.txt'), new Date('2020-01-02T03:04:05.678Z'), new Date('2020-01-02T03:04:05.678Z'));
+    ctx.config.pipeline.contentHash = 'sha256';
     const id = await backupAndRemember('full');
+    ctx.config.pipeline.contentHash = 'xxh128';
     expect(ctx.catalog.getBackup(id)?.files).toBe(8);
+    const files = (await manifestOf(id)).entries.filter((e) => e.type === 'file');
+    expect(files.every((e) => e.sha256?.length === 64 && !e.xxh128)).toBe(true);
   });
 
   it('takes only what changed in an incremental (add, modify, delete, chmod, symlink)', async () => {
@@ -77,6 +89,13 @@ describe('a chain of full, incr and diff backups of a files source', () => {
     expect(row.parent).toBe(snapshots[0]!.id);
     // a.jpg (700 kB) was not re-stored: the incremental holds far less than the tree.
     expect(row.storedBytes).toBeLessThan(400_000);
+    // New content gets xxh128 (b.jpg, same size and modified within the second, is compared like the full's digest
+    // and keeps sha256); a.jpg, unchanged, keeps the full's sha256.
+    const entries = new Map((await manifestOf(id)).entries.map((e) => [e.path, e]));
+    expect(entries.get('photos/2026/c.jpg')!.xxh128).toMatch(/^[0-9a-f]{32}$/);
+    expect(entries.get('readme.txt')!.xxh128).toMatch(/^[0-9a-f]{32}$/);
+    expect(entries.get('photos/2026/a.jpg')!).toMatchObject({ sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    expect(entries.get('photos/2026/a.jpg')!.xxh128).toBeUndefined();
   });
 
   it('takes everything since the full in a differential', async () => {

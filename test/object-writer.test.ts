@@ -4,6 +4,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { xxhash128 } from 'hash-wasm';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PackBuilder } from '../src/sources/files/pack-builder.ts';
@@ -116,6 +117,11 @@ function packBuilder(dir: string, prefix: string): PackBuilder {
   }, (i) => `${prefix}${i}`);
 }
 
+/** XXH3-128 by hash-wasm's one-shot call: not the pooled, streamed hashes the code under test uses. */
+async function xxh128Of(data: Buffer): Promise<string> {
+  return `xxh128:${await xxhash128(data)}`;
+}
+
 describe('PackBuilder', () => {
   it('refuses a large file that vanished before its header, leaving the pack whole', async () => {
     const packs = packBuilder('packs', 'p');
@@ -126,7 +132,7 @@ describe('PackBuilder', () => {
     writeFileSync(join(dir, 'kept.bin'), body);
     await expect(packs.addFile(file('gone.bin', 2 * 1024 * 1024))).rejects.toMatchObject({ code: 'ENOENT' });
     const kept = await packs.addFile(file('kept.bin', body.length));
-    expect(kept.sha256).toBe(sha256Hex(body));
+    expect(kept.digest).toBe(await xxh128Of(body));
     await packs.close();
     const members = await readMembers('packs/p0', 'p0');
     expect(members.map((m) => m.name)).toEqual(['kept.bin']);
@@ -145,20 +151,20 @@ describe('PackBuilder', () => {
     for (const [i, body] of bodies.entries()) {
       writeFileSync(join(dir, 'small', `f${i}`), body);
       const got = await packs.addFile(file(`f${i}`, body.length));
-      expect(got).toMatchObject({ sha256: sha256Hex(body), changed: false });
+      expect(got).toMatchObject({ digest: await xxh128Of(body), changed: false });
       want.push({ name: `small/f${i}`, body });
     }
     // Walked at another size than it has when read: stored at the walked size (cut, or padded with zeros), flagged.
     const grown = randomBytes(5000);
     writeFileSync(join(dir, 'small', 'grown'), grown);
-    expect(await packs.addFile(file('grown', 4000))).toMatchObject({ sha256: sha256Hex(grown.subarray(0, 4000)), changed: true });
+    expect(await packs.addFile(file('grown', 4000))).toMatchObject({ digest: await xxh128Of(grown.subarray(0, 4000)), changed: true });
     const shrunk = randomBytes(3000);
     writeFileSync(join(dir, 'small', 'shrunk'), shrunk);
     const padded = Buffer.concat([shrunk, Buffer.alloc(1000)]);
-    expect(await packs.addFile(file('shrunk', 4000))).toMatchObject({ sha256: sha256Hex(padded), changed: true });
+    expect(await packs.addFile(file('shrunk', 4000))).toMatchObject({ digest: await xxh128Of(padded), changed: true });
     await expect(packs.addFile(file('gone', 10))).rejects.toMatchObject({ code: 'ENOENT' });
     const empty = await packs.addFile((writeFileSync(join(dir, 'small', 'empty'), ''), file('empty', 0)));
-    expect(empty).toMatchObject({ sha256: sha256Hex(Buffer.alloc(0)), changed: false });
+    expect(empty).toMatchObject({ digest: await xxh128Of(Buffer.alloc(0)), changed: false });
     await packs.close();
     want.push({ name: 'small/grown', body: grown.subarray(0, 4000) }, { name: 'small/shrunk', body: padded }, { name: 'small/empty', body: Buffer.alloc(0) });
     const members = await readMembers('small/s0', 's0');
@@ -179,13 +185,13 @@ describe('pageLevel', () => {
     const file: WalkEntry = {
       path: 'base/5/16384', abs: join(dir, 'base', '5', '16384'), type: 'file', mode: 0o600, uid: 0, gid: 0, mtimeNs: 0n, ctimeNs: 0n, ino: 7n, size: body.length,
     };
-    const old = { path: file.path, type: 'file' as const, mode: 0o600, uid: 0, gid: 0, mtimeNs: '0', ctimeNs: '0', ino: '7', size: body.length, sha256: 'x', loc: { backup: 'b0', pack: 'p0' } };
+    const old = { path: file.path, type: 'file' as const, mode: 0o600, uid: 0, gid: 0, mtimeNs: '0', ctimeNs: '0', ino: '7', size: body.length, xxh128: 'x'.repeat(32), loc: { backup: 'b0', pack: 'p0' } };
     const level = pageLevel(packs, 'b1', 5n << 32n);
     const stored = await level.store(file, old, { path: file.path, type: 'file', mode: 0o600, uid: 0, gid: 0, mtimeNs: '0', ctimeNs: '0', ino: '7' });
     await packs.close();
     const want = Buffer.concat(Array.from({ length: pages }, (_, i) => body.subarray(i * PAGE_BYTES, (i + 1) * PAGE_BYTES)).filter((_, i) => i % 3 !== 0));
     expect(stored!.storedBytes).toBe(want.length);
-    expect(stored!.entry.deltas![0]!.sha256).toBe(sha256Hex(want));
+    expect(stored!.entry.deltas![0]!.xxh128).toBe((await xxh128Of(want)).slice('xxh128:'.length));
     const [member] = await readMembers('pages/q0', 'q0');
     expect(member!.body.equals(want)).toBe(true);
   });
@@ -195,8 +201,16 @@ describe('hashFile', () => {
   it('hashes a large file through one reused buffer, and a file that shrank as padded with zeros', async () => {
     const body = randomBytes(5 * 1024 * 1024 + 777);
     writeFileSync(join(dir, 'large.bin'), body);
-    expect(await hashFile(join(dir, 'large.bin'), body.length)).toBe(sha256Hex(body));
+    expect(await hashFile(join(dir, 'large.bin'), body.length)).toBe(await xxh128Of(body));
     // Walked at a larger size than it now has: what a backup would store, the bytes then zeros.
-    expect(await hashFile(join(dir, 'large.bin'), body.length + 4096)).toBe(sha256Hex(Buffer.concat([body, Buffer.alloc(4096)])));
+    expect(await hashFile(join(dir, 'large.bin'), body.length + 4096)).toBe(await xxh128Of(Buffer.concat([body, Buffer.alloc(4096)])));
+  });
+
+  it('hashes with sha256 to compare against the digests of manifests written before xxh128', async () => {
+    const body = randomBytes(3 * 1024 * 1024 + 5);
+    writeFileSync(join(dir, 'older.bin'), body);
+    expect(await hashFile(join(dir, 'older.bin'), body.length, 'sha256')).toBe(`sha256:${sha256Hex(body)}`);
+    writeFileSync(join(dir, 'older-small.bin'), body.subarray(0, 1000));
+    expect(await hashFile(join(dir, 'older-small.bin'), 1000, 'sha256')).toBe(`sha256:${sha256Hex(body.subarray(0, 1000))}`);
   });
 });

@@ -230,6 +230,8 @@ export const configSchema = z
         regionBufferBytes: bytes(DEFAULT_REGION_BUFFER_BYTES),
         quorum: z.union([z.literal('all'), z.number().int().min(1)]).default('all'),
         regionStallTimeoutSeconds: z.number().positive().default(300),
+        /** The hash manifests keep of each file's content (see pipeline/content-hash.ts). */
+        contentHash: z.enum(['xxh128', 'sha256']).default('xxh128'),
       })
       .prefault({}),
     regions: z.array(regionSchema).min(1),

@@ -176,7 +176,7 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
       return { name, size: written.size, sha256: written.sha256, plainBytes: written.plainBytes };
     };
     const input: SourceCaptureInput = {
-      backupId: id, packSizeBytes: ctx.config.pipeline.packSizeBytes, signal: args.signal, clock: ctx.clock,
+      backupId: id, packSizeBytes: ctx.config.pipeline.packSizeBytes, contentHash: ctx.config.pipeline.contentHash, signal: args.signal, clock: ctx.clock,
       walArchived: (wal, signal) => waitWalArchived(ctx, args.source, wal, signal),
       open: (name: string): OpenObject => openObject(new ObjectWriter(settings, targetOf(name)), (written) => recordObject(name, written)),
       write: async (name: string, plaintext: Readable): Promise<ManifestObject> => recordObject(name, await writeObjectStream(settings, targetOf(name), plaintext)),

@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import type { BackupRow, DrillCheck } from '../catalog/catalog.ts';
 import { CofreError, messageOf } from '../errors/index.ts';
+import { algorithmOf, digestOf } from '../pipeline/content-hash.ts';
 import { readManifest, type Manifest } from '../repository/index.ts';
 import { hashFile } from '../sources/files/read-file.ts';
 import { amcheckChecks, checksumsCheck, dataChecksumsOn, fingerprintChecks, operatorChecks, runSql } from '../sources/postgres/drill-checks.ts';
@@ -136,11 +137,12 @@ async function fileChecks(manifest: Manifest, tree: string): Promise<DrillCheck[
   const wrong: string[] = [];
   let checked = 0;
   for (const e of manifest.entries) {
-    if (e.type !== 'file' || !e.sha256) continue;
+    const digest = digestOf(e);
+    if (e.type !== 'file' || !digest) continue;
     const path = join(tree, e.path);
     const size = lstatSync(path, { throwIfNoEntry: false })?.size;
     if (size === undefined || size !== e.size) wrong.push(`${e.path}: ${size === undefined ? 'missing' : `${size} bytes, expected ${e.size}`}`);
-    else if ((await hashFile(path, size)) !== e.sha256) wrong.push(`${e.path}: content differs from the manifest`);
+    else if ((await hashFile(path, size, algorithmOf(digest))) !== digest) wrong.push(`${e.path}: content differs from the manifest`);
     checked++;
   }
   return [{ name: 'file hashes', ok: wrong.length === 0, detail: wrong.length === 0 ? `${checked} files equal` : wrong.slice(0, 20).join('; ') }];

@@ -3,6 +3,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { isCofreError, messageOf } from '../errors/index.ts';
+import { ContentTap, digestOf, type ContentDigest } from '../pipeline/content-hash.ts';
 import { HashTap, readObjectFrom } from '../pipeline/index.ts';
 import { MANIFEST_NAME, objectKey, packIdentity, parseBackupKey, readManifestFrom, type Manifest } from '../repository/index.ts';
 import { walIdentity, walKey } from '../sources/postgres/wal-names.ts';
@@ -51,7 +52,7 @@ async function drain(plaintext: Readable): Promise<string[]> {
 }
 
 /** Re-hashes every file a pack holds against the manifest entries that point at it. */
-async function checkPackContent(plaintext: Readable, expected: Map<string, { size: number; sha256: string }>): Promise<string[]> {
+async function checkPackContent(plaintext: Readable, expected: Map<string, { size: number; digest: ContentDigest | undefined }>): Promise<string[]> {
   const problems: string[] = [];
   const extract = tar.extract();
   const walk = (async () => {
@@ -62,9 +63,9 @@ async function checkPackContent(plaintext: Readable, expected: Map<string, { siz
         item.resume();
         continue;
       }
-      const tap = new HashTap();
+      const tap = await ContentTap.like(want.digest);
       await pipeline(item, tap, async function* (src) { for await (const chunk of src) void chunk; });
-      if (tap.bytes !== want.size || tap.sha256() !== want.sha256) problems.push(`${name}: content differs from the manifest`);
+      if (tap.bytes !== want.size || tap.digest() !== want.digest) problems.push(`${name}: content differs from the manifest`);
       expected.delete(name);
     }
   })();
@@ -74,14 +75,14 @@ async function checkPackContent(plaintext: Readable, expected: Map<string, { siz
 }
 
 /** What the manifest says this backup's pack holds: whole files, and (physical diff/incr) page deltas. */
-function packMembers(manifest: Manifest, pack: string): Map<string, { size: number; sha256: string }> {
-  const members = new Map<string, { size: number; sha256: string }>();
+function packMembers(manifest: Manifest, pack: string): Map<string, { size: number; digest: ContentDigest | undefined }> {
+  const members = new Map<string, { size: number; digest: ContentDigest | undefined }>();
   const here = (loc: { backup: string; pack: string }): boolean => loc.backup === manifest.backupId && loc.pack === pack;
   for (const e of manifest.entries) {
     if (e.type !== 'file') continue;
-    if (e.loc && here(e.loc)) members.set(e.path, { size: e.size ?? 0, sha256: e.sha256 ?? '' });
+    if (e.loc && here(e.loc)) members.set(e.path, { size: e.size ?? 0, digest: digestOf(e.deltas ? e.base ?? {} : e) });
     const delta = e.deltas?.find(here);
-    if (delta) members.set(e.path, delta);
+    if (delta) members.set(e.path, { size: delta.size, digest: digestOf(delta) });
   }
   return members;
 }

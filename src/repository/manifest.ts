@@ -9,6 +9,11 @@ import { manifestKey, MANIFEST_NAME } from './layout.ts';
 
 export const MANIFEST_FORMAT_VERSION = 1;
 
+const SHA256 = z.string().length(64);
+const XXH128 = z.string().length(32);
+const hasDigest = (d: { xxh128?: string | undefined; sha256?: string | undefined }): boolean => Boolean(d.xxh128 ?? d.sha256);
+const DIGEST_MISSING = { message: 'a content hash (xxh128 or sha256) is required' };
+
 const objectSchema = z.object({ name: z.string(), size: z.number().int().nonnegative(), sha256: z.string().length(64), plainBytes: z.number().int().nonnegative() });
 
 const entrySchema = z.object({
@@ -22,7 +27,9 @@ const entrySchema = z.object({
   ctimeNs: z.string().regex(/^-?\d+$/).optional(),
   ino: z.string().optional(),
   size: z.number().int().nonnegative().optional(),
-  sha256: z.string().length(64).optional(),
+  /** The content hash (see pipeline/content-hash.ts): xxh128 since the ninth session's manifests, sha256 before. */
+  xxh128: XXH128.optional(),
+  sha256: SHA256.optional(),
   target: z.string().optional(),
   /** Which backup of the chain holds this file's bytes, and in which of its packs. */
   loc: z.object({ backup: z.string(), pack: z.string() }).optional(),
@@ -31,12 +38,12 @@ const entrySchema = z.object({
    * oldest first, overwrite the pages that changed since; the file is then cut to `size`. No whole-file hash: pages
    * whose only change is a hint bit keep the older copy's bytes, which recovery accepts.
    */
-  base: z.object({ size: z.number().int().nonnegative(), sha256: z.string().length(64) }).optional(),
+  base: z.object({ size: z.number().int().nonnegative(), xxh128: XXH128.optional(), sha256: SHA256.optional() }).refine(hasDigest, DIGEST_MISSING).optional(),
   deltas: z.array(z.object({
-    backup: z.string(), pack: z.string(), size: z.number().int().nonnegative(), sha256: z.string().length(64),
+    backup: z.string(), pack: z.string(), size: z.number().int().nonnegative(), xxh128: XXH128.optional(), sha256: SHA256.optional(),
     /** The pages the member holds, in order: "0-4,9" (see sources/postgres/pages.ts). */
     blocks: z.string(),
-  })).optional(),
+  }).refine(hasDigest, DIGEST_MISSING)).optional(),
 });
 
 /** `method` absent means md5 (see sources/postgres/fingerprint.ts). */

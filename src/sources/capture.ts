@@ -1,6 +1,7 @@
 // What every source kind hands the backup job: the objects it stored and what the manifest records about them.
 import type { Readable } from 'node:stream';
 import type { Clock } from '../clock.ts';
+import type { ContentAlgorithm } from '../pipeline/content-hash.ts';
 import type { PlainSink } from '../pipeline/index.ts';
 import type { ManifestEntry, ManifestObject, Manifest, PhysicalInfo } from '../repository/index.ts';
 
@@ -18,6 +19,8 @@ export interface OpenObject extends PlainSink {
 export interface SourceCaptureInput {
   backupId: string;
   packSizeBytes: number;
+  /** The hash manifests keep of new content (pipeline.contentHash). */
+  contentHash: ContentAlgorithm;
   /** Opens one object to fill (packs, written in place). */
   open: (name: string) => OpenObject;
   /** Stores one object from a stream (in every live region) and returns what the manifest records for it. */

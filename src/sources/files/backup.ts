@@ -24,7 +24,7 @@ export async function prepareFiles(src: FilesSourceConfig): Promise<void> {
 }
 
 export async function captureFiles(src: FilesSourceConfig, input: SourceCaptureInput, parent: Manifest | null): Promise<SourceCapture> {
-  const packs = new PackBuilder(input.packSizeBytes, { open: input.open }, packName);
+  const packs = new PackBuilder(input.packSizeBytes, { open: input.open }, packName, input.contentHash);
   try {
     const captured = await captureTree({
       root: src.path, exclude: src.exclude, backupId: input.backupId, packs, signal: input.signal, onSkip: input.onSkip,

@@ -1,5 +1,6 @@
 // Captures a tree as a complete manifest: unchanged files point at the parent's bytes, changed ones are packed.
 import { CofreError } from '../../errors/index.ts';
+import { algorithmOf, digestFields, digestOf } from '../../pipeline/content-hash.ts';
 import type { ManifestEntry } from '../../repository/index.ts';
 import { hashFile, readSmallFile, SMALL_FILE_BYTES, type SmallFile } from './read-file.ts';
 import type { PackBuilder } from './pack-builder.ts';
@@ -59,7 +60,7 @@ interface Planned {
  * the parent backup ran ("racy": its bytes may predate the last write), in which case its hash decides.
  */
 function verdictOf(entry: WalkEntry, old: ManifestEntry | undefined, parentStartedAtMs: number): Verdict {
-  if (!old || old.type !== 'file' || !old.loc || !(old.sha256 || old.deltas) || old.size !== entry.size) return 'changed';
+  if (!old || old.type !== 'file' || !old.loc || !(digestOf(old) || old.deltas) || old.size !== entry.size) return 'changed';
   const metaSame = old.mtimeNs === String(entry.mtimeNs) && old.ctimeNs === String(entry.ctimeNs) && old.ino === String(entry.ino);
   const racy = Number(entry.mtimeNs / 1_000_000n) >= parentStartedAtMs - 1000;
   return metaSame && !racy ? 'same' : 'doubt';
@@ -72,12 +73,14 @@ async function plan(entry: WalkEntry, previous: Map<string, ManifestEntry>, pare
   // A relation file in doubt is settled page by page in the main loop, not by a whole-file hash.
   if (verdict !== 'same' && pages?.applies(entry, old)) return { entry, verdict, old };
   try {
+    // In doubt, the file is hashed like the parent's digest (an older manifest's may be sha256).
+    const was = verdict === 'doubt' ? digestOf(old!) : undefined;
     if (entry.size <= SMALL_FILE_BYTES && verdict === 'doubt') {
-      const small = await readSmallFile(entry.abs, entry.size);
-      verdict = small.sha256 === old!.sha256 && !small.changed ? 'same' : 'changed';
+      const small = await readSmallFile(entry.abs, entry.size, algorithmOf(was));
+      verdict = small.digest === was && !small.changed ? 'same' : 'changed';
       return { entry, verdict, old, small };
     }
-    if (verdict === 'doubt') verdict = (await hashFile(entry.abs, entry.size)) === old!.sha256 ? 'same' : 'changed';
+    if (verdict === 'doubt') verdict = (await hashFile(entry.abs, entry.size, algorithmOf(was))) === was ? 'same' : 'changed';
     return { entry, verdict, old };
   } catch (err) {
     return { entry, verdict, old, error: err as Error };
@@ -95,8 +98,9 @@ async function* mapOrdered<T, R>(source: AsyncIterable<T>, limit: number, fn: (i
 }
 
 /** What the manifest keeps of where an unchanged file's bytes already are. */
-function storedAt(old: ManifestEntry): Pick<ManifestEntry, 'sha256' | 'loc' | 'base' | 'deltas'> {
-  return { sha256: old.sha256, loc: old.loc, ...(old.base ? { base: old.base } : {}), ...(old.deltas ? { deltas: old.deltas } : {}) };
+function storedAt(old: ManifestEntry): Pick<ManifestEntry, 'sha256' | 'xxh128' | 'loc' | 'base' | 'deltas'> {
+  const digest = digestOf(old);
+  return { ...(digest ? digestFields(digest) : {}), loc: old.loc, ...(old.base ? { base: old.base } : {}), ...(old.deltas ? { deltas: old.deltas } : {}) };
 }
 
 function baseEntry(e: WalkEntry): ManifestEntry {
@@ -165,7 +169,7 @@ export async function captureTree(input: CaptureInput): Promise<{ entries: Manif
       ...baseEntry(e),
       // A file that changed while read must not look unchanged to the next backup.
       ...(stored.changed ? { ctimeNs: '0' } : {}),
-      size: e.size, sha256: stored.sha256, loc: { backup: input.backupId, pack: stored.pack },
+      size: e.size, ...digestFields(stored.digest), loc: { backup: input.backupId, pack: stored.pack },
     });
   }
   return { entries, stats };

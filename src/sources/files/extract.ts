@@ -10,7 +10,7 @@ import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { CofreError } from '../../errors/index.ts';
-import { HashTap } from '../../pipeline/index.ts';
+import { algorithmOf, ContentTap, digestOf, type ContentDigest } from '../../pipeline/content-hash.ts';
 import { fsyncPath } from '../../storage/index.ts';
 import type { Manifest, ManifestEntry } from '../../repository/index.ts';
 import { decodeBlocks, PAGE_BYTES } from '../postgres/pages.ts';
@@ -120,7 +120,7 @@ async function forEachLimited<T>(items: T[], limit: number, fn: (item: T) => Pro
 /** One member of a pack a restore needs: a whole file, the older copy page deltas build on, or a delta's pages. */
 interface Wanted {
   size: number;
-  sha256: string;
+  digest: ContentDigest;
   /** A page delta: the blocks its member holds, written in place into the file already staged. */
   blocks?: string;
 }
@@ -128,8 +128,8 @@ interface Wanted {
 /** Writes a delta member's pages at their blocks; verified as a whole after, and idempotent when a region retries. */
 async function applyPages(member: { pipe<T extends NodeJS.WritableStream>(to: T): T }, path: string, want: Wanted, name: string): Promise<void> {
   const runs = decodeBlocks(want.blocks!);
+  const tap = await ContentTap.like(want.digest);
   const fd = openSync(path, 'r+');
-  const tap = new HashTap();
   try {
     let run = 0;
     let done = 0;
@@ -150,7 +150,7 @@ async function applyPages(member: { pipe<T extends NodeJS.WritableStream>(to: T)
   } finally {
     closeSync(fd);
   }
-  if (tap.bytes !== want.size || tap.sha256() !== want.sha256) {
+  if (tap.bytes !== want.size || tap.digest() !== want.digest) {
     throw new CofreError('HASH_MISMATCH', `${name}: restored pages do not match the manifest`, {
       op: 'restore', path: name, hint: 'the pack does not hold what the manifest recorded; another region is tried',
     });
@@ -174,7 +174,7 @@ async function extractPack(plaintext: Readable, staging: string, wanted: Map<str
         continue;
       }
       const part = join(staging, `${name}${PART_SUFFIX}`);
-      const tap = new HashTap();
+      const tap = await ContentTap.like(want.digest);
       // The staging directory is cofre's own (0700, random name): a part left by a failed attempt is overwritten.
       if (want.size <= SMALL_FILE_BYTES) {
         // Small files are gathered and written synchronously: cheaper than an async stream per file.
@@ -195,7 +195,7 @@ async function extractPack(plaintext: Readable, staging: string, wanted: Map<str
         const failed = synced.find((r) => r.status === 'rejected');
         if (failed) throw failed.reason;
       }
-      if (tap.bytes !== want.size || tap.sha256() !== want.sha256) {
+      if (tap.bytes !== want.size || tap.digest() !== want.digest) {
         await rm(part, { force: true });
         throw new CofreError('HASH_MISMATCH', `${name}: restored content does not match the manifest`, {
           op: 'restore', path: name, hint: 'the pack does not hold what the manifest recorded; another region is tried',
@@ -223,10 +223,11 @@ function packPlan(files: ManifestEntry[], order: string[] = []): { loc: PackLoca
     byPack.set(key, group);
   };
   for (const f of files) {
-    const base = f.deltas ? f.base : f.sha256 ? { size: f.size ?? 0, sha256: f.sha256 } : undefined;
+    const digest = digestOf(f.deltas ? f.base ?? {} : f);
+    const base = digest ? { size: (f.deltas ? f.base?.size : f.size) ?? 0, digest } : undefined;
     if (!f.loc || !base) throw new CofreError('MANIFEST_INVALID', `${f.path} has no pack location`, { op: 'restore', path: f.path });
     want(f.loc, f.path, base);
-    for (const d of f.deltas ?? []) want(d, f.path, { size: d.size, sha256: d.sha256, blocks: d.blocks });
+    for (const d of f.deltas ?? []) want(d, f.path, { size: d.size, digest: digestOf(d)!, blocks: d.blocks });
   }
   // A file's older copy must be in place before the pages of later backups are written over it.
   const rank = new Map(order.map((id, i) => [id, i]));
@@ -256,12 +257,13 @@ async function reuseMatching(files: ManifestEntry[], target: string, staging: st
   const reused = new Set<string>();
   const root = realpathSync(target);
   for (const f of files) {
-    if (!f.sha256 || f.deltas) continue;
+    const digest = digestOf(f);
+    if (!digest || f.deltas) continue;
     const existing = join(target, f.path);
     try {
       const st = lstatSync(existing);
       if (!st.isFile() || st.size !== f.size || realpathSync(existing) !== join(root, f.path)) continue;
-      if ((await hashFile(existing, st.size)) !== f.sha256) continue;
+      if ((await hashFile(existing, st.size, algorithmOf(digest))) !== digest) continue;
       linkSync(existing, join(staging, f.path));
       reused.add(f.path);
     } catch {

@@ -1,7 +1,7 @@
 // Packs changed files into tar (pax) objects of bounded size, written in place into the pipeline's blocks.
-import { createHash } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
 import { CofreError } from '../../errors/index.ts';
+import { CONTENT_ALGORITHM, contentHash, type ContentAlgorithm, type ContentDigest } from '../../pipeline/content-hash.ts';
 import type { ManifestObject } from '../../repository/index.ts';
 import type { OpenObject } from '../capture.ts';
 import { readFileInto, type SmallFile } from './read-file.ts';
@@ -32,6 +32,7 @@ const PACKS_STORING = 2;
  */
 export class PackBuilder {
   private readonly packSizeBytes: number;
+  private readonly algorithm: ContentAlgorithm;
   private readonly sink: PackSink;
   private readonly nameOf: (index: number) => string;
   private current: OpenPack | null = null;
@@ -40,8 +41,10 @@ export class PackBuilder {
   private index = 0;
   readonly objects: ManifestObject[] = [];
 
-  constructor(packSizeBytes: number, sink: PackSink, nameOf: (index: number) => string) {
+  /** `algorithm` hashes what is stored (pipeline.contentHash). */
+  constructor(packSizeBytes: number, sink: PackSink, nameOf: (index: number) => string, algorithm: ContentAlgorithm = CONTENT_ALGORITHM) {
     this.packSizeBytes = packSizeBytes;
+    this.algorithm = algorithm;
     this.sink = sink;
     this.nameOf = nameOf;
   }
@@ -59,11 +62,11 @@ export class PackBuilder {
   }
 
   /** Adds a small file already read into memory. */
-  async addBuffer(entry: WalkEntry, file: SmallFile): Promise<{ pack: string; sha256: string; changed: boolean }> {
+  async addBuffer(entry: WalkEntry, file: SmallFile): Promise<{ pack: string; digest: ContentDigest; changed: boolean }> {
     const pack = await this.member(entry, entry.size, async (out) => {
       await out.write(file.body);
     });
-    return { pack, sha256: file.sha256, changed: file.changed };
+    return { pack, digest: file.digest, changed: file.changed };
   }
 
   /**
@@ -71,22 +74,22 @@ export class PackBuilder {
    * opened before its header is written: one that vanished or cannot be opened is refused (ENOENT, EACCES) with the
    * pack still whole.
    */
-  async addFile(entry: WalkEntry): Promise<{ pack: string; sha256: string; changed: boolean }> {
+  async addFile(entry: WalkEntry): Promise<{ pack: string; digest: ContentDigest; changed: boolean }> {
     const fd = openSync(entry.abs, 'r');
     try {
-      let read = { sha256: '', changed: false };
+      let read: { digest: ContentDigest; changed: boolean } | null = null;
       const pack = await this.member(entry, entry.size, async (out) => {
-        read = await readFileInto(fd, entry.size, out);
+        read = await readFileInto(fd, entry.size, out, this.algorithm);
       });
-      return { pack, ...read };
+      return { pack, ...read! };
     } finally {
       closeSync(fd);
     }
   }
 
   /** Stores `size` bytes under the entry's path that are not the file's own (a physical backup's changed pages). */
-  async addBytes(entry: WalkEntry, size: number, chunks: AsyncIterable<Buffer> | Iterable<Buffer>): Promise<{ pack: string; sha256: string }> {
-    const hash = createHash('sha256');
+  async addBytes(entry: WalkEntry, size: number, chunks: AsyncIterable<Buffer> | Iterable<Buffer>): Promise<{ pack: string; digest: ContentDigest }> {
+    const hash = await contentHash(this.algorithm);
     const pack = await this.member(entry, size, async (out) => {
       let written = 0;
       for await (const chunk of chunks) {
@@ -102,7 +105,7 @@ export class PackBuilder {
         });
       }
     });
-    return { pack, sha256: hash.digest('hex') };
+    return { pack, digest: hash.digest() };
   }
 
   /** Writes one member: header, `size` bytes from fillData, padding; seals the pack once it is full. */

@@ -1,7 +1,7 @@
 // Reads exactly the size a file had when walked, hashing it; a file that shrank is padded and reported.
-import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import { contentHash, type ContentAlgorithm, type ContentDigest } from '../../pipeline/content-hash.ts';
 import type { PlainSink } from '../../pipeline/index.ts';
 
 /** Reads go in pieces of this size, each hashed while it is in cache. */
@@ -11,7 +11,7 @@ export const SMALL_FILE_BYTES = 1024 * 1024;
 
 export interface SmallFile {
   body: Buffer;
-  sha256: string;
+  digest: ContentDigest;
   /** The file's size differed from the walk's: it is stored as read at walk size (padded or cut). */
   changed: boolean;
 }
@@ -32,14 +32,16 @@ function readFullySync(fd: number, buf: Buffer, pos: number): number {
  * purpose: for small files the async APIs cost more than the read (13.4k files here: 1.48 s with fs/promises,
  * 0.40 s sync), and the event loop is held for one small read at a time.
  */
-export async function readSmallFile(abs: string, size: number): Promise<SmallFile> {
+export async function readSmallFile(abs: string, size: number, algorithm?: ContentAlgorithm): Promise<SmallFile> {
+  const hash = await contentHash(algorithm);
   const fd = openSync(abs, 'r');
   try {
     const buf = Buffer.allocUnsafe(size + 1);
     const got = readFullySync(fd, buf, 0);
     const changed = got !== size;
     const body = got >= size ? buf.subarray(0, size) : Buffer.concat([buf.subarray(0, got), Buffer.alloc(size - got)]);
-    return { body, sha256: createHash('sha256').update(body).digest('hex'), changed };
+    hash.update(body);
+    return { body, digest: hash.digest(), changed };
   } finally {
     closeSync(fd);
   }
@@ -70,8 +72,10 @@ async function fillFrom(handle: FileHandle, buf: Buffer, pos: number): Promise<b
  * read ahead, the main thread still waited ~0.43 s per 1.5 s of compressible input for reads queued behind the
  * compression workers on 2 cores (the bench tree's logs alone: 1.54-1.65 s sync against 1.65-1.85 s).
  */
-export async function readFileInto(fd: number, size: number, sink: Pick<PlainSink, 'space' | 'filled'>): Promise<{ sha256: string; changed: boolean }> {
-  const hash = createHash('sha256');
+export async function readFileInto(
+  fd: number, size: number, sink: Pick<PlainSink, 'space' | 'filled'>, algorithm?: ContentAlgorithm,
+): Promise<{ digest: ContentDigest; changed: boolean }> {
+  const hash = await contentHash(algorithm);
   let changed = false;
   for (let pos = 0; pos < size;) {
     const room = await sink.space();
@@ -89,19 +93,20 @@ export async function readFileInto(fd: number, size: number, sink: Pick<PlainSin
     pos += take;
   }
   if (fstatSync(fd).size !== size) changed = true;
-  return { sha256: hash.digest('hex'), changed };
+  return { digest: hash.digest(), changed };
 }
 
 /** Room a large file is hashed through (see hashFile): one buffer, in pieces. */
 const HASH_ROOM_BYTES = 2 * READ_PIECE_BYTES;
 
 /**
- * The sha256 of a file's first `size` bytes (zeros past its end if it shrank), as a backup would store them. Reads
- * through libuv's pool, a piece ahead of the hashing, so that the look-ahead hashes several files in doubt at once.
+ * The content hash of a file's first `size` bytes (zeros past its end if it shrank), as a backup would store them,
+ * with `algorithm` (that of the digest it is compared against). Reads through libuv's pool, a piece ahead of the
+ * hashing, so that the look-ahead hashes several files in doubt at once.
  */
-export async function hashFile(abs: string, size: number): Promise<string> {
-  if (size <= SMALL_FILE_BYTES) return (await readSmallFile(abs, size)).sha256;
-  const hash = createHash('sha256');
+export async function hashFile(abs: string, size: number, algorithm?: ContentAlgorithm): Promise<ContentDigest> {
+  if (size <= SMALL_FILE_BYTES) return (await readSmallFile(abs, size, algorithm)).digest;
+  const hash = await contentHash(algorithm);
   const room = Buffer.allocUnsafe(HASH_ROOM_BYTES);
   const piece = (pos: number): Buffer => room.subarray((pos / READ_PIECE_BYTES) % 2 === 0 ? 0 : READ_PIECE_BYTES).subarray(0, Math.min(READ_PIECE_BYTES, size - pos));
   const handle = await open(abs, 'r');
@@ -115,7 +120,7 @@ export async function hashFile(abs: string, size: number): Promise<string> {
       next = pos < size ? fillFrom(handle, piece(pos), pos) : null;
       hash.update(current);
     }
-    return hash.digest('hex');
+    return hash.digest();
   } finally {
     await handle.close();
   }

@@ -2,6 +2,7 @@
 // page's header LSN (as pg_probackup's DELTA mode does), and the compact block lists the manifest keeps.
 import { open, type FileHandle } from 'node:fs/promises';
 import { CofreError } from '../../errors/index.ts';
+import { digestFields, digestOf } from '../../pipeline/content-hash.ts';
 import type { ManifestEntry } from '../../repository/index.ts';
 import type { PageLevel } from '../files/capture.ts';
 import type { PackBuilder } from '../files/pack-builder.ts';
@@ -124,7 +125,7 @@ export async function* readPages(handle: FileHandle, blocks: number[]): AsyncGen
 export function pageLevel(packs: PackBuilder, backupId: string, since: bigint): PageLevel {
   return {
     applies: (file, old) => isRelationFile(file.path) && file.size % PAGE_BYTES === 0 && old?.type === 'file' && Boolean(old.loc)
-      && old.ino === String(file.ino) && Boolean(old.deltas ? old.base : old.sha256),
+      && old.ino === String(file.ino) && Boolean(old.deltas ? old.base : digestOf(old)),
     async store(file, old, meta) {
       let changed;
       try {
@@ -134,7 +135,7 @@ export function pageLevel(packs: PackBuilder, backupId: string, since: bigint): 
         throw err;
       }
       const prior = old.deltas ?? [];
-      const entry: ManifestEntry = { ...meta, size: file.size, loc: old.loc, base: old.base ?? { size: old.size!, sha256: old.sha256! }, deltas: prior };
+      const entry: ManifestEntry = { ...meta, size: file.size, loc: old.loc, base: old.base ?? { size: old.size!, ...digestFields(digestOf(old)!) }, deltas: prior };
       if (changed.blocks.length === 0) return { entry, storedBytes: 0 };
       const size = changed.blocks.length * PAGE_BYTES;
       // Opened before the member's header goes into the pack: a file dropped since the scan is simply gone (WAL
@@ -154,7 +155,7 @@ export function pageLevel(packs: PackBuilder, backupId: string, since: bigint): 
       } finally {
         await handle?.close();
       }
-      entry.deltas = [...prior, { backup: backupId, pack: stored.pack, size, sha256: stored.sha256, blocks: encodeBlocks(changed.blocks) }];
+      entry.deltas = [...prior, { backup: backupId, pack: stored.pack, size, ...digestFields(stored.digest), blocks: encodeBlocks(changed.blocks) }];
       return { entry, storedBytes: size };
     },
   };

@@ -77,7 +77,7 @@ export async function capturePhysical(src: PostgresSourceConfig, pgdata: string,
   const conn = parseConnUrl(src.url, 'backup');
   const client = new pg.Client(clientConfig(conn));
   await client.connect();
-  const packs = new PackBuilder(input.packSizeBytes, { open: input.open }, packName);
+  const packs = new PackBuilder(input.packSizeBytes, { open: input.open }, packName, input.contentHash);
   let early: EarlyFingerprints | null = null;
   const stopWaiting = new AbortController();
   try {

@@ -1,0 +1,54 @@
+// The content hash manifests keep: XXH3-128 (reference values from xxHash's own `xxhsum -H2`), sha256 for older ones.
+import { createHash, randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { describe, expect, it } from 'vitest';
+import { algorithmOf, contentHash, ContentTap, digestFields, digestOf } from '../src/pipeline/content-hash.ts';
+
+async function hashOf(data: Buffer, pieces = 1, algorithm?: 'xxh128' | 'sha256'): Promise<string> {
+  const hash = await contentHash(algorithm);
+  const step = Math.ceil(data.length / pieces) || 1;
+  for (let at = 0; at < data.length; at += step) hash.update(data.subarray(at, at + step));
+  return hash.digest();
+}
+
+describe('content hash', () => {
+  it('is XXH3-128 as xxhsum computes it, however the bytes are split', async () => {
+    expect(await hashOf(Buffer.alloc(0))).toBe('xxh128:99aa06d3014798d86001c324468d497f');
+    expect(await hashOf(Buffer.from('abc'))).toBe('xxh128:06b05ab6733a618578af5f94892f3950');
+    const zeros = Buffer.alloc(1_000_000);
+    expect(await hashOf(zeros)).toBe('xxh128:ef233fc372a159319d648391f361d99a');
+    expect(await hashOf(zeros, 7)).toBe('xxh128:ef233fc372a159319d648391f361d99a');
+  });
+
+  it('keeps concurrent hashes apart while reusing finished ones', async () => {
+    const bodies = Array.from({ length: 20 }, (_, i) => randomBytes(1000 + i * 4099));
+    const singly = await Promise.all(bodies.map((b) => hashOf(b)));
+    // Twenty hashes open at once, fed in turns.
+    const hashes = await Promise.all(bodies.map(() => contentHash()));
+    for (let at = 0; at < 90_000; at += 4096) for (const [i, h] of hashes.entries()) h.update(bodies[i]!.subarray(at, at + 4096));
+    expect(hashes.map((h) => h.digest())).toEqual(singly);
+    expect(new Set(singly).size).toBe(20);
+    expect(() => hashes[0]!.digest()).toThrow(/twice/);
+  });
+
+  it('hashes like the digest it is compared against: sha256 for older manifests', async () => {
+    const body = randomBytes(100_000);
+    const sha = `sha256:${createHash('sha256').update(body).digest('hex')}` as const;
+    expect(await hashOf(body, 3, 'sha256')).toBe(sha);
+    expect(algorithmOf(sha)).toBe('sha256');
+    expect(algorithmOf(undefined)).toBe('xxh128');
+    const tap = await ContentTap.like(sha);
+    await pipeline(Readable.from([body.subarray(0, 5), body.subarray(5)]), tap, async function* (src) { for await (const c of src) void c; });
+    expect([tap.bytes, tap.digest()]).toEqual([body.length, sha]);
+    // A digest of one algorithm never equals one of another, even over the same bytes.
+    expect(await hashOf(body)).not.toBe(sha);
+  });
+
+  it('round-trips through the fields manifests keep', () => {
+    expect(digestFields('xxh128:00112233445566778899aabbccddeeff')).toEqual({ xxh128: '00112233445566778899aabbccddeeff' });
+    expect(digestOf({ sha256: 'ab'.repeat(32) })).toBe(`sha256:${'ab'.repeat(32)}`);
+    expect(digestOf({ xxh128: 'cd'.repeat(16), sha256: 'ab'.repeat(32) })).toBe(`xxh128:${'cd'.repeat(16)}`);
+    expect(digestOf({})).toBeUndefined();
+  });
+});
