@@ -1,6 +1,6 @@
 // What both benchmarks share: where they work, timing with peak RSS from GNU time, medians.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
 export const ROOT = resolve(import.meta.dirname, '..');
@@ -29,6 +29,8 @@ export function need(bin: string, pkg: string): void {
  * written out first, outside the timing: otherwise whichever tool runs next pays for the other's writeback.
  */
 export function timed(command: string, cwd: string): Timed {
+  // The PostgreSQL bench alone, on a fresh checkout, runs before anything else made WORK.
+  mkdirSync(WORK, { recursive: true });
   const rssFile = join(WORK, `rss-${process.pid}.txt`);
   execFileSync('sync');
   const start = performance.now();
