@@ -6,6 +6,7 @@ export const EXIT_USAGE = 2;
 export const EXIT_PROBLEMS_FOUND = 3;
 export const EXIT_DATA_ERROR = 65; // EX_DATAERR: stored data failed authentication or checks
 export const EXIT_UNAVAILABLE = 69; // EX_UNAVAILABLE: not enough regions reachable
+export const EXIT_IO_ERROR = 74; // EX_IOERR: the restore's own target could not be written
 export const EXIT_TEMPFAIL = 75; // EX_TEMPFAIL: busy (another run holds the source), try again later
 export const EXIT_CONFIG = 78; // EX_CONFIG
 
@@ -34,6 +35,7 @@ export const ERROR_CODES = {
   RESTORE_TARGET_NOT_EMPTY: { exit: EXIT_USAGE, retryable: false },
   UNSAFE_PATH: { exit: EXIT_DATA_ERROR, retryable: false },
   RESTORE_FAILED: { exit: EXIT_DATA_ERROR, retryable: false },
+  RESTORE_TARGET_FAILED: { exit: EXIT_IO_ERROR, retryable: false },
   MANIFEST_INVALID: { exit: EXIT_DATA_ERROR, retryable: false },
   CATALOG_FAILED: { exit: EXIT_FAILURE, retryable: false },
   ABORTED: { exit: EXIT_FAILURE, retryable: true },

@@ -84,13 +84,14 @@ export async function readObjectWithFallback<T>(
       const value = await readObjectFrom(envelope, driver, expected, consume);
       return { value, region: driver.region, problems };
     } catch (err) {
+      // A problem the consumer itself raised (an unsafe path in a pack, a target it cannot write) is the same in
+      // every region.
+      if (isCofreError(err, 'UNSAFE_PATH') || isCofreError(err, 'RESTORE_TARGET_NOT_EMPTY') || isCofreError(err, 'RESTORE_TARGET_FAILED')) throw err;
       const problem = {
         region: driver.region, object: expected.key, problem: messageOf(err), code: isCofreError(err) ? err.code : 'STORAGE_FAILED',
       };
       problems.push(problem);
       onProblem?.(problem, regions[i + 1]?.region ?? null);
-      // A problem the consumer itself raised (an unsafe path in a pack) is the same in every region.
-      if (isCofreError(err, 'UNSAFE_PATH') || isCofreError(err, 'RESTORE_TARGET_NOT_EMPTY')) throw err;
     }
   }
   const keyProblem = problems.every((p) => p.code === 'KEY_MISMATCH');

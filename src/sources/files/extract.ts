@@ -5,11 +5,11 @@ import {
   symlinkSync, truncateSync, utimesSync, writeFileSync, writeSync,
 } from 'node:fs';
 import { mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
-import { CofreError } from '../../errors/index.ts';
+import { CofreError, isCofreError } from '../../errors/index.ts';
 import { algorithmOf, ContentTap, digestOf, type ContentDigest } from '../../pipeline/content-hash.ts';
 import { fsyncPath } from '../../storage/index.ts';
 import type { Manifest, ManifestEntry } from '../../repository/index.ts';
@@ -103,6 +103,35 @@ function syncingAlong(path: string, started: Promise<void>[]): Transform {
   });
 }
 
+/** What to do about a target that cannot be written, by the system's error code. */
+const TARGET_HINTS: Record<string, string> = {
+  ENOSPC: 'the file system of the target is full: free space there or restore into another directory',
+  EDQUOT: 'the disk quota of the user cofre runs as is used up: raise it or restore into another directory',
+  EFBIG: 'a file is larger than the target allows (the file system, or a file size limit such as ulimit -f)',
+  EROFS: 'the file system of the target is read-only: restore into a writable directory',
+  EACCES: 'the user cofre runs as may not write there: check the permissions of the target',
+  EPERM: 'the user cofre runs as may not write there: check the permissions and attributes of the target',
+  EIO: 'the disk of the target reported an I/O error: check it (dmesg) before restoring there again',
+  EMFILE: 'too many open files: raise the limit (ulimit -n) and run the restore again',
+};
+
+/**
+ * A system error from writing the restore's own files (its path in `staging`, or none: a write or fsync through a
+ * descriptor) becomes RESTORE_TARGET_FAILED: the same in every region, so it is raised at once, not taken for a bad
+ * copy. Errors of cofre's own, and those of reading a region (their paths are elsewhere), pass unchanged.
+ */
+function asTargetFailure(err: unknown, staging: string): unknown {
+  const e = err as NodeJS.ErrnoException;
+  if (isCofreError(err) || typeof e?.code !== 'string' || typeof e.syscall !== 'string') return err;
+  if (e.path !== undefined && e.path !== staging && !e.path.startsWith(`${staging}/`)) return err;
+  const target = join(staging, '..');
+  const what = e.path ? `${e.syscall} of ${relative(staging, e.path).replace(/\.cofre-part$/, '') || '.'}` : e.syscall;
+  return new CofreError('RESTORE_TARGET_FAILED', `cannot write the restore into its target: ${e.code} on ${what}`, {
+    op: 'restore', path: target, cause: err,
+    hint: `${TARGET_HINTS[e.code] ?? 'fix what keeps the target from being written'}; nothing was moved into place, so the target is as it was`,
+  });
+}
+
 /** Runs fn over items with at most `limit` in flight; the first failure is thrown once the others have settled. */
 async function forEachLimited<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
@@ -158,6 +187,14 @@ async function applyPages(member: { pipe<T extends NodeJS.WritableStream>(to: T)
 }
 
 async function extractPack(plaintext: Readable, staging: string, wanted: Map<string, Wanted>, where: string): Promise<void> {
+  try {
+    await extractMembers(plaintext, staging, wanted, where);
+  } catch (err) {
+    throw asTargetFailure(err, staging);
+  }
+}
+
+async function extractMembers(plaintext: Readable, staging: string, wanted: Map<string, Wanted>, where: string): Promise<void> {
   const extract = tar.extract();
   const done = (async () => {
     for await (const item of extract) {
@@ -284,6 +321,7 @@ export async function restoreTree(manifest: Manifest, target: string, readPack: 
   const staging = join(target, `${STAGING_PREFIX}${randomBytes(4).toString('hex')}`);
   await mkdir(staging, { mode: 0o700 });
   const result: RestoreTreeResult = { files: 0, dirs: 0, symlinks: 0, bytes: 0 };
+  let swapping = false;
   try {
     const dirs = manifest.entries.filter((e) => e.type === 'dir');
     for (const d of dirs) mkdirSync(join(staging, d.path), { mode: 0o700 });
@@ -338,6 +376,7 @@ export async function restoreTree(manifest: Manifest, target: string, readPack: 
     // Durable before anything moves into place: a crash from here on leaves whole files or none.
     await syncTree(staging);
     // --delta: what the target held goes (kept files live on through their links in staging), then the swap.
+    swapping = true;
     if (opts.delta) for (const old of await readdir(target)) if (join(target, old) !== staging) await rm(join(target, old), { recursive: true, force: true });
     for (const top of await readdir(staging)) await rename(join(staging, top), join(target, top));
     await rmdir(staging);
@@ -345,6 +384,6 @@ export async function restoreTree(manifest: Manifest, target: string, readPack: 
     return result;
   } catch (err) {
     await rm(staging, { recursive: true, force: true });
-    throw err;
+    throw swapping ? err : asTargetFailure(err, staging);
   }
 }
