@@ -84,6 +84,8 @@ export class EarlyFingerprints {
   private readonly stopWatch: () => void;
   private watching: Promise<void> = Promise.resolve();
   private closed = false;
+  /** The scans have ended (taken, failed or cancelled): nothing is left to cancel. */
+  private ended = false;
   private readonly session: pg.Client;
   private readonly snapshots: Snapshots;
 
@@ -91,7 +93,9 @@ export class EarlyFingerprints {
     this.session = session;
     this.snapshots = snapshots;
     // A failure here (cancelled or not) only means this attempt gives no fingerprints; the later one reports errors.
-    this.work = fingerprintAll(snapshots).catch(() => null);
+    this.work = fingerprintAll(snapshots).catch(() => null).finally(() => {
+      this.ended = true;
+    });
     this.stopWatch = clock.every(EARLY_WATCH_MS, () => {
       this.watching = this.watching.then(async () => {
         if (this.closed) return;
@@ -122,15 +126,22 @@ export class EarlyFingerprints {
     return this.closed ? null : databases;
   }
 
-  /** Gives the attempt up: its queries are cancelled and its sessions (and the snapshots they pin) closed. */
+  /**
+   * Gives the attempt up, or ends it once its result is used: queries still running are cancelled, and its sessions
+   * (and the snapshots they pin) closed.
+   */
   async abandon(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.stopWatch();
-    const pids = this.snapshots.clients.map((c) => (c.client as pg.Client & { processID?: number }).processID).filter((p): p is number => typeof p === 'number');
-    if (pids.length > 0) await this.session.query('SELECT pg_cancel_backend(pid) FROM unnest($1::int[]) AS pid', [pids]).catch(() => undefined);
+    if (!this.ended) await this.cancel();
     await this.work;
     await closeSnapshots(this.snapshots);
+  }
+
+  private async cancel(): Promise<void> {
+    const pids = this.snapshots.clients.map((c) => (c.client as pg.Client & { processID?: number }).processID).filter((p): p is number => typeof p === 'number');
+    if (pids.length > 0) await this.session.query('SELECT pg_cancel_backend(pid) FROM unnest($1::int[]) AS pid', [pids]).catch(() => undefined);
   }
 }
 
