@@ -6,9 +6,11 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { systemClock } from '../src/clock.ts';
 import { loadConfig } from '../src/config/index.ts';
+import { runBackup } from '../src/jobs/backup.ts';
 import { checkConsistency } from '../src/jobs/consistency.ts';
-import { rawTestConfig } from './helpers/config.ts';
+import { rawTestConfig, testConfig } from './helpers/config.ts';
 import { runCli } from './helpers/cli.ts';
 import { openTestContext } from './helpers/context.ts';
 import { freePort } from './helpers/moto.ts';
@@ -115,6 +117,34 @@ describe('cofre catalog rebuild', () => {
       expect(found.rolledBack[0]!.newestInRegion! < found.rolledBack[0]!.newestInCatalog).toBe(true);
     } finally {
       await ctx.close();
+    }
+  });
+});
+
+describe('the consistency check', () => {
+  it('orders backups of one second by their start, not by their ids', async () => {
+    const own = await tempDir();
+    // Every backup starts within one second, 10 ms apart: the diff, taken last, has the smallest id of its second.
+    const base = Date.UTC(2026, 10, 28, 3, 0, 0, 100);
+    let step = 0;
+    const clock = { ...systemClock, now: () => new Date(base + 10 * step++), nowMs: () => base + 10 * step };
+    const ctx = await openTestContext(testConfig(own), clock);
+    try {
+      const src = join(own, 'data', 'uploads');
+      mkdirSync(src, { recursive: true });
+      const ids: string[] = [];
+      for (const type of ['full', 'incr', 'diff'] as const) {
+        writeFileSync(join(src, `${type}.bin`), randomBytes(1000));
+        ids.push((await runBackup(ctx, { source: 'uploads', type })).backupId);
+      }
+      expect(new Set(ids.map((id) => id.slice(0, 16))).size).toBe(1);
+      expect([...ids].sort().at(-1)).not.toBe(ids[2]);
+      expect((await checkConsistency(ctx)).rolledBack).toEqual([]);
+      rmSync(join(own, 'regions', 'us-east-1', 'uploads', 'backups', ids[2]!), { recursive: true });
+      expect((await checkConsistency(ctx)).rolledBack).toEqual([{ region: 'us-east-1', source: 'uploads', newestInRegion: ids[1], newestInCatalog: ids[2] }]);
+    } finally {
+      await ctx.close();
+      await removeDir(own);
     }
   });
 });

@@ -38,13 +38,24 @@ export async function checkConsistency(ctx: JobContext): Promise<Consistency> {
   for (const b of usable) {
     if (held.size > 0 && [...held.values()].every((ids) => !ids.get(b.source)?.has(b.id))) result.missingEverywhere.push(b.id);
   }
-  // Backup ids sort by time: per source, the newest a region holds against the newest the catalog says it holds.
+  // Per source, the newest backup a region holds against the newest the catalog says it holds. Ids name their start
+  // to the second only (backups of one second sort by type, then at random), so the catalog's start times order
+  // them; an id the catalog does not know counts as started at the end of the second its id names.
+  const startedMs = new Map(ctx.catalog.listBackups().map((b) => [b.id, Date.parse(b.startedAt)]));
+  const whenOf = (id: string): number => startedMs.get(id) ?? idSecondMs(id) + 999;
+  const newestOf = (ids: Iterable<string>): string | null => [...ids].reduce<string | null>((a, id) => (a === null || whenOf(id) > whenOf(a) ? id : a), null);
   for (const [region, bySource] of held) {
     for (const source of new Set(usable.map((b) => b.source))) {
-      const expected = usable.filter((b) => b.source === source && ctx.catalog.copiesOf(b.id).some((c) => c.region === region && c.status === 'complete')).map((b) => b.id).sort().at(-1);
-      const newest = [...(bySource.get(source) ?? [])].sort().at(-1) ?? null;
-      if (expected && (newest === null || newest < expected)) result.rolledBack.push({ region, source, newestInRegion: newest, newestInCatalog: expected });
+      const expected = newestOf(usable.filter((b) => b.source === source && ctx.catalog.copiesOf(b.id).some((c) => c.region === region && c.status === 'complete')).map((b) => b.id));
+      const newest = newestOf(bySource.get(source) ?? []);
+      if (expected && (newest === null || whenOf(newest) < whenOf(expected))) result.rolledBack.push({ region, source, newestInRegion: newest, newestInCatalog: expected });
     }
   }
   return result;
+}
+
+/** The second a backup id names (20261127T010000Z-full-7f3a), in ms since the epoch. */
+function idSecondMs(id: string): number {
+  const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z/.exec(id);
+  return m ? Date.UTC(+m[1]!, +m[2]! - 1, +m[3]!, +m[4]!, +m[5]!, +m[6]!) : 0;
 }
