@@ -1,6 +1,7 @@
 // What goes wrong in the field: a region down, a tampered or truncated copy, a wrong key, a hostile pack.
 import { copyFile, mkdir, readdir, rename, truncate, writeFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKeyFile } from '../src/crypto/index.ts';
 import { runBackup } from '../src/jobs/backup.ts';
@@ -155,6 +156,34 @@ describe('damaged copies', () => {
       await writeFile(path, original);
       // Verify made the damaged copy owed; heal finds the object sound again (same bytes) and marks it complete.
       expect((await runHeal(ctx)).ok).toBe(true);
+    }
+  });
+
+  it('falls back past a region whose disk fails while a pack is read, as past any bad copy', async () => {
+    // A mock of a failing disk (none fails on demand here): the first region's copy of the pack gives some bytes,
+    // then the error read(2) gives on a bad sector. It is a problem of that copy, so another region is read; only a
+    // target that cannot be written stops a restore at once (restore-large.test.ts).
+    const region = ctx.regions.find((r) => r.region === 'eu-west-1')!;
+    const read = region.read.bind(region);
+    region.read = async (key: string) => {
+      if (!key.endsWith('00000.pack')) return read(key);
+      const bytes = Buffer.concat(await (await read(key)).toArray() as Buffer[]);
+      return new Readable({
+        read() {
+          this.push(bytes.subarray(0, Math.min(4096, bytes.length - 1)));
+          this.destroy(Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO', errno: -5, syscall: 'read' }));
+        },
+      });
+    };
+    try {
+      const target = join(dir, 'restore-eio');
+      const result = await runRestore(ctx, { source: 'uploads', to: target, backupId });
+      expect(await snapshotTree(target)).toEqual(tree);
+      expect(result.problems).toEqual([expect.objectContaining({ region: 'eu-west-1', object: objectKey('uploads', backupId, '00000.pack') })]);
+      expect(result.problems[0]!.problem).toContain('EIO');
+      expect(result.regionsUsed).toContain('us-east-1');
+    } finally {
+      region.read = read;
     }
   });
 

@@ -115,15 +115,19 @@ const TARGET_HINTS: Record<string, string> = {
   EMFILE: 'too many open files: raise the limit (ulimit -n) and run the restore again',
 };
 
+/** System calls that write through a descriptor: their errors carry no path, and reading a region makes none. */
+const DESCRIPTOR_WRITES = new Set(['write', 'writev', 'fsync', 'fdatasync', 'ftruncate', 'fchmod', 'fchown', 'futime']);
+
 /**
- * A system error from writing the restore's own files (its path in `staging`, or none: a write or fsync through a
+ * A system error from writing the restore's own files (a path in `staging`, or a write or fsync through a
  * descriptor) becomes RESTORE_TARGET_FAILED: the same in every region, so it is raised at once, not taken for a bad
- * copy. Errors of cofre's own, and those of reading a region (their paths are elsewhere), pass unchanged.
+ * copy. Errors of cofre's own and those of reading a region (a read, or a path elsewhere) pass unchanged.
  */
 function asTargetFailure(err: unknown, staging: string): unknown {
   const e = err as NodeJS.ErrnoException;
   if (isCofreError(err) || typeof e?.code !== 'string' || typeof e.syscall !== 'string') return err;
-  if (e.path !== undefined && e.path !== staging && !e.path.startsWith(`${staging}/`)) return err;
+  const inStaging = e.path !== undefined && (e.path === staging || e.path.startsWith(`${staging}/`));
+  if (!inStaging && (e.path !== undefined || !DESCRIPTOR_WRITES.has(e.syscall))) return err;
   const target = join(staging, '..');
   const what = e.path ? `${e.syscall} of ${relative(staging, e.path).replace(/\.cofre-part$/, '') || '.'}` : e.syscall;
   return new CofreError('RESTORE_TARGET_FAILED', `cannot write the restore into its target: ${e.code} on ${what}`, {
