@@ -4,6 +4,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
 import { algorithmOf, contentHash, ContentTap, digestFields, digestOf } from '../src/pipeline/content-hash.ts';
+import { MANIFEST_FORMAT_VERSION, parseManifest } from '../src/repository/index.ts';
 
 async function hashOf(data: Buffer, pieces = 1, algorithm?: 'xxh128' | 'sha256'): Promise<string> {
   const hash = await contentHash(algorithm);
@@ -50,5 +51,27 @@ describe('content hash', () => {
     expect(digestOf({ sha256: 'ab'.repeat(32) })).toBe(`sha256:${'ab'.repeat(32)}`);
     expect(digestOf({ xxh128: 'cd'.repeat(16), sha256: 'ab'.repeat(32) })).toBe(`xxh128:${'cd'.repeat(16)}`);
     expect(digestOf({})).toBeUndefined();
+  });
+});
+
+describe('manifest formats', () => {
+  const manifest = (format: number, entry: Record<string, unknown>): string => JSON.stringify({
+    format, repo: 'r', source: 'uploads', backupId: '20261128T000000Z-full-0a0b', type: 'full', method: 'files', parent: null,
+    parentManifestSha256: null, startedAt: '2026-11-28T00:00:00.000Z', finishedAt: '2026-11-28T00:00:01.000Z', keyIds: [],
+    objects: [{ name: '00000.pack', size: 10, sha256: 'ab'.repeat(32), plainBytes: 10 }],
+    entries: [{ path: 'a', type: 'file', mode: 0o644, uid: 0, gid: 0, mtimeNs: '0', size: 1, loc: { backup: '20261128T000000Z-full-0a0b', pack: '00000.pack' }, ...entry }],
+    stats: { files: 1, dirs: 0, symlinks: 0, bytes: 1, newBytes: 1, newFiles: 1 },
+  });
+
+  it('writes format 2 (xxh128 content hashes) and still reads format 1 (sha256)', () => {
+    expect(MANIFEST_FORMAT_VERSION).toBe(2);
+    expect(digestOf(parseManifest(manifest(1, { sha256: 'cd'.repeat(32) }), 'k1').entries[0]!)).toBe(`sha256:${'cd'.repeat(32)}`);
+    expect(digestOf(parseManifest(manifest(2, { xxh128: 'ef'.repeat(16) }), 'k2').entries[0]!)).toBe(`xxh128:${'ef'.repeat(16)}`);
+  });
+
+  it('refuses a newer format, saying to upgrade, and a page delta without a content hash', () => {
+    expect(() => parseManifest(manifest(3, { xxh128: 'ef'.repeat(16) }), 'k3')).toThrow(/format 3, newer than this cofre reads \(1 to 2\)/);
+    const delta = { base: { size: 8192 }, deltas: [] };
+    expect(() => parseManifest(manifest(2, delta), 'k4')).toThrow(/a content hash \(xxh128 or sha256\) is required/);
   });
 });

@@ -7,7 +7,11 @@ import { readObjectFrom, readObjectWithFallback, type FallbackRead, type RegionP
 import type { StorageDriver } from '../storage/index.ts';
 import { manifestKey, MANIFEST_NAME } from './layout.ts';
 
-export const MANIFEST_FORMAT_VERSION = 1;
+/**
+ * The format new manifests are written in. 2: a file's content hash may be `xxh128` (pipeline/content-hash.ts), which
+ * a cofre reading format 1 only would not know; 1: `sha256` only. Both are read.
+ */
+export const MANIFEST_FORMAT_VERSION = 2;
 
 const SHA256 = z.string().length(64);
 const XXH128 = z.string().length(32);
@@ -76,7 +80,7 @@ const physicalSchema = z.object({
 });
 
 export const manifestSchema = z.object({
-  format: z.literal(MANIFEST_FORMAT_VERSION),
+  format: z.union([z.literal(1), z.literal(MANIFEST_FORMAT_VERSION)]),
   repo: z.string(),
   source: z.string(),
   backupId: z.string(),
@@ -117,6 +121,12 @@ export function parseManifest(text: string, key: string): Manifest {
     json = JSON.parse(text);
   } catch (err) {
     throw new CofreError('MANIFEST_INVALID', `${key} is not valid JSON`, { op: 'manifest.parse', path: key, cause: err });
+  }
+  const format = (json as { format?: unknown } | null)?.format;
+  if (typeof format === 'number' && format > MANIFEST_FORMAT_VERSION) {
+    throw new CofreError('MANIFEST_INVALID', `${key} is in manifest format ${format}, newer than this cofre reads (1 to ${MANIFEST_FORMAT_VERSION})`, {
+      op: 'manifest.parse', path: key, hint: 'a newer cofre wrote this backup: upgrade cofre to read it',
+    });
   }
   const parsed = manifestSchema.safeParse(json);
   if (!parsed.success) {
