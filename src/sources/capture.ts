@@ -32,7 +32,7 @@ export interface SourceCaptureInput {
    * pg_backup_stop has returned, so the wait overlaps what the capture still does (its fingerprints); `signal` ends
    * the wait when the capture fails meanwhile.
    */
-  walArchived?: (wal: WalSpan, signal: AbortSignal) => Promise<void>;
+  walArchived: (wal: WalSpan, signal: AbortSignal) => Promise<void>;
   onSkip: (path: string, reason: string) => void;
 }
 

@@ -119,8 +119,8 @@ export async function capturePhysical(src: PostgresSourceConfig, pgdata: string,
       : 'SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, false)');
     // The wait for the WAL from start to stop overlaps the fingerprints; it ends with them when they fail.
     const wal = { timeline: tli, startLsn: start.lsn, stopLsn: stop.lsn, walSegmentSize: segSize };
-    const archived = input.walArchived?.(wal, input.signal ? AbortSignal.any([input.signal, stopWaiting.signal]) : stopWaiting.signal);
-    archived?.catch(() => undefined);
+    const archived = input.walArchived(wal, input.signal ? AbortSignal.any([input.signal, stopWaiting.signal]) : stopWaiting.signal);
+    archived.catch(() => undefined);
     const check = src.fingerprints ? await fingerprintAtRestorePoint(conn, client, `cofre-${input.backupId}`, early ?? undefined) : null;
     await archived;
     return {
