@@ -63,6 +63,22 @@ describe('cofre config check', () => {
     expect(out.stderr).toContain('"lots"');
   });
 
+  it('never shows a secret in an error, even in a region refused for its driver', async () => {
+    const raw = rawTestConfig(dir);
+    raw.regions = [
+      // A typo in the driver: the whole region, keys included, is the value the schema refused.
+      { name: 'eu', driver: 's4', bucket: 'cofre-eu', region: 'eu-west-1', accessKeyId: 'AKIAEXAMPLE', secretAccessKey: 'inline-secret-value' },
+      { name: 'us', driver: 's3', bucket: 'cofre-us', region: 'us-east-1', accessKeyId: 'AKIAEXAMPLE', secretAccessKey: 123456789 },
+    ];
+    const out = await runCli(['-c', await writeYaml('leaky.yaml', raw), 'config', 'check']);
+    expect(out.code).toBe(EXIT_CONFIG);
+    expect(out.stderr).toMatch(/regions\[0\]\.driver: .*\(got "s4"\)/);
+    expect(out.stderr).toMatch(/regions\[1\]\.secretAccessKey: expected the secret as text.*\(got \*\*redacted\*\*\)/);
+    expect(out.stderr).not.toContain('inline-secret-value');
+    expect(out.stderr).not.toContain('123456789');
+    expect(out.stderr).not.toContain('AKIAEXAMPLE');
+  });
+
   it('names a missing required field', async () => {
     const file = await writeYaml('missing.yaml', s3Raw({ bucket: undefined }));
     const out = await runCli(['-c', file, 'config', 'check']);
@@ -120,8 +136,16 @@ describe('config layering', () => {
     expect(loadConfig({ env: { COFRE_CONFIG: file } }).file).toBe(file);
   });
 
-  it('names an env value that breaks the schema', () => {
-    expect(() => loadConfig({ file: join(dir, 'layers.yaml'), env: { COFRE_COMPRESSION_LEVEL: '99' } })).toThrow(/compression\.level: .*\(got 99\)/);
+  it('names an env value or flag that breaks the schema, and what was expected', () => {
+    const file = join(dir, 'layers.yaml');
+    expect(() => loadConfig({ file, env: { COFRE_COMPRESSION_LEVEL: '99' } })).toThrow(/compression\.level: .*\(got 99\) \(from \$COFRE_COMPRESSION_LEVEL\)/);
+    expect(() => loadConfig({ file, env: {}, set: ['pipeline.quorum=most'] }))
+      .toThrow(/pipeline\.quorum: expected "all" or a whole number of regions, 1 or more \(got "most"\) \(from --set pipeline\.quorum\)/);
+    expect(() => loadConfig({ file, env: { COFRE_SOURCES_UPLOADS_RPO: 'true' } }))
+      .toThrow(/sources\.uploads\.rpo: expected a duration such as 3600 or "26h".* \(got true\) \(from \$COFRE_SOURCES_UPLOADS_RPO\)/);
+    // Set over the file, a mapping whose field is refused: the flag is named, and the field's value shown.
+    expect(() => loadConfig({ file, env: {}, set: ['regions[0]={name: eu, driver: ftp, path: /x}'] }))
+      .toThrow(/regions\[0\]\.driver: .*\(got "ftp"\) \(from --set regions\[0\]\)/);
   });
 
   it('refuses a quorum larger than the regions', async () => {

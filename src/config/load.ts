@@ -4,8 +4,8 @@ import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { CofreError } from '../errors/index.ts';
-import { applyEnv, parseSetFlag, setAt } from './overlay.ts';
-import { configSchema, type Config } from './schema.ts';
+import { applyEnv, leadsTo, parseSetFlag, setAt } from './overlay.ts';
+import { configSchema, secret, type Config } from './schema.ts';
 
 export const DEFAULT_CONFIG_PATH = './config/cofre.yaml';
 
@@ -57,18 +57,23 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
       ...(env.COFRE_DB_PGDATA ? { pgdata: env.COFRE_DB_PGDATA } : {}),
     };
   }
+  // Where each value set over the file came from, so an error about it names that, not the file.
+  const setBy = new Map<string, string>();
   const envApplied = applyEnv(configSchema, layered, env);
+  for (const { variable, path } of envApplied) setBy.set(dottedPath(path), `$${variable}`);
   for (const flag of opts.set ?? []) {
     const { path, value } = parseSetFlag(flag);
     setAt(layered, path, value);
+    setBy.set(dottedPath(path), `--set ${dottedPath(path)}`);
   }
-  return { config: resolvePaths(validate(layered, file), cwd), file, envApplied };
+  return { config: resolvePaths(validate(layered, file, setBy), cwd), file, envApplied: envApplied.map((e) => e.variable) };
 }
 
-export function validate(raw: unknown, origin: string): Config {
+/** `setBy`: dotted paths set by the environment or flags, and by which (see loadConfig). */
+export function validate(raw: unknown, origin: string, setBy: Map<string, string> = new Map()): Config {
   const result = configSchema.safeParse(raw, { reportInput: true });
   if (result.success) return result.data;
-  const lines = result.error.issues.map(describeIssue);
+  const lines = result.error.issues.map((issue) => describeIssue(issue, setBy));
   throw new CofreError('CONFIG_INVALID', `invalid config (${origin}):\n  ${lines.join('\n  ')}`, {
     op: 'config.validate', path: origin, hint: 'fix the fields named above; `cofre config check` shows the effective config',
   });
@@ -80,14 +85,45 @@ export function dottedPath(path: PropertyKey[]): string {
   return out || '(top level)';
 }
 
-function describeIssue(issue: z.core.$ZodIssue): string {
+function describeIssue(issue: z.core.$ZodIssue, setBy: Map<string, string>): string {
   const where = dottedPath(issue.path);
+  const from = originOf(where, setBy);
+  const source = from ? ` (from ${from})` : '';
   if (issue.code === 'unrecognized_keys') {
-    return `${where}: unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
+    return `${where}: unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}${source}`;
   }
   const input = (issue as { input?: unknown }).input;
-  if (input === undefined) return `${where}: ${issue.message.replace(/, received undefined$/, '')} (required)`;
-  return `${where}: ${issue.message} (got ${JSON.stringify(input)})`;
+  if (input === undefined) return `${where}: ${issue.message.replace(/, received undefined$/, '')} (required)${source}`;
+  return `${where}: ${issue.message} (got ${shownValue(issue.path, input)})${source}`;
+}
+
+/** The layer over the file that set `where` (or a mapping holding it, or a value inside it), if one did. */
+function originOf(where: string, setBy: Map<string, string>): string | undefined {
+  const inside = (a: string, b: string): boolean => a === b || a.startsWith(`${b}.`) || a.startsWith(`${b}[`);
+  let best: [string, string] | undefined;
+  for (const [path, by] of setBy) {
+    if ((inside(where, path) || inside(path, where)) && (!best || path.length > best[0].length)) best = [path, by];
+  }
+  return best?.[1];
+}
+
+/**
+ * A refused value as an error may show it: never a secret's, and never a whole mapping or list, which may hold
+ * secrets (a region refused for its driver carries its keys). A field refused with its mapping as the input (the
+ * `driver` or `kind` that picks the mapping's shape) shows that field's value.
+ */
+function shownValue(path: PropertyKey[], input: unknown): string {
+  const at = path.filter((seg): seg is string | number => typeof seg !== 'symbol');
+  if (leadsTo(configSchema, at, secret)) return '**redacted**';
+  if (input !== null && typeof input === 'object') {
+    const last = at.at(-1);
+    if (!Array.isArray(input) && typeof last === 'string' && last in input) {
+      const own = (input as Record<string, unknown>)[last];
+      if (own === null || typeof own !== 'object') return JSON.stringify(own);
+    }
+    return Array.isArray(input) ? 'a list' : 'a mapping';
+  }
+  return JSON.stringify(input);
 }
 
 function resolvePaths(cfg: Config, cwd: string): Config {

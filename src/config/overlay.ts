@@ -56,6 +56,44 @@ export function leafPaths(schema: z.ZodType, raw: unknown, prefix: Path = []): P
   }
 }
 
+/**
+ * Whether `path` leads, in `schema`, to a field of the schema `target` (the secret schema): walked through objects,
+ * records, arrays and every option of a union, so a secret is known as one even in a value the schema refused.
+ */
+export function leadsTo(schema: z.ZodType, path: Path, target: z.ZodType): boolean {
+  if (path.length === 0) {
+    for (let s: z.ZodType | undefined = schema; s; ) {
+      if (s === target) return true;
+      const def = defOf(s);
+      s = ['default', 'prefault', 'optional', 'nullable'].includes(def.type) ? def.innerType : undefined;
+    }
+    return false;
+  }
+  const def = defOf(schema);
+  const [seg, ...rest] = path;
+  switch (def.type) {
+    case 'default':
+    case 'prefault':
+    case 'optional':
+    case 'nullable':
+      return leadsTo(def.innerType!, path, target);
+    case 'pipe':
+      return leadsTo(def.in!, path, target);
+    case 'object': {
+      const child = def.shape![String(seg)];
+      return child !== undefined && leadsTo(child, rest, target);
+    }
+    case 'union':
+      return def.options!.some((o) => leadsTo(o, path, target));
+    case 'array':
+      return typeof seg === 'number' && leadsTo(def.element!, rest, target);
+    case 'record':
+      return leadsTo(def.valueType!, rest, target);
+    default:
+      return false;
+  }
+}
+
 function isObjectLike(schema: z.ZodType): boolean {
   const def = defOf(schema);
   if (def.type === 'object') return true;
@@ -97,9 +135,9 @@ function scalar(text: string): unknown {
   }
 }
 
-/** Applies COFRE_<PATH> and COFRE_<PATH>_FILE variables to raw, in place. */
-export function applyEnv(schema: z.ZodType, raw: Raw, env: NodeJS.ProcessEnv): string[] {
-  const applied: string[] = [];
+/** Applies COFRE_<PATH> and COFRE_<PATH>_FILE variables to raw, in place; returns each variable used and its path. */
+export function applyEnv(schema: z.ZodType, raw: Raw, env: NodeJS.ProcessEnv): { variable: string; path: Path }[] {
+  const applied: { variable: string; path: Path }[] = [];
   for (const path of leafPaths(schema, raw)) {
     const name = envNameFor(path);
     const direct = env[name];
@@ -114,10 +152,10 @@ export function applyEnv(schema: z.ZodType, raw: Raw, env: NodeJS.ProcessEnv): s
         });
       }
       setAt(raw, path, text);
-      applied.push(`${name}_FILE`);
+      applied.push({ variable: `${name}_FILE`, path });
     } else if (direct !== undefined) {
       setAt(raw, path, scalar(direct));
-      applied.push(name);
+      applied.push({ variable: name, path });
     }
   }
   return applied;

@@ -17,7 +17,7 @@ const SOURCE_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
 const bytes = (fallback: number) =>
   z
-    .union([z.number(), z.string()])
+    .union([z.number(), z.string()], { error: 'expected a size such as 67108864 or "64MiB"' })
     .transform((v, ctx) => {
       const n = parseBytes(v);
       if (n === undefined || n <= 0) {
@@ -30,7 +30,7 @@ const bytes = (fallback: number) =>
 
 /** A secret is written inline or as {file: path}; either way it becomes a Secret that prints redacted. */
 export const secret = z
-  .union([z.string().min(1), z.strictObject({ file: z.string().min(1) })])
+  .union([z.string().min(1), z.strictObject({ file: z.string().min(1) })], { error: 'expected the secret as text, or {file: PATH} naming a file that holds it' })
   .transform((v, ctx) => {
     if (typeof v === 'string') return new Secret(v);
     try {
@@ -80,7 +80,7 @@ const s3Region = z.strictObject({
 
 export const regionSchema = z.discriminatedUnion('driver', [fsRegion, s3Region, memoryRegion]);
 
-const duration = z.union([z.number(), z.string()]).transform((v, ctx) => {
+const duration = z.union([z.number(), z.string()], { error: 'expected a duration such as 3600 or "26h" (s, m, h, d, w)' }).transform((v, ctx) => {
   const n = parseDurationSeconds(v);
   if (n === undefined) {
     ctx.addIssue({ code: 'custom', message: 'expected a duration such as 3600 or "26h" (s, m, h, d, w)' });
@@ -228,7 +228,7 @@ export const configSchema = z
       .strictObject({
         packSizeBytes: bytes(DEFAULT_PACK_SIZE_BYTES),
         regionBufferBytes: bytes(DEFAULT_REGION_BUFFER_BYTES),
-        quorum: z.union([z.literal('all'), z.number().int().min(1)]).default('all'),
+        quorum: z.union([z.literal('all'), z.number().int().min(1)], { error: 'expected "all" or a whole number of regions, 1 or more' }).default('all'),
         regionStallTimeoutSeconds: z.number().positive().default(300),
         /** The hash manifests keep of each file's content (see pipeline/content-hash.ts). */
         contentHash: z.enum(['xxh128', 'sha256']).default('xxh128'),
