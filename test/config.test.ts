@@ -1,5 +1,5 @@
 // Config: YAML + schema, defaults < file < env < flags, *_FILE secrets, redaction, and errors that name path and value.
-import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
@@ -77,6 +77,36 @@ describe('cofre config check', () => {
     expect(out.stderr).not.toContain('inline-secret-value');
     expect(out.stderr).not.toContain('123456789');
     expect(out.stderr).not.toContain('AKIAEXAMPLE');
+  });
+
+  it('refuses two regions that store in one place: one directory, one inside another, or one bucket prefix', async () => {
+    const check = async (name: string, regions: Record<string, unknown>[]) => {
+      const raw = rawTestConfig(dir);
+      raw.regions = regions;
+      return runCli(['-c', await writeYaml(name, raw), 'config', 'check']);
+    };
+    const fsAt = (name: string, path: string) => ({ name, driver: 'fs', path });
+    const base = join(dir, 'apart');
+    await mkdir(join(base, 'a'), { recursive: true });
+    await symlink(join(base, 'a'), join(base, 'link-to-a'));
+    const same = await check('same.yaml', [fsAt('a', join(base, 'a')), fsAt('b', join(base, 'b')), fsAt('c', `${join(base, 'a')}/`)]);
+    expect(same.code).toBe(EXIT_CONFIG);
+    expect(same.stderr).toMatch(/regions\[2\]\.path: is the directory of regions\[0\] \(a\)/);
+    const nested = await check('nested.yaml', [fsAt('a', join(base, 'a')), fsAt('b', join(base, 'a', 'b'))]);
+    expect(nested.stderr).toMatch(/regions\[1\]\.path: is inside the directory of regions\[0\] \(a\)/);
+    const linked = await check('linked.yaml', [fsAt('a', join(base, 'a')), fsAt('b', join(base, 'link-to-a'))]);
+    expect(linked.stderr).toMatch(/regions\[1\]\.path: is the directory of regions\[0\] \(a\)/);
+    // A name that merely starts like another directory's is another directory.
+    expect((await check('apart.yaml', [fsAt('a', join(base, 'a')), fsAt('b', join(base, 'ab'))])).code).toBe(0);
+
+    const s3At = (name: string, extra: Record<string, unknown>) => ({ name, driver: 's3', bucket: 'cofre-backups', region: 'eu-west-1', ...extra });
+    const sharedBucket = await check('bucket.yaml', [s3At('eu', { prefix: 'prod/' }), s3At('us', { prefix: 'prod/db' })]);
+    expect(sharedBucket.code).toBe(EXIT_CONFIG);
+    expect(sharedBucket.stderr).toMatch(/regions\[1\]\.prefix: is under the prefix of regions\[0\] \(eu\)/);
+    expect((await check('whole-bucket.yaml', [s3At('eu', {}), s3At('us', { prefix: 'x' })])).stderr).toMatch(/regions\[1\]\.prefix: is under the prefix of regions\[0\]/);
+    expect((await check('prefixes.yaml', [s3At('eu', { prefix: 'prod-a' }), s3At('us', { prefix: 'prod-b' })])).code).toBe(0);
+    // The same bucket name on two S3-compatible endpoints is two buckets.
+    expect((await check('endpoints.yaml', [s3At('eu', { endpoint: 'http://127.0.0.1:9001' }), s3At('us', { endpoint: 'http://127.0.0.1:9002' })])).code).toBe(0);
   });
 
   it('names a missing required field', async () => {

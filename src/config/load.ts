@@ -1,6 +1,6 @@
 // Loads the effective config: schema defaults < YAML file < COFRE_* environment < --set flags.
-import { existsSync, readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
+import { basename, dirname, join, resolve, sep } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { CofreError } from '../errors/index.ts';
@@ -66,7 +66,53 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
     setAt(layered, path, value);
     setBy.set(dottedPath(path), `--set ${dottedPath(path)}`);
   }
-  return { config: resolvePaths(validate(layered, file, setBy), cwd), file, envApplied: envApplied.map((e) => e.variable) };
+  const config = resolvePaths(validate(layered, file, setBy), cwd);
+  checkRegionsApart(config, file);
+  return { config, file, envApplied: envApplied.map((e) => e.variable) };
+}
+
+/** Where a path leads once the symlinks of its existing part are followed. */
+function physicalPath(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    const parent = dirname(path);
+    return parent === path ? path : join(physicalPath(parent), basename(path));
+  }
+}
+
+/**
+ * Two regions must never store into the same place: a directory of one fs region equal to or inside another's
+ * (after symlinks), or one S3 bucket and endpoint with one prefix equal to or under another's. Such copies are not
+ * independent: one would refuse the other's objects as existing (a backup failing, or degraded with a copy owed
+ * that healing then "finds"), and losing the one disk or bucket loses both.
+ */
+function checkRegionsApart(cfg: Config, origin: string): void {
+  const placeOf = (r: Config['regions'][number]): string | null => {
+    if (r.driver === 'fs') return `fs:${physicalPath(r.path).replace(/\/+$/, '')}${sep}`;
+    // As the S3 driver keys its objects: the prefix, then a slash.
+    if (r.driver === 's3') return `s3:${r.endpoint ?? 'aws'}/${r.bucket}/${r.prefix ? `${r.prefix.replace(/\/+$/, '')}/` : ''}`;
+    return null;
+  };
+  const places = cfg.regions.map(placeOf);
+  const problems: string[] = [];
+  places.forEach((place, i) => {
+    if (place === null) return;
+    const j = places.findIndex((other, k) => k < i && other !== null && (other.startsWith(place) || place.startsWith(other)));
+    if (j < 0) return;
+    const [r, other, otherPlace] = [cfg.regions[i]!, cfg.regions[j]!, places[j]!];
+    const fs = r.driver === 'fs';
+    const relation = place === otherPlace ? (fs ? 'is the directory of' : 'is the bucket and prefix of')
+      : place.startsWith(otherPlace) ? (fs ? 'is inside the directory of' : 'is under the prefix of')
+      : (fs ? 'holds the directory of' : 'holds the prefix of');
+    const shown = r.driver === 's3' ? `${r.bucket}/${r.prefix}` : r.driver === 'fs' ? r.path : '';
+    problems.push(`regions[${i}].${fs ? 'path' : 'prefix'}: ${relation} regions[${j}] (${other.name}) (got ${JSON.stringify(shown)})`);
+  });
+  if (problems.length === 0) return;
+  throw new CofreError('CONFIG_INVALID', `invalid config (${origin}):\n  ${problems.join('\n  ')}`, {
+    op: 'config.validate', path: origin,
+    hint: 'give every region a place of its own (another directory, disk or bucket): copies in one place are not independent',
+  });
 }
 
 /** `setBy`: dotted paths set by the environment or flags, and by which (see loadConfig). */
