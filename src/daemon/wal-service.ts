@@ -5,6 +5,7 @@ import { rename, stat, writeFile } from 'node:fs/promises';
 import type { Server } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import type { Clock } from '../clock.ts';
+import { WAL_MARKERS_DIR } from '../config/own-state.ts';
 import { isCofreError, messageOf } from '../errors/index.ts';
 import { repositoryOf, type JobContext } from '../jobs/context.ts';
 import { pushWal, walSource } from '../jobs/wal.ts';
@@ -19,7 +20,6 @@ export const READY_SCAN_INTERVAL_MS = 1_000;
 const SEEN_LIMIT = 4096;
 
 /** Beside the socket: one file per segment archived at quorum, named after it, holding its versionOf. */
-const WAL_OK_DIR = 'wal-ok';
 
 function seconds(ns: bigint): string {
   return `${ns / 1_000_000_000n}.${String(ns % 1_000_000_000n).padStart(9, '0')}`;
@@ -69,7 +69,7 @@ export class WalService {
   }
 
   async start(socketPath: string): Promise<void> {
-    this.okDir = join(dirname(socketPath), WAL_OK_DIR);
+    this.okDir = join(dirname(socketPath), WAL_MARKERS_DIR);
     // Markers of an earlier run may name files this run has not seen: start clean (they are only a shortcut).
     rmSync(this.okDir, { recursive: true, force: true });
     this.describeSources();

@@ -5,7 +5,7 @@ import { connect, createServer, type Server } from 'node:net';
 import { dirname, join } from 'node:path';
 
 /** The daemon's socket, beside the catalog. */
-export const SOCKET_NAME = 'cofre.sock';
+export { DAEMON_SOCKET_NAME as SOCKET_NAME } from '../config/own-state.ts';
 /** A recovery's wal-fetch agent's socket, in pg_wal beside the files it writes (see jobs/wal-fetch-agent.ts). */
 export const AGENT_SOCKET_NAME = '.cofre-fetch.sock';
 /** Unix socket paths are limited (108 bytes on Linux); a longer one means no agent. */

@@ -20,7 +20,7 @@ import { captureFiles, prepareFiles } from '../sources/files/backup.ts';
 import { parseLsn, segmentName, segmentsBetween } from '../sources/postgres/lsn.ts';
 import { expiresAt, policyFor } from '../retention/plan.ts';
 import { walKey } from '../sources/postgres/wal-names.ts';
-import type { PostgresSourceConfig, SourceConfig } from '../config/index.ts';
+import { ownStatePaths, type PostgresSourceConfig, type SourceConfig } from '../config/index.ts';
 import type { StorageDriver } from '../storage/index.ts';
 import { cleanAbandoned, removeBackupObjects } from './cleanup.ts';
 import { readOrder, repositoryOf, writeSettings, type JobContext } from './context.ts';
@@ -184,6 +184,7 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
         skipped.push({ path, reason });
         ctx.bus.emit('source.skipped', { source: args.source, path, reason });
       },
+      ownState: ownStatePaths(ctx.config),
     };
     const captured = src.kind === 'files'
       ? await captureFiles(src, input, parentManifest)

@@ -6,8 +6,9 @@ import { randomBytes } from 'node:crypto';
 import { lstatSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { execFileSync } from 'node:child_process';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import type { BackupRow, DrillCheck } from '../catalog/catalog.ts';
+import { drillWorkDirOf } from '../config/own-state.ts';
 import { CofreError, messageOf } from '../errors/index.ts';
 import { algorithmOf, digestOf } from '../pipeline/content-hash.ts';
 import { readManifest, type Manifest } from '../repository/index.ts';
@@ -64,7 +65,7 @@ async function removeScratch(path: string): Promise<void> {
 }
 
 export function drillWorkDir(ctx: JobContext): string {
-  return ctx.config.daemon.drill.workDir ?? join(dirname(ctx.config.catalog.path), 'drills');
+  return drillWorkDirOf(ctx.config);
 }
 
 /**

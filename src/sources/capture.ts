@@ -1,6 +1,7 @@
 // What every source kind hands the backup job: the objects it stored and what the manifest records about them.
 import type { Readable } from 'node:stream';
 import type { Clock } from '../clock.ts';
+import type { OwnState } from '../config/index.ts';
 import type { ContentAlgorithm } from '../pipeline/content-hash.ts';
 import type { PlainSink } from '../pipeline/index.ts';
 import type { ManifestEntry, ManifestObject, Manifest, PhysicalInfo } from '../repository/index.ts';
@@ -34,6 +35,8 @@ export interface SourceCaptureInput {
    */
   walArchived: (wal: WalSpan, signal: AbortSignal) => Promise<void>;
   onSkip: (path: string, reason: string) => void;
+  /** cofre's own files (regions, catalog, keys), never taken into a backup from a source's tree. */
+  ownState: OwnState[];
 }
 
 export interface SourceCapture {

@@ -27,7 +27,7 @@ export async function captureFiles(src: FilesSourceConfig, input: SourceCaptureI
   const packs = new PackBuilder(input.packSizeBytes, { open: input.open }, packName, input.contentHash);
   try {
     const captured = await captureTree({
-      root: src.path, exclude: src.exclude, backupId: input.backupId, packs, signal: input.signal, onSkip: input.onSkip,
+      root: src.path, exclude: src.exclude, ownState: input.ownState, backupId: input.backupId, packs, signal: input.signal, onSkip: input.onSkip,
       parent: parent ? { entries: parent.entries, startedAtMs: Date.parse(parent.startedAt) } : null,
     });
     await packs.close();

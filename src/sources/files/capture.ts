@@ -1,4 +1,5 @@
 // Captures a tree as a complete manifest: unchanged files point at the parent's bytes, changed ones are packed.
+import type { OwnState } from '../../config/index.ts';
 import { CofreError } from '../../errors/index.ts';
 import { algorithmOf, digestFields, digestOf } from '../../pipeline/content-hash.ts';
 import type { ManifestEntry } from '../../repository/index.ts';
@@ -16,6 +17,8 @@ export const LOOKAHEAD_ENTRIES = 32;
 export interface CaptureInput {
   root: string;
   exclude: string[];
+  /** cofre's own files, left out wherever they are in the tree (config/own-state.ts). */
+  ownState?: OwnState[];
   backupId: string;
   /** The manifest this backup is compared with (the last full for diff, the last backup for incr). */
   parent: { entries: ManifestEntry[]; startedAtMs: number } | null;
@@ -112,7 +115,9 @@ export async function captureTree(input: CaptureInput): Promise<{ entries: Manif
   const parentStartedAtMs = input.parent?.startedAtMs ?? 0;
   const entries: ManifestEntry[] = [];
   const stats: CaptureStats = { files: 0, dirs: 0, symlinks: 0, bytes: 0, newBytes: 0, newFiles: 0 };
-  const walk = walkTree(input.root, { exclude: input.exclude, onSkip: input.onSkip, ...(input.follow ? { follow: input.follow } : {}) });
+  const walk = walkTree(input.root, {
+    exclude: input.exclude, onSkip: input.onSkip, ...(input.ownState ? { ownState: input.ownState } : {}), ...(input.follow ? { follow: input.follow } : {}),
+  });
   // plan() never rejects (errors are returned), so promises waiting in the look-ahead are never unhandled.
   const pages = input.pages;
   for await (const p of mapOrdered(walk, LOOKAHEAD_ENTRIES, (e) => plan(e, previous, parentStartedAtMs, pages))) {

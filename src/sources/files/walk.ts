@@ -1,7 +1,8 @@
 // Walks a source tree in a stable order with lstat (never following symlinks); skips what tar cannot hold.
 // Metadata calls are synchronous: per entry they cost less than an async round trip through libuv's pool.
-import { lstatSync, readdirSync, readlinkSync, statSync } from 'node:fs';
+import { lstatSync, readdirSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { matchesGlob, resolve } from 'node:path';
+import type { OwnState } from '../../config/index.ts';
 
 export type EntryType = 'file' | 'dir' | 'symlink';
 
@@ -22,6 +23,8 @@ export interface WalkEntry {
 
 export interface WalkOptions {
   exclude: string[];
+  /** cofre's own files and directories (absolute paths, see config/own-state.ts): left out, each reported. */
+  ownState?: OwnState[];
   /** Symlinks to directories walked as the directories they point to (a cluster's tablespaces). */
   follow?: (path: string) => boolean;
   onSkip: (path: string, reason: string) => void;
@@ -43,11 +46,27 @@ function excluder(patterns: string[]): (path: string) => boolean {
 
 export async function* walkTree(root: string, opts: WalkOptions): AsyncGenerator<WalkEntry> {
   const base = resolve(root);
-  yield* walkDir(base.endsWith('/') ? base : `${base}/`, excluder(opts.exclude), opts, '');
+  // Compared where they really are: the root or a state path may be given through a symlink. Keyed by the path
+  // relative to the root that leads there.
+  const realBase = physical(base);
+  const own = new Map<string, string>();
+  for (const s of opts.ownState ?? []) {
+    const real = physical(resolve(s.path));
+    if (real.startsWith(`${realBase}/`)) own.set(real.slice(realBase.length + 1), s.what);
+  }
+  yield* walkDir(base.endsWith('/') ? base : `${base}/`, excluder(opts.exclude), own, opts, '');
+}
+
+function physical(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    return path;
+  }
 }
 
 /** Walks `rel` under the root, `prefix` being the root's absolute path and a '/'. */
-async function* walkDir(prefix: string, excluded: (path: string) => boolean, opts: WalkOptions, rel: string): AsyncGenerator<WalkEntry> {
+async function* walkDir(prefix: string, excluded: (path: string) => boolean, own: Map<string, string>, opts: WalkOptions, rel: string): AsyncGenerator<WalkEntry> {
   const dir = rel ? prefix + rel : prefix;
   let names: string[];
   try {
@@ -62,6 +81,11 @@ async function* walkDir(prefix: string, excluded: (path: string) => boolean, opt
     const path = rel ? `${rel}/${name}` : name;
     if (excluded(path)) continue;
     const abs = prefix + path;
+    const mine = own.get(path);
+    if (mine !== undefined) {
+      opts.onSkip(path, `cofre's own ${mine}: never backed up as part of a source (add it to the source's exclude to say so)`);
+      continue;
+    }
     let st;
     try {
       st = lstatSync(abs, { bigint: true });
@@ -77,7 +101,7 @@ async function* walkDir(prefix: string, excluded: (path: string) => boolean, opt
       yield { ...base, type: 'file', size: Number(st.size) };
     } else if (st.isDirectory()) {
       yield { ...base, type: 'dir' };
-      yield* walkDir(prefix, excluded, opts, path);
+      yield* walkDir(prefix, excluded, own, opts, path);
     } else if (st.isSymbolicLink() && opts.follow?.(path)) {
       let target;
       try {
@@ -91,7 +115,7 @@ async function* walkDir(prefix: string, excluded: (path: string) => boolean, opt
         continue;
       }
       yield { ...base, type: 'dir', mode: Number(target.mode & 0o7777n), uid: Number(target.uid), gid: Number(target.gid), mtimeNs: target.mtimeNs, ctimeNs: target.ctimeNs, ino: target.ino };
-      yield* walkDir(prefix, excluded, opts, path);
+      yield* walkDir(prefix, excluded, own, opts, path);
     } else if (st.isSymbolicLink()) {
       yield { ...base, type: 'symlink', target: readlinkSync(abs) };
     } else {

@@ -103,7 +103,7 @@ export async function capturePhysical(src: PostgresSourceConfig, pgdata: string,
     // Only a shortcut: when its sessions cannot be opened, the tries after the stop report why.
     if (src.fingerprints) early = await EarlyFingerprints.begin(conn, client, input.clock).catch(() => null);
     const captured = await captureTree({
-      root: pgdata, exclude: PGDATA_EXCLUDES, backupId: input.backupId, packs, signal: input.signal,
+      root: pgdata, exclude: PGDATA_EXCLUDES, ownState: input.ownState, backupId: input.backupId, packs, signal: input.signal,
       // Tablespaces outside the data directory are taken as if they were inside it, under pg_tblspc/<oid>.
       follow: (path) => TABLESPACE_LINK.test(path),
       parent: parent ? { entries: parent.entries, startedAtMs: Date.parse(parent.startedAt) } : null,
