@@ -71,4 +71,14 @@ describe("cofre's own state inside a source", () => {
     // Of cofre's side of the tree, only the directories holding its state come back, empty.
     expect(Object.keys(await snapshotTree(target)).filter((p) => !p.startsWith('app'))).toEqual(['backups', 'state', 'state/keys']);
   });
+
+  it('is never a restore target: plaintext does not go into a region', async () => {
+    const before = await snapshotTree(join(srv, 'backups'));
+    for (const into of [join(srv, 'backups', 'eu-west-1', 'restored'), join(dir, 'ap-link', 'x'), join(srv, 'backups', 'us-east-1')]) {
+      await expect(runRestore(ctx, { source: 'srv', to: into })).rejects.toMatchObject({
+        code: 'USAGE', message: expect.stringMatching(/is inside the directory of cofre's region (eu-west-1|ap-southeast-1|us-east-1)/),
+      });
+    }
+    expect(await snapshotTree(join(srv, 'backups'))).toEqual(before);
+  });
 });

@@ -1,10 +1,11 @@
 // Loads the effective config: schema defaults < YAML file < COFRE_* environment < --set flags.
-import { existsSync, readFileSync, realpathSync } from 'node:fs';
-import { basename, dirname, join, resolve, sep } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve, sep } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { CofreError } from '../errors/index.ts';
 import { applyEnv, leadsTo, parseSetFlag, setAt } from './overlay.ts';
+import { physicalPath } from './own-state.ts';
 import { configSchema, secret, type Config } from './schema.ts';
 
 export const DEFAULT_CONFIG_PATH = './config/cofre.yaml';
@@ -69,16 +70,6 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
   const config = resolvePaths(validate(layered, file, setBy), cwd);
   checkRegionsApart(config, file);
   return { config, file, envApplied: envApplied.map((e) => e.variable) };
-}
-
-/** Where a path leads once the symlinks of its existing part are followed. */
-function physicalPath(path: string): string {
-  try {
-    return realpathSync(path);
-  } catch {
-    const parent = dirname(path);
-    return parent === path ? path : join(physicalPath(parent), basename(path));
-  }
 }
 
 /**

@@ -1,5 +1,6 @@
 // What cofre itself keeps on local disk: never backed up as part of a source, even when a source's tree holds it.
-import { dirname, join } from 'node:path';
+import { realpathSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import type { Config } from './schema.ts';
 
 /** Beside the catalog: the daemon's socket, its WAL markers (see daemon/wal-service.ts), default drill scratch space. */
@@ -12,9 +13,25 @@ export function drillWorkDirOf(cfg: Config): string {
   return cfg.daemon.drill.workDir ?? join(dirname(cfg.catalog.path), DRILLS_DIR);
 }
 
+/** Where a path leads once the symlinks of its existing part are followed (the rest appended as given). */
+export function physicalPath(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    const parent = dirname(path);
+    return parent === path ? path : join(physicalPath(parent), basename(path));
+  }
+}
+
+/** Whether `inner` is `outer` or lies inside it (both absolute, physical). */
+export function isWithin(inner: string, outer: string): boolean {
+  return inner === outer || inner.startsWith(outer.endsWith('/') ? outer : `${outer}/`);
+}
+
 export interface OwnState {
   /** Absolute path. */
   path: string;
+  kind: 'region' | 'catalog' | 'daemon' | 'drills' | 'key';
   /** What it is, for the note that says it was left out. */
   what: string;
 }
@@ -27,14 +44,17 @@ export interface OwnState {
  */
 export function ownStatePaths(cfg: Config): OwnState[] {
   const state: OwnState[] = [];
-  for (const r of cfg.regions) if (r.driver === 'fs') state.push({ path: r.path, what: `region ${r.name}` });
+  for (const r of cfg.regions) if (r.driver === 'fs') state.push({ path: r.path, kind: 'region', what: `region ${r.name}` });
   const catalog = cfg.catalog.path;
-  for (const suffix of ['', '-wal', '-shm', '-journal', '.daemon.lock']) state.push({ path: `${catalog}${suffix}`, what: 'catalog' });
+  for (const suffix of ['', '-wal', '-shm', '-journal', '.daemon.lock']) state.push({ path: `${catalog}${suffix}`, kind: 'catalog', what: 'catalog' });
   const dir = dirname(catalog);
-  state.push({ path: join(dir, DAEMON_SOCKET_NAME), what: "daemon's socket" }, { path: join(dir, WAL_MARKERS_DIR), what: "daemon's WAL markers" });
-  state.push({ path: drillWorkDirOf(cfg), what: 'drill scratch space' });
+  state.push(
+    { path: join(dir, DAEMON_SOCKET_NAME), kind: 'daemon', what: "daemon's socket" },
+    { path: join(dir, WAL_MARKERS_DIR), kind: 'daemon', what: "daemon's WAL markers" },
+    { path: drillWorkDirOf(cfg), kind: 'drills', what: 'drill scratch space' },
+  );
   if (cfg.encryption.provider === 'local') {
-    for (const keyFile of [cfg.encryption.keyFile, ...cfg.encryption.previousKeyFiles]) state.push({ path: keyFile, what: 'key file' });
+    for (const keyFile of [cfg.encryption.keyFile, ...cfg.encryption.previousKeyFiles]) state.push({ path: keyFile, kind: 'key', what: 'key file' });
   }
   return state;
 }

@@ -1,5 +1,7 @@
 // The restore job: rebuild a source's tree from any backup of its chain, reading each object from the first sound region.
+import { resolve } from 'node:path';
 import type { Readable } from 'node:stream';
+import { isWithin, ownStatePaths, physicalPath } from '../config/index.ts';
 import { CofreError } from '../errors/index.ts';
 import { readObjectWithFallback, type RegionProblem } from '../pipeline/index.ts';
 import { objectKey, packIdentity, readManifest } from '../repository/index.ts';
@@ -74,6 +76,20 @@ export function regionsFor(ctx: JobContext, backupId: string, region?: string): 
   return [...order.filter((r) => r.region === region), ...order.filter((r) => r.region !== region)];
 }
 
+/**
+ * A restore never writes into a region's directory: the plaintext would land inside the backups' storage (which may
+ * itself be copied offsite), among objects verify and expiry reason about.
+ */
+function refuseTargetInRegion(ctx: JobContext, to: string): void {
+  const target = physicalPath(resolve(to));
+  for (const s of ownStatePaths(ctx.config)) {
+    if (s.kind !== 'region' || !isWithin(target, physicalPath(s.path))) continue;
+    throw new CofreError('USAGE', `${to} is inside the directory of cofre's ${s.what} (${s.path})`, {
+      op: 'restore', path: to, hint: 'restore into a directory outside every region: a restore writes plaintext',
+    });
+  }
+}
+
 export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<RestoreResult> {
   const started = ctx.clock.nowMs();
   const backup = resolveBackup(ctx, args.source, args.backupId);
@@ -121,6 +137,7 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
     throw new CofreError('USAGE', `restoring ${args.source} needs --to <dir>`, { op: 'restore', hint: 'an empty or new directory' });
   }
   const to = args.to;
+  refuseTargetInRegion(ctx, to);
   // Object sizes and hashes come from the manifest of the backup that wrote each pack.
   const packInfo = new Map<string, { size: number; sha256: string }>();
   for (const o of manifest.objects) packInfo.set(`${backup.id}/${o.name}`, o);

@@ -1,8 +1,8 @@
 // Walks a source tree in a stable order with lstat (never following symlinks); skips what tar cannot hold.
 // Metadata calls are synchronous: per entry they cost less than an async round trip through libuv's pool.
-import { lstatSync, readdirSync, readlinkSync, realpathSync, statSync } from 'node:fs';
+import { lstatSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { matchesGlob, resolve } from 'node:path';
-import type { OwnState } from '../../config/index.ts';
+import { physicalPath, type OwnState } from '../../config/own-state.ts';
 
 export type EntryType = 'file' | 'dir' | 'symlink';
 
@@ -48,22 +48,15 @@ export async function* walkTree(root: string, opts: WalkOptions): AsyncGenerator
   const base = resolve(root);
   // Compared where they really are: the root or a state path may be given through a symlink. Keyed by the path
   // relative to the root that leads there.
-  const realBase = physical(base);
+  const realBase = physicalPath(base);
   const own = new Map<string, string>();
   for (const s of opts.ownState ?? []) {
-    const real = physical(resolve(s.path));
+    const real = physicalPath(resolve(s.path));
     if (real.startsWith(`${realBase}/`)) own.set(real.slice(realBase.length + 1), s.what);
   }
   yield* walkDir(base.endsWith('/') ? base : `${base}/`, excluder(opts.exclude), own, opts, '');
 }
 
-function physical(path: string): string {
-  try {
-    return realpathSync(path);
-  } catch {
-    return path;
-  }
-}
 
 /** Walks `rel` under the root, `prefix` being the root's absolute path and a '/'. */
 async function* walkDir(prefix: string, excluded: (path: string) => boolean, own: Map<string, string>, opts: WalkOptions, rel: string): AsyncGenerator<WalkEntry> {
