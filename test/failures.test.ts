@@ -1,5 +1,5 @@
 // What goes wrong in the field: a region down, a tampered or truncated copy, a wrong key, a hostile pack.
-import { copyFile, mkdir, readdir, rename, truncate, writeFile, readFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, rename, rm, truncate, writeFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -98,6 +98,43 @@ describe('a region unreachable during a backup', () => {
       }
     } finally {
       await healed.close();
+    }
+  });
+
+  it('writes nothing into a region that lost its repository (wiped, or a disk not mounted) until heal --reinit', async () => {
+    const own = join(dir, 'lost');
+    await mkdir(join(own, 'data', 'uploads'), { recursive: true });
+    await writeFile(join(own, 'data', 'uploads', 'f.txt'), 'first');
+    const lostCtx = await openTestContext(testConfig(own, { quorum: 2 }));
+    try {
+      const full = await runBackup(lostCtx, { source: 'uploads', type: 'full' });
+      expect(full.status).toBe('completed');
+      // The region's storage goes away: an empty mount point looks the same as a new region.
+      await rm(join(own, 'regions', 'us-east-1'), { recursive: true });
+      await writeFile(join(own, 'data', 'uploads', 'f.txt'), 'second');
+      const incr = await runBackup(lostCtx, { source: 'uploads', type: 'incr' });
+      expect(incr.status).toBe('degraded');
+      expect(incr.regionsOwed).toEqual(['us-east-1']);
+      expect(lostCtx.catalog.copiesOf(incr.backupId).find((c) => c.region === 'us-east-1')!.error).toMatch(/held this repository and now holds none.*cofre heal --reinit us-east-1/);
+      expect(lostCtx.events.some((e) => e.name === 'region.lost')).toBe(true);
+      expect(await isEmptyDir(join(own, 'regions', 'us-east-1'))).toBe(true);
+
+      const verify = await runVerify(lostCtx, { deep: false });
+      expect(verify.problems.filter((p) => p.kind === 'region-lost').map((p) => p.region)).toEqual(['us-east-1']);
+      // The daemon's heal, without --reinit, leaves it alone and says why.
+      const refused = await runHeal(lostCtx);
+      expect(refused.ok).toBe(false);
+      expect(refused.problems.some((p) => p.region === 'us-east-1' && /cofre heal --reinit us-east-1/.test(p.message))).toBe(true);
+      expect(await isEmptyDir(join(own, 'regions', 'us-east-1'))).toBe(true);
+
+      await expect(runHeal(lostCtx, { reinit: ['us-east-9'] })).rejects.toMatchObject({ code: 'USAGE' });
+      const healed = await runHeal(lostCtx, { reinit: ['us-east-1'] });
+      expect(healed).toMatchObject({ ok: true, problems: [], reinitialised: [{ region: 'us-east-1', backups: 2, wal: 0 }] });
+      expect(healed.healed.map((h) => h.what).sort()).toEqual([`uploads/${full.backupId}`, `uploads/${incr.backupId}`].sort());
+      expect((await runVerify(lostCtx, { deep: true })).problems).toEqual([]);
+      expect((await runBackup(lostCtx, { source: 'uploads', type: 'incr' })).status).toBe('completed');
+    } finally {
+      await lostCtx.close();
     }
   });
 

@@ -24,7 +24,7 @@ const segment = (n: number): string => `0000000100000000000000${n.toString(16).t
 async function push(n: number): Promise<void> {
   const path = join(dir, 'pg_wal', segment(n));
   writeFileSync(path, randomBytes(1024 * 1024));
-  await pushWal(ctx, 'db', path, (await repositoryOf(ctx, true)).repoId);
+  await pushWal(ctx, 'db', path, await repositoryOf(ctx, true));
 }
 
 beforeAll(async () => {

@@ -486,6 +486,24 @@ export class Catalog {
   }
 
   /** A copy verify found missing or damaged: owed again (the backup degraded) until heal re-creates it. */
+  /**
+   * Every copy a region held (backups and WAL) is owed again: the region was found empty and set up anew.
+   * Returns how many copies the region then owes in all.
+   */
+  markRegionEmptied(region: string, error: string): { backups: number; wal: number } {
+    return this.transaction(() => {
+      const now = this.now();
+      this.db.prepare(`UPDATE copies SET status = 'owed', error = ?, updated_at = ? WHERE region = ? AND status = 'complete'`).run(error, now, region);
+      this.db.prepare(`UPDATE backups SET status = 'degraded' WHERE status = 'completed' AND id IN (SELECT backup_id FROM copies WHERE region = ? AND status = 'owed')`).run(region);
+      this.db.prepare(`UPDATE wal_copies SET status = 'owed', error = ?, updated_at = ? WHERE region = ? AND status = 'complete'`).run(error, now, region);
+      const count = (sql: string): number => Number((this.db.prepare(sql).get(region) as { n: number }).n);
+      return {
+        backups: count(`SELECT count(*) AS n FROM copies c JOIN backups b ON b.id = c.backup_id WHERE c.region = ? AND c.status = 'owed' AND b.status IN ('completed', 'degraded')`),
+        wal: count(`SELECT count(*) AS n FROM wal_copies WHERE region = ? AND status = 'owed'`),
+      };
+    });
+  }
+
   markCopyBroken(backupId: string, region: string, error: string): void {
     this.transaction(() => {
       this.setCopy(backupId, region, 'owed', error);

@@ -23,8 +23,7 @@ export function register(program: Command): void {
     .action(action(async (path: string, opts: { source?: string }) => {
       const { repositoryOf, pushWal, walSource } = await jobs();
       await withContext(program.opts<GlobalOptions>(), true, async (ctx) => {
-        const { repoId } = await repositoryOf(ctx, true);
-        const result = await pushWal(ctx, walSource(ctx.config, opts.source), resolve(path), repoId);
+        const result = await pushWal(ctx, walSource(ctx.config, opts.source), resolve(path), await repositoryOf(ctx, true));
         if (result.regionsOwed.length > 0) process.stderr.write(`cofre: ${result.name} stored at quorum; copies owed in ${result.regionsOwed.join(', ')}\n`);
       });
     }));

@@ -118,8 +118,7 @@ export class WalService {
     if (this.active >= WAL_PUSH_CONCURRENCY) await new Promise<void>((r) => this.waiting.push(r));
     this.active++;
     try {
-      const { repoId } = await repositoryOf(ctx, true);
-      await pushWal(ctx, source, path, repoId);
+      await pushWal(ctx, source, path, await repositoryOf(ctx, true));
     } finally {
       this.active--;
       this.waiting.shift()?.();

@@ -63,13 +63,23 @@ export function writeSettings(ctx: JobContext): WriteSettings {
 /** Jobs of one process check the repository one at a time (the daemon runs sources in parallel). */
 const repositoryChecks = new WeakMap<JobContext, Promise<unknown>>();
 
-/** The repository id, agreed by the catalog and every reachable region; cofre.repo is written where missing. */
-export async function repositoryOf(ctx: JobContext, create: boolean): Promise<{ repoId: string; statuses: RepoStatus[] }> {
+/** Catalog meta naming the regions seen holding the repository (a region that then holds none is lost). */
+const heldMeta = (region: string): string => `region_repo:${region}`;
+
+/**
+ * The repository id, agreed by the catalog and every reachable region; cofre.repo is written where missing, except
+ * in a region that held it before (lost: see ensureRepository). `reinit` names regions to initialise again all the
+ * same (`cofre heal --reinit`: the operator says their storage is in place).
+ */
+export async function repositoryOf(ctx: JobContext, create: boolean, reinit: string[] = []): Promise<{ repoId: string; statuses: RepoStatus[] }> {
   const previous = repositoryChecks.get(ctx) ?? Promise.resolve();
   const check = previous.catch(() => undefined).then(async () => {
     const known = ctx.catalog.getMeta(REPO_ID_META);
-    const out = await ensureRepository(ctx.regions, { knownRepoId: known, keyIds: ctx.envelope.keyrings.writeKeyIds, clock: ctx.clock, create });
+    const heldBefore = new Set(ctx.regions.map((r) => r.region).filter((r) => ctx.catalog.getMeta(heldMeta(r)) && !reinit.includes(r)));
+    const out = await ensureRepository(ctx.regions, { knownRepoId: known, keyIds: ctx.envelope.keyrings.writeKeyIds, clock: ctx.clock, create, heldBefore });
     if (!known && out.statuses.some((s) => s.repo)) ctx.catalog.setMeta(REPO_ID_META, out.repoId);
+    for (const s of out.statuses) if (s.repo && !heldBefore.has(s.region)) ctx.catalog.setMeta(heldMeta(s.region), out.repoId);
+    for (const s of out.statuses) if (s.lost) ctx.bus.emit('region.lost', { region: s.region, error: s.error! });
     return { repoId: out.repoId, statuses: out.statuses };
   });
   repositoryChecks.set(ctx, check);

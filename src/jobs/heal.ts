@@ -1,6 +1,6 @@
 // The heal job: every owed copy (a backup that finished degraded, a WAL segment pushed with a region down) is
 // re-created from a sound copy in another region, byte for byte — never by encrypting anew.
-import { messageOf } from '../errors/index.ts';
+import { CofreError, messageOf } from '../errors/index.ts';
 import { HashTap } from '../pipeline/index.ts';
 import { manifestKey, objectKey } from '../repository/index.ts';
 import { walIdentity, walKey } from '../sources/postgres/wal-names.ts';
@@ -12,6 +12,8 @@ export interface HealReport {
   ok: boolean;
   healed: { what: string; region: string }[];
   problems: { what: string; region: string; message: string }[];
+  /** Lost regions set up again (--reinit), with how many backup and WAL copies they then owed in all. */
+  reinitialised: { region: string; backups: number; wal: number }[];
 }
 
 /**
@@ -32,12 +34,47 @@ async function copyObject(from: StorageDriver, to: StorageDriver, key: string, e
   }
 }
 
-export async function runHeal(ctx: JobContext): Promise<HealReport> {
-  const report: HealReport = { ok: true, healed: [], problems: [] };
+/**
+ * Sets up again each region of `reinit` that was lost (it held the repository and holds none: see
+ * ensureRepository): cofre.repo is written there and every copy the catalog had in it becomes owed, to be healed
+ * below. The operator says so once the region's storage is really in place (a replaced disk mounted, a bucket
+ * restored); a region that is not lost is left as it is. Returns the regions still lost.
+ */
+async function reinitialise(ctx: JobContext, reinit: string[], report: HealReport): Promise<Map<string, string>> {
+  const unknown = reinit.filter((r) => !ctx.regions.some((d) => d.region === r));
+  if (unknown.length > 0) {
+    throw new CofreError('USAGE', `--reinit: no region named ${unknown.map((r) => `"${r}"`).join(', ')}`, {
+      op: 'heal', hint: `configured: ${ctx.regions.map((r) => r.region).join(', ')}`,
+    });
+  }
+  const before = await repositoryOf(ctx, false);
+  const lostBefore = new Set(before.statuses.filter((s) => s.lost).map((s) => s.region));
+  const { statuses } = await repositoryOf(ctx, true, reinit.filter((r) => lostBefore.has(r)));
+  for (const s of statuses) {
+    if (!lostBefore.has(s.region) || !reinit.includes(s.region)) continue;
+    if (!s.repo) {
+      report.problems.push({ what: 'cofre.repo', region: s.region, message: `could not set the region up again: ${s.error ?? 'unknown error'}` });
+      continue;
+    }
+    const emptied = ctx.catalog.markRegionEmptied(s.region, 'the region was found empty and set up again (cofre heal --reinit)');
+    report.reinitialised.push({ region: s.region, backups: emptied.backups, wal: emptied.wal });
+  }
+  return new Map(statuses.filter((s) => s.lost).map((s) => [s.region, s.error!]));
+}
+
+export async function runHeal(ctx: JobContext, opts: { reinit?: string[] } = {}): Promise<HealReport> {
+  const report: HealReport = { ok: true, healed: [], problems: [], reinitialised: [] };
   const byName = new Map(ctx.regions.map((r) => [r.region, r]));
+  // A lost region gets nothing: what it owes waits for --reinit (writing there could mean the wrong disk).
+  const lost = await reinitialise(ctx, opts.reinit ?? [], report);
+  for (const [region, message] of lost) report.problems.push({ what: 'cofre.repo', region, message });
   for (const owed of ctx.catalog.owedBackupCopies()) {
     const target = byName.get(owed.region);
     const what = `${owed.source}/${owed.backupId}`;
+    if (lost.has(owed.region)) {
+      report.problems.push({ what, region: owed.region, message: lost.get(owed.region)! });
+      continue;
+    }
     const sound = ctx.catalog.copiesOf(owed.backupId).filter((c) => c.status === 'complete').map((c) => byName.get(c.region)).filter((r): r is StorageDriver => Boolean(r));
     if (!target || sound.length === 0) {
       report.problems.push({ what, region: owed.region, message: 'no sound copy to heal from' });
@@ -71,6 +108,10 @@ export async function runHeal(ctx: JobContext): Promise<HealReport> {
   for (const owed of owedWal) {
     const target = byName.get(owed.region);
     const what = `${owed.source}/wal/${owed.name}`;
+    if (lost.has(owed.region)) {
+      report.problems.push({ what, region: owed.region, message: lost.get(owed.region)! });
+      continue;
+    }
     const sound = ctx.catalog.walCopies(owed.source, owed.name).filter((c) => c.status === 'complete').map((c) => byName.get(c.region)).filter((r): r is StorageDriver => Boolean(r));
     const key = walKey(owed.source, owed.name);
     let done = false;

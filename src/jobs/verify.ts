@@ -10,7 +10,7 @@ import { walIdentity, walKey } from '../sources/postgres/wal-names.ts';
 import type { StorageDriver } from '../storage/index.ts';
 import { repositoryOf, type JobContext } from './context.ts';
 
-export type ProblemKind = 'owed' | 'missing' | 'wrong-size' | 'wrong-hash' | 'authentication' | 'wrong-key' | 'content' | 'unreachable' | 'orphan' | 'wal-gap';
+export type ProblemKind = 'owed' | 'missing' | 'wrong-size' | 'wrong-hash' | 'authentication' | 'wrong-key' | 'content' | 'unreachable' | 'orphan' | 'wal-gap' | 'region-lost';
 
 /** Problems that make a copy owed again, for heal to re-create from a sound region. */
 const BROKEN: ProblemKind[] = ['missing', 'wrong-size', 'wrong-hash', 'authentication', 'content'];
@@ -226,7 +226,11 @@ const walItem = (source: string, name: string, region: string): string => `wal:$
 
 export async function runVerify(ctx: JobContext, args: { source?: string; deep: boolean; sample?: number }): Promise<VerifyReport> {
   const report: VerifyReport = { ok: true, deep: args.deep, deepChecked: 0, backupsChecked: 0, objectsChecked: 0, problems: [] };
-  const { repoId } = await repositoryOf(ctx, false);
+  const { repoId, statuses } = await repositoryOf(ctx, false);
+  // Its copies are reported missing below as well; this says why, and what to do.
+  for (const s of statuses) {
+    if (s.lost) report.problems.push({ kind: 'region-lost', region: s.region, source: 'all', backupId: 'all', object: 'cofre.repo', message: s.error! });
+  }
   const sources = args.source ? [args.source] : Object.keys(ctx.config.sources);
   const readWhole = deepSelection(ctx, sources, args.deep, args.sample);
   for (const source of sources) {

@@ -10,6 +10,7 @@ import type { Config } from '../config/index.ts';
 import type { ObjectIdentity } from '../crypto/index.ts';
 import { CofreError, isCofreError, messageOf } from '../errors/index.ts';
 import { HashTap, readObjectFrom, readObjectWithFallback, writeCompressedObject, zstdCompressWhole, type RegionProblem } from '../pipeline/index.ts';
+import type { RepoStatus } from '../repository/index.ts';
 import { checkWalName, timelineOf, walIdentity, walKey } from '../sources/postgres/wal-names.ts';
 import { sha256Of, type StorageDriver } from '../storage/index.ts';
 import { policyFor } from '../retention/plan.ts';
@@ -102,27 +103,29 @@ export interface WalPushResult {
  * Pushing a segment already stored with the same bytes succeeds (PostgreSQL retries after crashes); the same
  * name with other bytes fails loudly and changes nothing.
  */
-export async function pushWal(ctx: JobContext, source: string, path: string, repoId: string): Promise<WalPushResult> {
+/** `repo` is repositoryOf's answer: regions it found unusable (unreachable, lost) are owed the segment, not tried. */
+export async function pushWal(ctx: JobContext, source: string, path: string, repo: { repoId: string; statuses: RepoStatus[] }): Promise<WalPushResult> {
   const name = basename(path);
   checkWalName(name, 'wal-push');
   // A segment is at most wal_segment_size (16 MiB by default); it is held once in memory and sent to every region.
   const segment = await readSegment(path);
   try {
-    return await pushSegment(ctx, source, name, repoId, segment);
+    return await pushSegment(ctx, source, name, repo, segment);
   } finally {
     segment.release();
   }
 }
 
-async function pushSegment(ctx: JobContext, source: string, name: string, repoId: string, segment: Segment): Promise<WalPushResult> {
+async function pushSegment(ctx: JobContext, source: string, name: string, repo: { repoId: string; statuses: RepoStatus[] }, segment: Segment): Promise<WalPushResult> {
   const sha256 = segment.sha256;
   const key = walKey(source, name);
-  const identity = walIdentity(repoId, source, name);
+  const identity = walIdentity(repo.repoId, source, name);
   const regions: WalPushResult['regions'] = {};
   const errors = new Map<string, string>();
+  for (const s of repo.statuses) if (s.lost) errors.set(s.region, s.error!);
   const missing: StorageDriver[] = [];
   await Promise.all(
-    ctx.regions.map(async (driver) => {
+    ctx.regions.filter((driver) => !errors.has(driver.region)).map(async (driver) => {
       try {
         if (!(await driver.stat(key))) return void missing.push(driver);
         if ((await plaintextSha256(ctx, driver, key, identity)) === sha256) return void (regions[driver.region] = 'already-stored');

@@ -52,6 +52,8 @@ export interface CofreEvents {
   'expire.finished': { backupsExpired: number; walSegmentsExpired: number; problems: number };
   'expire.locked': { source: string; backupId: string; region: string };
   'repository.rolled_back': { region: string; source: string; newestInRegion: string | null; newestInCatalog: string };
+  /** A region that held the repository holds none now: not written to until `cofre heal --reinit`. */
+  'region.lost': { region: string; error: string };
 }
 
 export type EventName = keyof CofreEvents;
@@ -78,6 +80,7 @@ export class EventBus {
       'restore.fallback', 'restore.finished', 'verify.finished', 'storage.request', 'storage.retry', 'source.skipped',
       'keys.unreachable', 'schedule.fired', 'rpo.breached', 'config.reloaded', 'config.rejected',
       'wal.pushed', 'wal.conflict', 'wal.fetched', 'drill.finished', 'drill.rto_exceeded', 'drill.stale', 'drill.cleaned', 'expire.finished', 'expire.locked', 'repository.rolled_back',
+      'region.lost',
     ];
     const offs = names.map((n) => this.on(n, (p) => listener(n, p)));
     return () => offs.forEach((off) => off());

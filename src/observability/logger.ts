@@ -15,7 +15,7 @@ export function createLogger(level: string, destination: NodeJS.WritableStream =
 
 const QUIET_EVENTS = new Set<EventName>(['storage.request', 'copy.written']);
 const WARN_EVENTS = new Set<EventName>(['copy.failed', 'restore.fallback', 'storage.retry', 'run.interrupted', 'source.skipped', 'keys.unreachable', 'rpo.breached', 'config.rejected']);
-const ERROR_EVENTS = new Set<EventName>(['backup.failed', 'wal.conflict']);
+const ERROR_EVENTS = new Set<EventName>(['backup.failed', 'wal.conflict', 'region.lost']);
 
 /** Logs every event at a level that fits it: failures warn, chatter is debug. */
 export function logEvents(bus: EventBus, logger: Logger): () => void {

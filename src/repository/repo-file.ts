@@ -19,6 +19,14 @@ export interface RepoStatus {
   region: string;
   repo: RepoFile | null;
   error: string | null;
+  /** The region held the repository before and holds none now (see ensureRepository's heldBefore). */
+  lost?: boolean;
+}
+
+/** Why a region that held the repository and now holds nothing is not written to. */
+export function lostRegionMessage(region: string): string {
+  return `${region} held this repository and now holds none: its storage was wiped or replaced, or is not mounted; `
+    + `nothing is written there until \`cofre heal --reinit ${region}\` says it is in place`;
 }
 
 export async function readRepoFile(driver: StorageDriver): Promise<RepoFile | null> {
@@ -37,12 +45,15 @@ export async function readRepoFile(driver: StorageDriver): Promise<RepoFile | nu
 }
 
 /**
- * Finds the repository id shared by the reachable regions, writing cofre.repo where it is missing.
- * Regions holding different repositories are an error: mixing them would corrupt both.
+ * Finds the repository id shared by the reachable regions, writing cofre.repo where it is missing (with `create`).
+ * Regions holding different repositories are an error: mixing them would corrupt both. A region in `heldBefore`
+ * (it held the repository once) that now holds none is *lost*, never initialised again here: an empty directory
+ * where a disk is not mounted, or a bucket emptied, looks exactly like a new region, and writing there would put
+ * backups on the wrong disk or hide the loss. `cofre heal --reinit` initialises it once it is really in place.
  */
 export async function ensureRepository(
   regions: StorageDriver[],
-  opts: { knownRepoId: string | null; keyIds: string[]; clock: Clock; create: boolean },
+  opts: { knownRepoId: string | null; keyIds: string[]; clock: Clock; create: boolean; heldBefore?: Set<string> },
 ): Promise<{ repoId: string; statuses: RepoStatus[] }> {
   // Two writers initialising an empty repository at once race on cofre.repo: the loser re-reads and adopts
   // the winner's id (a few rounds at most).
@@ -54,7 +65,7 @@ export async function ensureRepository(
 
 async function ensureRepositoryOnce(
   regions: StorageDriver[],
-  opts: { knownRepoId: string | null; keyIds: string[]; clock: Clock; create: boolean },
+  opts: { knownRepoId: string | null; keyIds: string[]; clock: Clock; create: boolean; heldBefore?: Set<string> },
 ): Promise<{ repoId: string; statuses: RepoStatus[]; lostRace: boolean }> {
   const statuses: RepoStatus[] = await Promise.all(
     regions.map(async (driver) => {
@@ -66,6 +77,11 @@ async function ensureRepositoryOnce(
       }
     }),
   );
+  for (const s of statuses) {
+    if (s.repo || s.error || !opts.heldBefore?.has(s.region)) continue;
+    s.error = lostRegionMessage(s.region);
+    s.lost = true;
+  }
   const ids = new Set(statuses.flatMap((s) => (s.repo ? [s.repo.repoId] : [])));
   if (opts.knownRepoId) ids.add(opts.knownRepoId);
   if (ids.size > 1) {
