@@ -8,6 +8,7 @@ import { runBackup } from '../src/jobs/backup.ts';
 import { runRestore } from '../src/jobs/restore.ts';
 import { runVerify } from '../src/jobs/verify.ts';
 import { runHeal } from '../src/jobs/heal.ts';
+import { probeRegions, type RegionHealth } from '../src/daemon/state.ts';
 import { objectKey } from '../src/repository/index.ts';
 import { rawTestConfig, testConfig } from './helpers/config.ts';
 import { validate } from '../src/config/index.ts';
@@ -118,6 +119,11 @@ describe('a region unreachable during a backup', () => {
       expect(lostCtx.catalog.copiesOf(incr.backupId).find((c) => c.region === 'us-east-1')!.error).toMatch(/held this repository and now holds none.*cofre heal --reinit us-east-1/);
       expect(lostCtx.events.some((e) => e.name === 'region.lost')).toBe(true);
       expect(await isEmptyDir(join(own, 'regions', 'us-east-1'))).toBe(true);
+      // The daemon's probe (cofre_region_up, /health) counts it down, saying why.
+      const health = new Map<string, RegionHealth>();
+      await probeRegions(lostCtx, health);
+      expect(health.get('us-east-1')).toMatchObject({ up: false, error: expect.stringMatching(/held this repository and now holds none/) });
+      expect(health.get('eu-west-1')).toMatchObject({ up: true });
 
       const verify = await runVerify(lostCtx, { deep: false });
       expect(verify.problems.filter((p) => p.kind === 'region-lost').map((p) => p.region)).toEqual(['us-east-1']);
@@ -133,6 +139,8 @@ describe('a region unreachable during a backup', () => {
       expect(healed.healed.map((h) => h.what).sort()).toEqual([`uploads/${full.backupId}`, `uploads/${incr.backupId}`].sort());
       expect((await runVerify(lostCtx, { deep: true })).problems).toEqual([]);
       expect((await runBackup(lostCtx, { source: 'uploads', type: 'incr' })).status).toBe('completed');
+      await probeRegions(lostCtx, health);
+      expect(health.get('us-east-1')).toMatchObject({ up: true });
     } finally {
       await lostCtx.close();
     }

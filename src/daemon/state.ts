@@ -1,10 +1,10 @@
 // What the daemon knows about itself at any moment: region health, running work and progress, per-source status.
 import type { Clock } from '../clock.ts';
 import { messageOf } from '../errors/index.ts';
-import type { JobContext } from '../jobs/context.ts';
+import { heldRepository, type JobContext } from '../jobs/context.ts';
 import type { EventBus } from '../observability/events.ts';
 import type { MetricsState } from '../observability/metrics.ts';
-import { REPO_FILE_KEY } from '../repository/index.ts';
+import { lostRegionMessage, REPO_FILE_KEY } from '../repository/index.ts';
 import type { Scheduler } from '../scheduler/scheduler.ts';
 
 export const REGION_PROBE_TIMEOUT_MS = 5_000;
@@ -36,17 +36,21 @@ export class Progress {
   }
 }
 
-/** Probes every region (stat of cofre.repo) and remembers whether it answered. */
+/**
+ * Probes every region (stat of cofre.repo) and remembers whether it answered. A region that held the repository
+ * and answers without it is lost (see ensureRepository): down, with the reason.
+ */
 export async function probeRegions(ctx: JobContext, health: Map<string, RegionHealth>): Promise<void> {
   await Promise.all(
     ctx.regions.map(async (r) => {
       const at = ctx.clock.now().toISOString();
       try {
-        await Promise.race([
+        const repo = await Promise.race([
           r.stat(REPO_FILE_KEY),
-          new Promise((_, reject) => ctx.clock.after(REGION_PROBE_TIMEOUT_MS, () => reject(new Error('probe timed out')))),
+          new Promise<never>((_, reject) => ctx.clock.after(REGION_PROBE_TIMEOUT_MS, () => reject(new Error('probe timed out')))),
         ]);
-        health.set(r.region, { up: true, checkedAt: at, error: null });
+        if (!repo && heldRepository(ctx, r.region)) health.set(r.region, { up: false, checkedAt: at, error: lostRegionMessage(r.region) });
+        else health.set(r.region, { up: true, checkedAt: at, error: null });
       } catch (err) {
         health.set(r.region, { up: false, checkedAt: at, error: messageOf(err) });
       }

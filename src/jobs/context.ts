@@ -66,6 +66,11 @@ const repositoryChecks = new WeakMap<JobContext, Promise<unknown>>();
 /** Catalog meta naming the regions seen holding the repository (a region that then holds none is lost). */
 const heldMeta = (region: string): string => `region_repo:${region}`;
 
+/** Whether the region has been seen holding the repository (so one without cofre.repo now is lost). */
+export function heldRepository(ctx: JobContext, region: string): boolean {
+  return Boolean(ctx.catalog.getMeta(heldMeta(region)));
+}
+
 /**
  * The repository id, agreed by the catalog and every reachable region; cofre.repo is written where missing, except
  * in a region that held it before (lost: see ensureRepository). `reinit` names regions to initialise again all the
@@ -75,7 +80,7 @@ export async function repositoryOf(ctx: JobContext, create: boolean, reinit: str
   const previous = repositoryChecks.get(ctx) ?? Promise.resolve();
   const check = previous.catch(() => undefined).then(async () => {
     const known = ctx.catalog.getMeta(REPO_ID_META);
-    const heldBefore = new Set(ctx.regions.map((r) => r.region).filter((r) => ctx.catalog.getMeta(heldMeta(r)) && !reinit.includes(r)));
+    const heldBefore = new Set(ctx.regions.map((r) => r.region).filter((r) => heldRepository(ctx, r) && !reinit.includes(r)));
     const out = await ensureRepository(ctx.regions, { knownRepoId: known, keyIds: ctx.envelope.keyrings.writeKeyIds, clock: ctx.clock, create, heldBefore });
     if (!known && out.statuses.some((s) => s.repo)) ctx.catalog.setMeta(REPO_ID_META, out.repoId);
     for (const s of out.statuses) if (s.repo && !heldBefore.has(s.region)) ctx.catalog.setMeta(heldMeta(s.region), out.repoId);
