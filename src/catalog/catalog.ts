@@ -485,7 +485,6 @@ export class Catalog {
     this.db.prepare('INSERT INTO deep_checks (item, checked_at) VALUES (?, ?) ON CONFLICT (item) DO UPDATE SET checked_at = excluded.checked_at').run(item, this.now());
   }
 
-  /** A copy verify found missing or damaged: owed again (the backup degraded) until heal re-creates it. */
   /**
    * Every copy a region held (backups and WAL) is owed again: the region was found empty and set up anew.
    * Returns how many copies the region then owes in all.
@@ -504,6 +503,7 @@ export class Catalog {
     });
   }
 
+  /** A copy verify found missing or damaged: owed again (the backup degraded) until heal re-creates it. */
   markCopyBroken(backupId: string, region: string, error: string): void {
     this.transaction(() => {
       this.setCopy(backupId, region, 'owed', error);

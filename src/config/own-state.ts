@@ -5,6 +5,7 @@ import type { Config } from './schema.ts';
 
 /** Beside the catalog: the daemon's socket, its WAL markers (see daemon/wal-service.ts), default drill scratch space. */
 export const DAEMON_SOCKET_NAME = 'cofre.sock';
+/** One file per segment archived at quorum, named after it, holding its version (bin/cofre answers from these). */
 export const WAL_MARKERS_DIR = 'wal-ok';
 const DRILLS_DIR = 'drills';
 

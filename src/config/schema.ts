@@ -15,13 +15,16 @@ export const DEFAULT_LISTEN = '127.0.0.1:9847';
 const NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 const SOURCE_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
+const SIZE_EXPECTED = 'expected a size such as 67108864 or "64MiB"';
+const DURATION_EXPECTED = 'expected a duration such as 3600 or "26h" (s, m, h, d, w)';
+
 const bytes = (fallback: number) =>
   z
-    .union([z.number(), z.string()], { error: 'expected a size such as 67108864 or "64MiB"' })
+    .union([z.number(), z.string()], { error: SIZE_EXPECTED })
     .transform((v, ctx) => {
       const n = parseBytes(v);
       if (n === undefined || n <= 0) {
-        ctx.addIssue({ code: 'custom', message: 'expected a size such as 67108864 or "64MiB"' });
+        ctx.addIssue({ code: 'custom', message: SIZE_EXPECTED });
         return z.NEVER;
       }
       return n;
@@ -80,10 +83,10 @@ const s3Region = z.strictObject({
 
 export const regionSchema = z.discriminatedUnion('driver', [fsRegion, s3Region, memoryRegion]);
 
-const duration = z.union([z.number(), z.string()], { error: 'expected a duration such as 3600 or "26h" (s, m, h, d, w)' }).transform((v, ctx) => {
+const duration = z.union([z.number(), z.string()], { error: DURATION_EXPECTED }).transform((v, ctx) => {
   const n = parseDurationSeconds(v);
   if (n === undefined) {
-    ctx.addIssue({ code: 'custom', message: 'expected a duration such as 3600 or "26h" (s, m, h, d, w)' });
+    ctx.addIssue({ code: 'custom', message: DURATION_EXPECTED });
     return z.NEVER;
   }
   return n;

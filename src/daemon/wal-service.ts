@@ -19,8 +19,6 @@ export const READY_SCAN_INTERVAL_MS = 1_000;
 /** Segments remembered as read by this daemon (see `seen`); older ones are forgotten first. */
 const SEEN_LIMIT = 4096;
 
-/** Beside the socket: one file per segment archived at quorum, named after it, holding its versionOf. */
-
 function seconds(ns: bigint): string {
   return `${ns / 1_000_000_000n}.${String(ns % 1_000_000_000n).padStart(9, '0')}`;
 }

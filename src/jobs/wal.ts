@@ -101,9 +101,9 @@ export interface WalPushResult {
 
 /**
  * Pushing a segment already stored with the same bytes succeeds (PostgreSQL retries after crashes); the same
- * name with other bytes fails loudly and changes nothing.
+ * name with other bytes fails loudly and changes nothing. `repo` is repositoryOf's answer: a region it found lost
+ * (see ensureRepository) is owed the segment and not written to.
  */
-/** `repo` is repositoryOf's answer: regions it found unusable (unreachable, lost) are owed the segment, not tried. */
 export async function pushWal(ctx: JobContext, source: string, path: string, repo: { repoId: string; statuses: RepoStatus[] }): Promise<WalPushResult> {
   const name = basename(path);
   checkWalName(name, 'wal-push');
