@@ -146,6 +146,25 @@ describe('a region unreachable during a backup', () => {
     }
   });
 
+  it('fails a backup whose source directory is missing (mistyped, not mounted) instead of storing an empty tree', async () => {
+    const own = join(dir, 'unmounted');
+    const mount = join(own, 'mnt', 'nfs');
+    const sources = { shared: { kind: 'files', path: mount }, made: { kind: 'files', path: join(own, 'made'), createIfMissing: true } };
+    const missingCtx = await openTestContext(testConfig(own, { sources }));
+    try {
+      await expect(runBackup(missingCtx, { source: 'shared', type: 'full' })).rejects.toMatchObject({
+        code: 'SOURCE_UNREADABLE', message: `source directory ${mount} does not exist`, hint: expect.stringContaining('mounted'),
+      });
+      expect(await readdir(own)).not.toContain('mnt');
+      expect(missingCtx.catalog.listBackups('shared')).toEqual([]);
+      // Asked for, the directory is made (the embedded default's data directories).
+      expect((await runBackup(missingCtx, { source: 'made', type: 'full' })).status).toBe('completed');
+      expect(await readdir(own)).toContain('made');
+    } finally {
+      await missingCtx.close();
+    }
+  });
+
   it('fails cleanly when quorum cannot be met, leaving no backup', async () => {
     const broken = testConfig(dir);
     const region = broken.regions[2]!;

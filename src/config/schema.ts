@@ -143,7 +143,12 @@ const filesSource = z.strictObject({
   kind: z.literal('files'),
   path: z.string().min(1),
   exclude: z.array(z.string()).default([]),
-  createIfMissing: z.boolean().default(true),
+  /**
+   * Create the directory when it does not exist (the embedded default's ./var/data trees). Off unless asked for: a
+   * mistyped path, or a file system that is not mounted, must fail the backup, not back up an empty tree (whose
+   * manifest would say every file was deleted).
+   */
+  createIfMissing: z.boolean().default(false),
   ...sourceCommon,
 });
 

@@ -19,7 +19,7 @@ export function rawTestConfig(dir: string, opts: TestConfigOptions = {}): Record
     regions: opts.regions ?? ['eu-west-1', 'us-east-1', 'ap-southeast-1'].map((name) => ({
       name, driver: 'fs', path: join(dir, 'regions', name), retry: { attempts: 2, baseDelayMs: 10, maxDelayMs: 20 },
     })),
-    sources: opts.sources ?? { uploads: { kind: 'files', path: join(dir, 'data', 'uploads') } },
+    sources: opts.sources ?? { uploads: { kind: 'files', path: join(dir, 'data', 'uploads'), createIfMissing: true } },
     // Drills and sampled deep verification run only in the tests about them (catch-up would start them in every
     // daemon test).
     daemon: { drill: { cron: null }, deepVerify: { cron: null } },

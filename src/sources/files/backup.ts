@@ -11,11 +11,18 @@ async function ensureSourceDir(path: string, create: boolean): Promise<void> {
   try {
     if (!(await stat(path)).isDirectory()) throw new CofreError('SOURCE_UNREADABLE', `${path} is not a directory`, { op: 'backup', path });
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || !create) {
-      if (err instanceof CofreError) throw err;
-      throw new CofreError('SOURCE_UNREADABLE', `cannot read source directory ${path}: ${messageOf(err)}`, { op: 'backup', path, cause: err, hint: 'check the path and permissions' });
+    if (err instanceof CofreError) throw err;
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' && create) {
+      await mkdir(path, { recursive: true });
+      return;
     }
-    await mkdir(path, { recursive: true });
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new CofreError('SOURCE_UNREADABLE', `source directory ${path} does not exist`, {
+        op: 'backup', path, cause: err,
+        hint: 'check the source\'s path and that its file system is mounted; set createIfMissing: true if cofre should create it',
+      });
+    }
+    throw new CofreError('SOURCE_UNREADABLE', `cannot read source directory ${path}: ${messageOf(err)}`, { op: 'backup', path, cause: err, hint: 'check the path and permissions' });
   }
 }
 
