@@ -1,5 +1,7 @@
-// Key rotation keeps old backups readable; the storage wrappers retry transient failures and cap concurrency.
-import { mkdir, writeFile } from 'node:fs/promises';
+// Key rotation keeps old backups readable, a lost key file is not replaced by a new key; the storage wrappers retry
+// transient failures and cap concurrency.
+import { existsSync } from 'node:fs';
+import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestClock } from '../src/clock.ts';
@@ -62,6 +64,32 @@ describe('key rotation', () => {
       expect(err).toMatchObject({ code: 'KEY_MISMATCH' });
     } finally {
       await forgetful.close();
+    }
+  });
+});
+
+describe('a lost key file', () => {
+  it('is not replaced by a new key once the repository exists: the operator is sent to the escrow', async () => {
+    const own = join(dir, 'lost-key');
+    await mkdir(join(own, 'data', 'uploads'), { recursive: true });
+    await writeFile(join(own, 'data', 'uploads', 'a.txt'), 'under the first key');
+    const first = await openTestContext(validate(rawTestConfig(own), 'test'));
+    const id = (await runBackup(first, { source: 'uploads', type: 'full' })).backupId;
+    await first.close();
+    const keyFile = join(own, 'keys', 'cofre.key');
+    await rename(keyFile, join(own, 'escrow.key'));
+    await expect(openTestContext(validate(rawTestConfig(own), 'test'))).rejects.toMatchObject({
+      code: 'KEY_FILE_INVALID', message: `key file ${keyFile} does not exist`, hint: expect.stringContaining('escrow'),
+    });
+    expect(existsSync(keyFile)).toBe(false);
+    // Back from escrow, everything reads again.
+    await rename(join(own, 'escrow.key'), keyFile);
+    const back = await openTestContext(validate(rawTestConfig(own), 'test'));
+    try {
+      await runRestore(back, { source: 'uploads', to: join(own, 'restored'), backupId: id });
+      expect(await snapshotTree(join(own, 'restored'))).toEqual(await snapshotTree(join(own, 'data', 'uploads')));
+    } finally {
+      await back.close();
     }
   });
 });

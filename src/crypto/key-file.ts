@@ -34,7 +34,8 @@ export function loadKeyFile(file: string, opts: { create: boolean }): LocalKey {
   if (!existsSync(file)) {
     if (!opts.create) {
       throw new CofreError('KEY_FILE_INVALID', `key file ${file} does not exist`, {
-        op: 'key.load', path: file, hint: 'restore the key file from your key escrow; without it the backups it wrote cannot be decrypted',
+        op: 'key.load', path: file,
+        hint: 'restore the key file from your key escrow; without it the backups it wrote cannot be decrypted (cofre makes a new key only for a new repository)',
       });
     }
     createKeyFile(file);

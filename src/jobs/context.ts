@@ -35,7 +35,10 @@ export async function openContext(opts: OpenOptions): Promise<JobContext> {
     for (const run of catalog.recoverInterrupted()) {
       opts.bus.emit('run.interrupted', { runId: run.id, kind: run.kind, source: run.source, backupId: run.backupId });
     }
-    const envelope = new Envelope(await keyringsFor(opts.config, { create: opts.createKey }));
+    // A local key is created only for a repository that does not exist yet: once backups were written, a missing
+    // key file is lost (restore it from escrow), and a new one would write the next backups with another key while
+    // every earlier one stayed unreadable.
+    const envelope = new Envelope(await keyringsFor(opts.config, { create: opts.createKey && !catalog.getMeta(REPO_ID_META) }));
     const regions = await Promise.all(opts.config.regions.map((r) => openRegion(r, opts.clock, opts.bus)));
     return { config: opts.config, clock: opts.clock, bus: opts.bus, catalog, envelope, regions, quorum: quorumOf(opts.config) };
   } catch (err) {
