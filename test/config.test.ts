@@ -5,7 +5,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { DEFAULT_REGION_BUFFER_BYTES, loadConfig } from '../src/config/index.ts';
 import { EXIT_CONFIG } from '../src/errors/index.ts';
+import { validate } from '../src/config/index.ts';
+import { runBackup } from '../src/jobs/backup.ts';
 import { rawTestConfig } from './helpers/config.ts';
+import { openTestContext } from './helpers/context.ts';
 import { runCli } from './helpers/cli.ts';
 import { removeDir, tempDir } from './helpers/tmp.ts';
 
@@ -183,6 +186,37 @@ describe('config layering', () => {
     expect(() => loadConfig({ file: join(dir, 'x'), env: {} })).toThrow(/not found/);
     const file = await writeYaml('quorum.yaml', raw);
     expect(() => loadConfig({ file, env: {} })).toThrow(/pipeline\.quorum: quorum 4 is more than the 3 regions/);
+  });
+});
+
+describe('retention policies', () => {
+  it('refuse a source name that is neither configured nor backed up (a typo would let SOX backups go after 30 days)', async () => {
+    const own = join(dir, 'policies');
+    const withPolicy = (sources: Record<string, unknown>) => {
+      const raw = rawTestConfig(own, { sources });
+      raw.retention = { policies: [{ name: 'sox', sources: ['uploads'], keepDays: 2555, tags: ['SOX'] }] };
+      return raw;
+    };
+    const uploads = { kind: 'files', path: join(own, 'data', 'uploads'), createIfMissing: true };
+    const typo = withPolicy({ uploads });
+    (typo.retention as { policies: { sources: string[] }[] }).policies[0]!.sources = ['uplods'];
+    await expect(openTestContext(validate(typo, 'test'))).rejects.toMatchObject({
+      code: 'CONFIG_INVALID', message: expect.stringContaining('retention.policies[0].sources[0]: no source named "uplods" is configured or backed up'),
+    });
+    const warned = await runCli(['-c', await writeYaml('typo.yaml', typo), 'config', 'check']);
+    expect(warned.code).toBe(0);
+    expect(warned.stderr).toContain('warning: retention.policies[0].sources[0]: no source named "uplods" is configured');
+
+    const ctx = await openTestContext(validate(withPolicy({ uploads }), 'test'));
+    try {
+      const backup = await runBackup(ctx, { source: 'uploads', type: 'full' });
+      expect(ctx.catalog.getBackup(backup.backupId)!.policy).toBe('sox');
+    } finally {
+      await ctx.close();
+    }
+    // The source removed from the config, its backups still governed: the policy may still name it.
+    const removed = await openTestContext(validate(withPolicy({ logs: { kind: 'files', path: join(own, 'data', 'logs'), createIfMissing: true } }), 'test'));
+    await removed.close();
   });
 });
 

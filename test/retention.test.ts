@@ -80,7 +80,11 @@ function reference(taken: Taken[], now: number, holds: Set<string>): Set<string>
 beforeAll(async () => {
   dir = await tempDir();
   const raw = rawTestConfig(dir, {
-    sources: { uploads: { kind: 'files', path: join(dir, 'data', 'uploads') }, dev: { kind: 'files', path: join(dir, 'data', 'dev') } },
+    sources: {
+      uploads: { kind: 'files', path: join(dir, 'data', 'uploads') }, dev: { kind: 'files', path: join(dir, 'data', 'dev') },
+      // Named by the example's policies below; never backed up here.
+      logs: { kind: 'files', path: join(dir, 'data', 'logs') },
+    },
   });
   // The first operator's policies (config/cofre.example.yaml), GFS / minFull as above.
   raw.retention = {

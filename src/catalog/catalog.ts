@@ -306,6 +306,11 @@ export class Catalog {
     return this.db.prepare(`SELECT ${BACKUP_COLUMNS} FROM backups ${where} ORDER BY started_at, id`).all(...args) as unknown as BackupRow[];
   }
 
+  /** Every source the catalog holds backups of (sources no longer configured included). */
+  backedUpSources(): string[] {
+    return (this.db.prepare('SELECT DISTINCT source FROM backups ORDER BY source').all() as unknown as { source: string }[]).map((r) => r.source);
+  }
+
   /** Backups that can be restored (their manifest is stored at quorum). */
   usableBackups(source: string): BackupRow[] {
     return this.db

@@ -13,5 +13,12 @@ export function register(program: Command): void {
       const loaded = loadConfig({ file: g.config, set: g.set });
       process.stdout.write(`# ${loaded.file}${loaded.envApplied.length ? ` + ${loaded.envApplied.join(', ')}` : ''}\n`);
       process.stdout.write(printableConfig(loaded.config));
+      // Without the catalog this cannot tell a typo from a source removed whose backups remain; every other command
+      // refuses a name that is neither (see jobs/context.ts).
+      loaded.config.retention.policies.forEach((p, i) => (p.sources ?? []).forEach((name, j) => {
+        if (!loaded.config.sources[name]) {
+          process.stderr.write(`cofre: warning: retention.policies[${i}].sources[${j}]: no source named "${name}" is configured (fine only for a source removed whose backups remain)\n`);
+        }
+      }));
     }));
 }

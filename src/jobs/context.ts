@@ -3,6 +3,7 @@ import type { Clock } from '../clock.ts';
 import { Catalog } from '../catalog/catalog.ts';
 import { quorumOf, type Config } from '../config/index.ts';
 import { Envelope, keyringsFor } from '../crypto/index.ts';
+import { CofreError } from '../errors/index.ts';
 import type { EventBus } from '../observability/events.ts';
 import type { WriteSettings } from '../pipeline/index.ts';
 import { ensureRepository, type RepoStatus } from '../repository/index.ts';
@@ -29,9 +30,29 @@ export interface OpenOptions {
   createKey: boolean;
 }
 
+/**
+ * A retention policy naming a source that is neither configured nor in the catalog is a typo, and its backups
+ * would fall to the default policy (a SOX policy of 7 years mistyped would let them go after 30 days). A source no
+ * longer configured but with backups in the catalog may still be named: its backups are still expired.
+ */
+function checkPolicySources(config: Config, catalog: Catalog): void {
+  const known = new Set([...Object.keys(config.sources), ...catalog.backedUpSources()]);
+  const problems: string[] = [];
+  config.retention.policies.forEach((p, i) => {
+    (p.sources ?? []).forEach((name, j) => {
+      if (!known.has(name)) problems.push(`retention.policies[${i}].sources[${j}]: no source named "${name}" is configured or backed up (got "${name}")`);
+    });
+  });
+  if (problems.length === 0) return;
+  throw new CofreError('CONFIG_INVALID', `invalid config:\n  ${problems.join('\n  ')}`, {
+    op: 'config.validate', hint: `configured sources: ${Object.keys(config.sources).join(', ')}; a policy that names no existing source governs nothing`,
+  });
+}
+
 export async function openContext(opts: OpenOptions): Promise<JobContext> {
   const catalog = new Catalog(opts.config.catalog.path, opts.clock);
   try {
+    checkPolicySources(opts.config, catalog);
     for (const run of catalog.recoverInterrupted()) {
       opts.bus.emit('run.interrupted', { runId: run.id, kind: run.kind, source: run.source, backupId: run.backupId });
     }
