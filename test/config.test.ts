@@ -181,6 +181,14 @@ describe('config layering', () => {
       .toThrow(/regions\[0\]\.driver: .*\(got "ftp"\) \(from --set regions\[0\]\)/);
   });
 
+  it('refuses a time zone the runtime does not know and a port past 65535', () => {
+    const file = join(dir, 'layers.yaml');
+    expect(() => loadConfig({ file, env: {}, set: ['sources.uploads.schedule.timezone=Mars/Olympus'] }))
+      .toThrow(/sources\.uploads\.schedule\.timezone: expected an IANA time zone such as UTC or Europe\/Madrid \(got "Mars\/Olympus"\)/);
+    expect(loadConfig({ file, env: {}, set: ['sources.uploads.schedule.timezone=Europe/Madrid'] }).config.sources.uploads).toMatchObject({ schedule: { timezone: 'Europe/Madrid' } });
+    expect(() => loadConfig({ file, env: {}, set: ['daemon.listen=127.0.0.1:99999'] })).toThrow(/daemon\.listen: the port is at most 65535/);
+  });
+
   it('refuses a quorum larger than the regions', async () => {
     const raw = rawTestConfig(dir, { quorum: 4 });
     expect(() => loadConfig({ file: join(dir, 'x'), env: {} })).toThrow(/not found/);

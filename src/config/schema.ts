@@ -83,6 +83,16 @@ const s3Region = z.strictObject({
 
 export const regionSchema = z.discriminatedUnion('driver', [fsRegion, s3Region, memoryRegion]);
 
+/** An IANA time zone name the runtime knows (cron expressions are read in it). */
+const timezone = z.string().refine((zone) => {
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: zone });
+    return true;
+  } catch {
+    return false;
+  }
+}, 'expected an IANA time zone such as UTC or Europe/Madrid').default('UTC');
+
 const duration = z.union([z.number(), z.string()], { error: DURATION_EXPECTED }).transform((v, ctx) => {
   const n = parseDurationSeconds(v);
   if (n === undefined) {
@@ -116,7 +126,7 @@ const sourceSchedule = z
     full: cron.default(DEFAULT_SCHEDULES.full),
     diff: cron.default(DEFAULT_SCHEDULES.diff),
     incr: cron.default(DEFAULT_SCHEDULES.incr),
-    timezone: z.string().default('UTC'),
+    timezone,
   })
   .prefault({});
 
@@ -247,15 +257,16 @@ export const configSchema = z
     daemon: z
       .strictObject({
         /** host:port of the HTTP API; anything but loopback requires tokenFile. */
-        listen: z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'expected host:port').default(DEFAULT_LISTEN),
+        listen: z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, 'expected host:port')
+          .refine((v) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535, 'the port is at most 65535').default(DEFAULT_LISTEN),
         tokenFile: z.string().optional(),
         /** How long a running job may take to finish after SIGTERM before it is aborted. */
         stopTimeoutSeconds: z.number().positive().default(60),
-        verify: z.strictObject({ cron: cron.default('0 3 * * *'), timezone: z.string().default('UTC') }).prefault({}),
+        verify: z.strictObject({ cron: cron.default('0 3 * * *'), timezone }).prefault({}),
         /** Deep verification, sampled: each run reads back a share of the copies so every one is read once per periodDays. */
         deepVerify: z.strictObject({
           cron: cron.default('0 5 * * *'),
-          timezone: z.string().default('UTC'),
+          timezone,
           periodDays: z.number().positive().default(30),
         }).prefault({}),
         /** How often the RPO of every source is checked. */
@@ -265,7 +276,7 @@ export const configSchema = z
         /** Restore drills of every source that has a backup: weekly by default; null disables them. */
         drill: z.strictObject({
           cron: cron.default('0 4 * * 0'),
-          timezone: z.string().default('UTC'),
+          timezone,
           /** The region drills read from; by default they rotate through the regions. */
           region: z.string().optional(),
           /** Scratch space for restored trees and clusters; default: "drills" beside the catalog. */
