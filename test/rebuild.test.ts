@@ -97,6 +97,21 @@ describe('cofre catalog rebuild', () => {
     expect((JSON.parse(await cofre(['list', 'logs', '--json'])) as { status: string }[])[0]!.status).toBe('completed');
   });
 
+  it('rebuilds under a config whose retention still names a source removed from it', async () => {
+    // The logs source is gone from the config, its backups stay governed by a policy that names it.
+    const raw = rawTestConfig(dir, { sources: { uploads: { kind: 'files', path: join(dir, 'data', 'uploads') } } });
+    raw.retention = { policies: [{ name: 'operational', sources: ['uploads'], keepDays: 90 }, { name: 'old-logs', sources: ['logs'], keepDays: 365 }] };
+    const trimmed = join(dir, 'trimmed.yaml');
+    writeFileSync(trimmed, stringify(raw));
+    dropCatalog();
+    const rebuilt = await runCli(['-c', trimmed, 'catalog', 'rebuild', '--region', 'eu-west-1', '--json']);
+    expect(rebuilt.code, rebuilt.stderr).toBe(0);
+    // Now the catalog knows the source: the policy is no typo for the other commands either.
+    const listed = await runCli(['-c', trimmed, 'list', '--json']);
+    expect(listed.code, listed.stderr).toBe(0);
+    expect((JSON.parse(listed.stdout) as { source: string }[]).some((b) => b.source === 'logs')).toBe(true);
+  });
+
   it('the daemon refuses a catalog that does not know the stored backups, and says how to rebuild', async () => {
     dropCatalog();
     const out = await runCli(['-c', config, 'daemon'], { env: { COFRE_DAEMON_LISTEN: `127.0.0.1:${await freePort()}` } });

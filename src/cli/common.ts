@@ -17,14 +17,19 @@ export function loadFromOptions(opts: GlobalOptions): Config {
   return loadConfig({ file: opts.config, set: opts.set }).config;
 }
 
-/** Opens a job context for one command and always closes it; CLI logs go to stderr (warnings only unless -v). */
-export async function withContext<T>(opts: GlobalOptions, createKey: boolean, fn: (ctx: JobContext) => Promise<T>, clock: Clock = systemClock): Promise<T> {
+/**
+ * Opens a job context for one command and always closes it; CLI logs go to stderr (warnings only unless -v).
+ * `checkPolicySources: false` is for a catalog being rebuilt (it knows no backups yet; see openContext).
+ */
+export async function withContext<T>(
+  opts: GlobalOptions, createKey: boolean, fn: (ctx: JobContext) => Promise<T>, clock: Clock = systemClock, open: { checkPolicySources?: boolean } = {},
+): Promise<T> {
   const config = loadFromOptions(opts);
   const bus = new EventBus();
   const logger = createLogger(opts.verbose ? config.logging.level : 'warn');
   logEvents(bus, logger);
   const { closeContext, openContext } = await import('../jobs/context.ts');
-  const ctx = await openContext({ config, clock, bus, createKey });
+  const ctx = await openContext({ config, clock, bus, createKey, ...open });
   try {
     return await fn(ctx);
   } finally {

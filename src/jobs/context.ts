@@ -26,8 +26,10 @@ export interface OpenOptions {
   config: Config;
   clock: Clock;
   bus: EventBus;
-  /** Create the key file if missing (a fresh install); reading commands pass false. */
+  /** Create the key file if missing (a fresh install: only while the catalog knows no repository); reading commands pass false. */
   createKey: boolean;
+  /** Refuse retention policies naming unknown sources (see checkPolicySources); off only for a catalog rebuild. */
+  checkPolicySources?: boolean;
 }
 
 /**
@@ -52,7 +54,7 @@ function checkPolicySources(config: Config, catalog: Catalog): void {
 export async function openContext(opts: OpenOptions): Promise<JobContext> {
   const catalog = new Catalog(opts.config.catalog.path, opts.clock);
   try {
-    checkPolicySources(opts.config, catalog);
+    if (opts.checkPolicySources ?? true) checkPolicySources(opts.config, catalog);
     for (const run of catalog.recoverInterrupted()) {
       opts.bus.emit('run.interrupted', { runId: run.id, kind: run.kind, source: run.source, backupId: run.backupId });
     }
