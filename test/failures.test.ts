@@ -1,4 +1,5 @@
-// What goes wrong in the field: a region down, a tampered or truncated copy, a wrong key, a hostile pack.
+// What goes wrong in the field: a region down or wiped, a tampered or truncated copy, a wrong key, a hostile pack, a
+// source directory that is not there.
 import { copyFile, mkdir, readdir, rename, rm, truncate, writeFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
