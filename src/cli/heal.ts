@@ -18,7 +18,10 @@ export function register(program: Command): void {
         for (const r of report.reinitialised) process.stdout.write(`set up ${r.region} again: ${r.backups} backup and ${r.wal} WAL copies owed there\n`);
         for (const h of report.healed) process.stdout.write(`healed ${h.what} in ${h.region}\n`);
         for (const p of report.problems) process.stdout.write(`PROBLEM ${p.what} in ${p.region}: ${p.message}\n`);
-        process.stdout.write(`${report.ok ? 'ok' : 'FAILED'}: ${report.healed.length} copies healed, ${report.problems.length} still owed\n`);
+        // A lost region's note (what: cofre.repo) is about the region, not one more copy owed.
+        const regionProblems = report.problems.filter((p) => p.what === 'cofre.repo').length;
+        const owed = report.problems.length - regionProblems;
+        process.stdout.write(`${report.ok ? 'ok' : 'FAILED'}: ${report.healed.length} copies healed, ${owed} still owed${regionProblems > 0 ? `, ${regionProblems} region(s) not usable (see above)` : ''}\n`);
       }
       return report.ok ? 0 : EXIT_PROBLEMS_FOUND;
     }));

@@ -25,7 +25,7 @@ export interface RepoStatus {
 
 /** Why a region that held the repository and now holds nothing is not written to. */
 export function lostRegionMessage(region: string): string {
-  return `${region} held this repository and now holds none: its storage was wiped or replaced, or is not mounted; `
+  return `${region} held this repository and now holds none: its storage was wiped or replaced, its path changed, or it is not mounted; `
     + `nothing is written there until \`cofre heal --reinit ${region}\` says it is in place`;
 }
 
