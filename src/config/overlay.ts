@@ -21,15 +21,19 @@ function defOf(schema: z.ZodType): ZodDefLike {
   return (schema as unknown as { _zod: { def: ZodDefLike } })._zod.def;
 }
 
+const WRAPPERS = ['default', 'prefault', 'optional', 'nullable'];
+
+/** The schema inside its default / prefault / optional / nullable wrappers. */
+function unwrap(schema: z.ZodType): z.ZodType {
+  let s = schema;
+  while (WRAPPERS.includes(defOf(s).type)) s = defOf(s).innerType!;
+  return s;
+}
+
 /** Every settable leaf path of the schema, expanded over the array items and record keys present in raw. */
 export function leafPaths(schema: z.ZodType, raw: unknown, prefix: Path = []): Path[] {
-  const def = defOf(schema);
+  const def = defOf(unwrap(schema));
   switch (def.type) {
-    case 'default':
-    case 'prefault':
-    case 'optional':
-    case 'nullable':
-      return leafPaths(def.innerType!, raw, prefix);
     case 'pipe':
       return leafPaths(def.in!, raw, prefix);
     case 'object': {
@@ -61,22 +65,11 @@ export function leafPaths(schema: z.ZodType, raw: unknown, prefix: Path = []): P
  * records, arrays and every option of a union, so a secret is known as one even in a value the schema refused.
  */
 export function leadsTo(schema: z.ZodType, path: Path, target: z.ZodType): boolean {
-  if (path.length === 0) {
-    for (let s: z.ZodType | undefined = schema; s; ) {
-      if (s === target) return true;
-      const def = defOf(s);
-      s = ['default', 'prefault', 'optional', 'nullable'].includes(def.type) ? def.innerType : undefined;
-    }
-    return false;
-  }
-  const def = defOf(schema);
+  const bare = unwrap(schema);
+  if (path.length === 0) return bare === target;
+  const def = defOf(bare);
   const [seg, ...rest] = path;
   switch (def.type) {
-    case 'default':
-    case 'prefault':
-    case 'optional':
-    case 'nullable':
-      return leadsTo(def.innerType!, path, target);
     case 'pipe':
       return leadsTo(def.in!, path, target);
     case 'object': {
@@ -95,10 +88,9 @@ export function leadsTo(schema: z.ZodType, path: Path, target: z.ZodType): boole
 }
 
 function isObjectLike(schema: z.ZodType): boolean {
-  const def = defOf(schema);
+  const def = defOf(unwrap(schema));
   if (def.type === 'object') return true;
   if (def.type === 'pipe') return isObjectLike(def.in!);
-  if (['default', 'prefault', 'optional', 'nullable'].includes(def.type)) return isObjectLike(def.innerType!);
   return false;
 }
 
