@@ -38,6 +38,9 @@ export interface OpenOptions {
  * longer configured but with backups in the catalog may still be named: its backups are still expired.
  */
 function checkPolicySources(config: Config, catalog: Catalog): void {
+  const named = config.retention.policies.flatMap((p) => p.sources ?? []);
+  // The catalog is asked only when a policy names a source the config does not (every command opens a context).
+  if (named.every((name) => config.sources[name])) return;
   const known = new Set([...Object.keys(config.sources), ...catalog.backedUpSources()]);
   const problems: string[] = [];
   config.retention.policies.forEach((p, i) => {
