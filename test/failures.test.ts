@@ -179,6 +179,30 @@ describe('a region unreachable during a backup', () => {
       await failCtx.close();
     }
   });
+
+  it('marks the copies of a backup that failed midway abandoned, not writing or owed', async () => {
+    const own = join(dir, 'midway');
+    await mkdir(join(own, 'data', 'uploads'), { recursive: true });
+    await writeFile(join(own, 'data', 'uploads', 'f.txt'), 'some bytes');
+    const midCtx = await openTestContext(testConfig(own));
+    try {
+      await runBackup(midCtx, { source: 'uploads', type: 'full' });
+      // One region's place for this source's backups becomes unusable: with quorum 3 the next backup fails there.
+      const blocked = join(own, 'regions', 'us-east-1', 'uploads', 'backups');
+      await rm(blocked, { recursive: true });
+      await writeFile(blocked, 'not a directory');
+      await expect(runBackup(midCtx, { source: 'uploads', type: 'incr' })).rejects.toMatchObject({ code: 'QUORUM_NOT_MET' });
+      const failed = midCtx.catalog.listBackups('uploads').find((b) => b.status === 'failed')!;
+      const copies = midCtx.catalog.copiesOf(failed.id);
+      expect(copies.map((c) => [c.region, c.status])).toEqual([
+        ['ap-southeast-1', 'abandoned'], ['eu-west-1', 'abandoned'], ['us-east-1', 'abandoned'],
+      ]);
+      expect(copies.find((c) => c.region === 'us-east-1')?.error).toBeTruthy();
+      expect(midCtx.catalog.copiesOwed()).toEqual([]);
+    } finally {
+      await midCtx.close();
+    }
+  });
 });
 
 describe('restore with regions missing', () => {

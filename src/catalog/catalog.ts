@@ -206,7 +206,7 @@ export class Catalog {
       for (const run of dead) {
         this.db.prepare(`UPDATE runs SET status = 'interrupted', finished_at = ?, error = 'process ended before the run finished' WHERE id = ?`).run(at, run.id);
         this.db.prepare(`UPDATE backups SET status = 'interrupted', finished_at = ? WHERE run_id = ? AND status = 'running'`).run(at, run.id);
-        this.db.prepare(`UPDATE copies SET status = 'abandoned', updated_at = ? WHERE status = 'writing' AND backup_id IN (SELECT id FROM backups WHERE run_id = ?)`).run(at, run.id);
+        this.db.prepare(`UPDATE copies SET status = 'abandoned', updated_at = ? WHERE status IN ('writing', 'owed') AND backup_id IN (SELECT id FROM backups WHERE run_id = ?)`).run(at, run.id);
       }
       return dead.map((r) => ({ ...r, status: 'interrupted' as const }));
     });
@@ -290,6 +290,14 @@ export class Catalog {
          files = coalesce(?, files), manifest_sha256 = coalesce(?, manifest_sha256), error = ?, wal_start = coalesce(?, wal_start) WHERE id = ?`,
       )
       .run(fields.status, fields.finishedAt ?? this.now(), fields.sizeBytes ?? null, fields.storedBytes ?? null, fields.files ?? null, fields.manifestSha256 ?? null, fields.error ?? null, fields.walStart ?? null, id);
+  }
+
+  /**
+   * The copies of a backup that failed or was interrupted: none is being written any more, and none is owed (heal
+   * copies only usable backups). Each keeps the error that dropped its region, if one did.
+   */
+  abandonCopies(backupId: string): void {
+    this.db.prepare(`UPDATE copies SET status = 'abandoned', updated_at = ? WHERE backup_id = ? AND status IN ('writing', 'owed')`).run(this.now(), backupId);
   }
 
   markCleaned(id: string): void {

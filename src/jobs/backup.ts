@@ -233,10 +233,14 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
   } catch (err) {
     const message = messageOf(err);
     const status = args.signal?.aborted ? 'interrupted' : 'failed';
-    if (backupId) {
-      ctx.catalog.finishBackup(backupId, { status, error: message });
-      const leftovers = await removeBackupObjects(ctx, args.source, backupId);
-      if (leftovers.length === 0) ctx.catalog.markCleaned(backupId);
+    const failedId = backupId;
+    if (failedId) {
+      ctx.catalog.transaction(() => {
+        ctx.catalog.finishBackup(failedId, { status, error: message });
+        ctx.catalog.abandonCopies(failedId);
+      });
+      const leftovers = await removeBackupObjects(ctx, args.source, failedId);
+      if (leftovers.length === 0) ctx.catalog.markCleaned(failedId);
     }
     ctx.catalog.finishRun(runId, status, message);
     ctx.bus.emit('backup.failed', { runId, backupId: backupId ?? '', source: args.source, type, error: message });
