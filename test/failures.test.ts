@@ -9,6 +9,7 @@ import { runBackup } from '../src/jobs/backup.ts';
 import { runRestore } from '../src/jobs/restore.ts';
 import { runVerify } from '../src/jobs/verify.ts';
 import { runHeal } from '../src/jobs/heal.ts';
+import { placeHold } from '../src/jobs/holds.ts';
 import { probeRegions, type RegionHealth } from '../src/daemon/state.ts';
 import { objectKey } from '../src/repository/index.ts';
 import { rawTestConfig, testConfig } from './helpers/config.ts';
@@ -111,6 +112,8 @@ describe('a region unreachable during a backup', () => {
     try {
       const full = await runBackup(lostCtx, { source: 'uploads', type: 'full' });
       expect(full.status).toBe('completed');
+      await placeHold(lostCtx, full.backupId, 'case 2026-41');
+      const marker = (region: string) => join(own, 'regions', region, 'uploads', 'holds', full.backupId);
       // The region's storage goes away: an empty mount point looks the same as a new region.
       await rm(join(own, 'regions', 'us-east-1'), { recursive: true });
       await writeFile(join(own, 'data', 'uploads', 'f.txt'), 'second');
@@ -128,8 +131,11 @@ describe('a region unreachable during a backup', () => {
 
       const verify = await runVerify(lostCtx, { deep: false });
       expect(verify.problems.filter((p) => p.kind === 'region-lost').map((p) => p.region)).toEqual(['us-east-1']);
-      // The daemon's heal, without --reinit, leaves it alone and says why.
+      // The daemon's heal, without --reinit, leaves it alone and says why (the event once per run).
+      const lostEvents = () => lostCtx.events.filter((e) => e.name === 'region.lost').length;
+      const eventsBefore = lostEvents();
       const refused = await runHeal(lostCtx);
+      expect(lostEvents() - eventsBefore).toBe(1);
       expect(refused.ok).toBe(false);
       expect(refused.problems.some((p) => p.region === 'us-east-1' && /cofre heal --reinit us-east-1/.test(p.message))).toBe(true);
       expect(await isEmptyDir(join(own, 'regions', 'us-east-1'))).toBe(true);
@@ -137,7 +143,14 @@ describe('a region unreachable during a backup', () => {
       await expect(runHeal(lostCtx, { reinit: ['us-east-9'] })).rejects.toMatchObject({ code: 'USAGE' });
       const healed = await runHeal(lostCtx, { reinit: ['us-east-1'] });
       expect(healed).toMatchObject({ ok: true, problems: [], reinitialised: [{ region: 'us-east-1', backups: 2, wal: 0 }] });
-      expect(healed.healed.map((h) => h.what).sort()).toEqual([`uploads/${full.backupId}`, `uploads/${incr.backupId}`].sort());
+      // The backups, and the legal hold's marker (a catalog rebuilt from that region must know the hold).
+      expect(healed.healed.map((h) => h.what).sort()).toEqual([`uploads/${full.backupId}`, `uploads/${incr.backupId}`, `uploads/holds/${full.backupId}`].sort());
+      expect((await readFile(marker('us-east-1'))).length).toBeGreaterThan(0);
+      expect((await runVerify(lostCtx, { deep: true })).problems).toEqual([]);
+      // A marker gone by other means is reported by verify and written again by heal.
+      await rm(marker('eu-west-1'));
+      expect((await runVerify(lostCtx, { deep: false })).problems.map((p) => [p.kind, p.region, p.backupId])).toEqual([['hold-missing', 'eu-west-1', full.backupId]]);
+      expect((await runHeal(lostCtx)).healed).toEqual([{ what: `uploads/holds/${full.backupId}`, region: 'eu-west-1' }]);
       expect((await runVerify(lostCtx, { deep: true })).problems).toEqual([]);
       expect((await runBackup(lostCtx, { source: 'uploads', type: 'incr' })).status).toBe('completed');
       await probeRegions(lostCtx, health);

@@ -458,6 +458,14 @@ export class Catalog {
     this.db.prepare('INSERT INTO holds (backup_id, reason, held_at) VALUES (?, ?, ?) ON CONFLICT (backup_id) DO UPDATE SET reason = excluded.reason').run(backupId, reason, this.now());
   }
 
+  /** Every legal hold (of one source, or all), with what its marker records. */
+  holdsOf(source?: string): { backupId: string; source: string; reason: string; heldAt: string }[] {
+    return this.db
+      .prepare(`SELECT h.backup_id AS backupId, b.source AS source, h.reason AS reason, h.held_at AS heldAt FROM holds h JOIN backups b ON b.id = h.backup_id
+                WHERE ? IS NULL OR b.source = ? ORDER BY b.source, h.backup_id`)
+      .all(source ?? null, source ?? null) as unknown as { backupId: string; source: string; reason: string; heldAt: string }[];
+  }
+
   release(backupId: string): boolean {
     return Number(this.db.prepare('DELETE FROM holds WHERE backup_id = ?').run(backupId).changes) > 0;
   }

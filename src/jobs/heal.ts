@@ -5,7 +5,8 @@ import { HashTap } from '../pipeline/index.ts';
 import { manifestKey, objectKey } from '../repository/index.ts';
 import { walIdentity, walKey } from '../sources/postgres/wal-names.ts';
 import { sha256Of, type StorageDriver } from '../storage/index.ts';
-import { repositoryOf, type JobContext } from './context.ts';
+import { heldRepository, repositoryOf, type JobContext } from './context.ts';
+import { missingHoldMarkers, rewriteHoldMarker } from './holds.ts';
 import { plaintextSha256 } from './wal.ts';
 
 export interface HealReport {
@@ -38,35 +39,37 @@ async function copyObject(from: StorageDriver, to: StorageDriver, key: string, e
  * Sets up again each region of `reinit` that was lost (it held the repository and holds none: see
  * ensureRepository): cofre.repo is written there and every copy the catalog had in it becomes owed, to be healed
  * below. The operator says so once the region's storage is really in place (a replaced disk mounted, a bucket
- * restored); a region that is not lost is left as it is. Returns the regions still lost.
+ * restored); a region that still holds the repository is left as it is. Returns the repository id and the regions
+ * still lost. One look at the regions serves the whole heal (each look reports a lost region once).
  */
-async function reinitialise(ctx: JobContext, reinit: string[], report: HealReport): Promise<Map<string, string>> {
+async function reinitialise(ctx: JobContext, reinit: string[], report: HealReport): Promise<{ repoId: string; lost: Map<string, string> }> {
   const unknown = reinit.filter((r) => !ctx.regions.some((d) => d.region === r));
   if (unknown.length > 0) {
     throw new CofreError('USAGE', `--reinit: no region named ${unknown.map((r) => `"${r}"`).join(', ')}`, {
       op: 'heal', hint: `configured: ${ctx.regions.map((r) => r.region).join(', ')}`,
     });
   }
-  const before = await repositoryOf(ctx, false);
-  const lostBefore = new Set(before.statuses.filter((s) => s.lost).map((s) => s.region));
-  const { statuses } = await repositoryOf(ctx, true, reinit.filter((r) => lostBefore.has(r)));
+  // Only a region seen holding the repository can be lost, and so set up again.
+  const held = reinit.filter((r) => heldRepository(ctx, r));
+  const { repoId, statuses } = await repositoryOf(ctx, true, held);
   for (const s of statuses) {
-    if (!lostBefore.has(s.region) || !reinit.includes(s.region)) continue;
+    if (!held.includes(s.region)) continue;
     if (!s.repo) {
       report.problems.push({ what: 'cofre.repo', region: s.region, message: `could not set the region up again: ${s.error ?? 'unknown error'}` });
       continue;
     }
+    if (!s.created) continue;
     const emptied = ctx.catalog.markRegionEmptied(s.region, 'the region was found empty and set up again (cofre heal --reinit)');
     report.reinitialised.push({ region: s.region, backups: emptied.backups, wal: emptied.wal });
   }
-  return new Map(statuses.filter((s) => s.lost).map((s) => [s.region, s.error!]));
+  return { repoId, lost: new Map(statuses.filter((s) => s.lost).map((s) => [s.region, s.error!])) };
 }
 
 export async function runHeal(ctx: JobContext, opts: { reinit?: string[] } = {}): Promise<HealReport> {
   const report: HealReport = { ok: true, healed: [], problems: [], reinitialised: [] };
   const byName = new Map(ctx.regions.map((r) => [r.region, r]));
   // A lost region gets nothing: what it owes waits for --reinit (writing there could mean the wrong disk).
-  const lost = await reinitialise(ctx, opts.reinit ?? [], report);
+  const { repoId, lost } = await reinitialise(ctx, opts.reinit ?? [], report);
   for (const [region, message] of lost) report.problems.push({ what: 'cofre.repo', region, message });
   for (const owed of ctx.catalog.owedBackupCopies()) {
     const target = byName.get(owed.region);
@@ -104,7 +107,6 @@ export async function runHeal(ctx: JobContext, opts: { reinit?: string[] } = {})
     report.healed.push({ what, region: owed.region });
   }
   const owedWal = ctx.catalog.owedWalCopies();
-  const repoId = owedWal.length > 0 ? (await repositoryOf(ctx, false)).repoId : '';
   for (const owed of owedWal) {
     const target = byName.get(owed.region);
     const what = `${owed.source}/wal/${owed.name}`;
@@ -142,6 +144,16 @@ export async function runHeal(ctx: JobContext, opts: { reinit?: string[] } = {})
     }
     ctx.catalog.setWalCopy(owed.source, owed.name, owed.region, 'complete');
     report.healed.push({ what, region: owed.region });
+  }
+  // Legal-hold markers a region lacks (one set up again above, say) are written again from the catalog's record.
+  for (const m of await missingHoldMarkers(ctx, undefined, new Set(lost.keys()))) {
+    const what = `${m.source}/holds/${m.backupId}`;
+    try {
+      await rewriteHoldMarker(ctx, repoId, m.backupId, m.region);
+      report.healed.push({ what, region: m.region });
+    } catch (err) {
+      report.problems.push({ what, region: m.region, message: `the legal hold's marker could not be written again: ${messageOf(err)}` });
+    }
   }
   report.ok = report.problems.length === 0;
   return report;

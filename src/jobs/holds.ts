@@ -14,15 +14,46 @@ export function holdIdentity(repo: string, source: string, backupId: string) {
   return { repo, source, backup: backupId, kind: 'hold' as const, name: 'hold' };
 }
 
+function sealHoldMarker(ctx: JobContext, repoId: string, source: string, backupId: string, record: HoldRecord): Promise<Buffer> {
+  return sealBuffer(writeSettings(ctx), holdIdentity(repoId, source, backupId), Buffer.from(JSON.stringify(record)));
+}
+
+/**
+ * The legal holds whose marker a region lacks (a region set up again with `heal --reinit`, a marker deleted by
+ * hand): a catalog rebuilt from that region would not know the hold, and expiry there would not honour it.
+ * Regions in `skip` (lost) and regions that cannot be asked are left out; their problems are reported elsewhere.
+ */
+export async function missingHoldMarkers(ctx: JobContext, source?: string, skip: ReadonlySet<string> = new Set()): Promise<{ backupId: string; source: string; region: string; key: string }[]> {
+  const missing: { backupId: string; source: string; region: string; key: string }[] = [];
+  for (const hold of ctx.catalog.holdsOf(source)) {
+    const key = holdKey(hold.source, hold.backupId);
+    for (const region of ctx.regions) {
+      if (skip.has(region.region)) continue;
+      const present = await region.stat(key).then(Boolean, () => true);
+      if (!present) missing.push({ backupId: hold.backupId, source: hold.source, region: region.region, key });
+    }
+  }
+  return missing;
+}
+
+/** Writes a missing hold marker again in one region, from the catalog's record of the hold. */
+export async function rewriteHoldMarker(ctx: JobContext, repoId: string, backupId: string, region: string): Promise<void> {
+  const hold = ctx.catalog.holdsOf().find((h) => h.backupId === backupId);
+  const driver = ctx.regions.find((r) => r.region === region);
+  if (!hold || !driver) return;
+  const sealed = await sealHoldMarker(ctx, repoId, hold.source, backupId, { reason: hold.reason, heldAt: hold.heldAt });
+  const [outcome] = await writeSealed([driver], holdKey(hold.source, backupId), sealed);
+  if (!outcome!.ok) throw new Error(outcome!.error);
+}
+
 export async function placeHold(ctx: JobContext, backupId: string, reason: string): Promise<void> {
   const backup = ctx.catalog.getBackup(backupId);
   if (!backup) throw new CofreError('BACKUP_NOT_FOUND', `no backup ${backupId} in the catalog`, { op: 'hold', hint: '`cofre list` shows the backups' });
   const { repoId } = await repositoryOf(ctx, false);
-  const record: HoldRecord = { reason, heldAt: ctx.clock.now().toISOString() };
   const key = holdKey(backup.source, backupId);
   // A new reason replaces the old marker.
   await Promise.all(ctx.regions.map((r) => r.delete(key).catch(() => undefined)));
-  const sealed = await sealBuffer(writeSettings(ctx), holdIdentity(repoId, backup.source, backupId), Buffer.from(JSON.stringify(record)));
+  const sealed = await sealHoldMarker(ctx, repoId, backup.source, backupId, { reason, heldAt: ctx.clock.now().toISOString() });
   const outcomes = await writeSealed(ctx.regions, key, sealed);
   const failed = outcomes.filter((o) => !o.ok);
   if (failed.length > 0) {

@@ -9,8 +9,9 @@ import { MANIFEST_NAME, objectKey, packIdentity, parseBackupKey, readManifestFro
 import { walIdentity, walKey } from '../sources/postgres/wal-names.ts';
 import type { StorageDriver } from '../storage/index.ts';
 import { repositoryOf, type JobContext } from './context.ts';
+import { missingHoldMarkers } from './holds.ts';
 
-export type ProblemKind = 'owed' | 'missing' | 'wrong-size' | 'wrong-hash' | 'authentication' | 'wrong-key' | 'content' | 'unreachable' | 'orphan' | 'wal-gap' | 'region-lost';
+export type ProblemKind = 'owed' | 'missing' | 'wrong-size' | 'wrong-hash' | 'authentication' | 'wrong-key' | 'content' | 'unreachable' | 'orphan' | 'wal-gap' | 'region-lost' | 'hold-missing';
 
 /** Problems that make a copy owed again, for heal to re-create from a sound region. */
 const BROKEN: ProblemKind[] = ['missing', 'wrong-size', 'wrong-hash', 'authentication', 'content'];
@@ -264,9 +265,16 @@ export async function runVerify(ctx: JobContext, args: { source?: string; deep: 
       }
     }
   }
+  const lost = new Set(statuses.filter((s) => s.lost).map((s) => s.region));
   for (const source of sources) {
     if (ctx.config.sources[source]?.kind === 'postgres') await verifyWal(ctx, repoId, source, readWhole, report);
     await findOrphans(ctx, source, report);
+    for (const m of await missingHoldMarkers(ctx, source, lost)) {
+      report.problems.push({
+        kind: 'hold-missing', region: m.region, source, backupId: m.backupId, object: m.key,
+        message: `the legal hold's marker ${m.key} is missing: a catalog rebuilt from ${m.region} would not know the hold; cofre heal writes it again`,
+      });
+    }
   }
   recordBroken(ctx, report);
   report.ok = report.problems.length === 0;

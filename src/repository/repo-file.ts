@@ -21,6 +21,8 @@ export interface RepoStatus {
   error: string | null;
   /** The region held the repository before and holds none now (see ensureRepository's heldBefore). */
   lost?: boolean;
+  /** cofre.repo was written there by this call (the region was empty). */
+  created?: boolean;
 }
 
 /** Why a region that held the repository and now holds nothing is not written to. */
@@ -100,6 +102,7 @@ async function ensureRepositoryOnce(
         try {
           await createOrMatch(regions[i]!, REPO_FILE_KEY, body);
           s.repo = file;
+          s.created = true;
         } catch (err) {
           // Another writer may have created it first with its own timestamp: accept it if the id matches.
           const existing = await readRepoFile(regions[i]!).catch(() => null);
