@@ -84,6 +84,35 @@ describe('wal-push and wal-fetch', () => {
     catalog.close();
   });
 
+  it('writes no WAL into a region that lost its repository (wiped, or a disk not mounted) until heal --reinit', async () => {
+    const seg = '000000010000000000000005';
+    await writeFile(join(dir, 'pg_wal', seg), randomBytes(1024 * 1024));
+    const region = join(dir, 'regions', 'us-east-1');
+    await rename(region, `${region}.wiped`);
+    try {
+      const out = await runCli(['-c', config, 'wal-push', join(dir, 'pg_wal', seg)]);
+      expect(out.code).toBe(0);
+      expect(out.stderr).toContain('copies owed in us-east-1');
+      expect(existsSync(region)).toBe(false);
+      const catalog = new Catalog(join(dir, 'catalog.db'), systemClock);
+      const copy = catalog.walCopies('db', seg).find((c) => c.region === 'us-east-1')!;
+      expect(copy.status).toBe('owed');
+      expect(copy.error).toMatch(/held this repository and now holds none.*cofre heal --reinit us-east-1/);
+      catalog.close();
+      // Heal without --reinit writes nothing there either.
+      expect((await runCli(['-c', config, 'heal'])).code).not.toBe(0);
+      expect(existsSync(region)).toBe(false);
+      // Said to be in place again, the region gets every segment it held and the one it missed.
+      const heal = await runCli(['-c', config, 'heal', '--reinit', 'us-east-1', '--json']);
+      expect(heal.code).toBe(0);
+      const report = JSON.parse(heal.stdout) as { healed: { what: string; region: string }[] };
+      expect(report.healed.map((h) => h.what).sort()).toEqual([SEG, '000000010000000000000004', seg].map((n) => `db/wal/${n}`));
+      expect((await readFile(walPath('us-east-1', seg))).equals(await readFile(walPath('eu-west-1', seg)))).toBe(true);
+    } finally {
+      await removeDir(`${region}.wiped`);
+    }
+  });
+
   it('fetches from another region when the first copy is corrupt, atomically', async () => {
     const path = walPath('eu-west-1', SEG);
     const stored = await readFile(path);
