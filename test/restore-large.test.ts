@@ -45,10 +45,12 @@ describe('restoring a large file', () => {
     expect(await snapshotTree(target)).toEqual(await snapshotTree(src));
   }, 120_000);
 
-  it('stops at once on a target that cannot take the file, saying why, and leaves the target as it was', async () => {
+  it('stops at once on a target that cannot take the file, saying why, and leaves the file system as it was', async () => {
     const configFile = await writeTestConfig(dir);
-    const target = join(dir, 'limited');
-    await mkdir(target);
+    const limited = join(dir, 'limited');
+    await mkdir(limited);
+    // A target that does not exist yet: the directories made for it go again with the failure.
+    const target = join(limited, 'new', 'target');
     // A real write failure: a 16 MiB file size limit (ulimit -f counts 1 KiB blocks here) makes the 80 MiB file's
     // writes fail with EFBIG; SIGXFSZ is ignored so that they fail rather than kill the process.
     const script = `trap '' XFSZ; ulimit -f 16384; exec "$0" -v -c "$1" restore uploads --to "$2"`;
@@ -65,6 +67,6 @@ describe('restoring a large file', () => {
     // Not mistaken for a damaged copy: no other region was tried.
     expect(run.stderr).not.toContain('no region holds a sound copy');
     expect(run.stderr).not.toContain('restore.fallback');
-    expect(await readdir(target)).toEqual([]);
+    expect(await readdir(limited)).toEqual([]);
   }, 120_000);
 });

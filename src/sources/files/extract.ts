@@ -5,7 +5,7 @@ import {
   symlinkSync, truncateSync, utimesSync, writeFileSync, writeSync,
 } from 'node:fs';
 import { mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
-import { join, relative } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
@@ -45,7 +45,11 @@ export interface RestoreTreeOptions {
   delta?: boolean;
 }
 
-export async function ensureEmptyTarget(target: string): Promise<void> {
+/**
+ * Makes sure target is an empty directory, creating it (with its missing parents) if absent. Returns the topmost
+ * directory it created, which a failed restore removes again (see removeCreated).
+ */
+async function ensureEmptyTarget(target: string): Promise<string | undefined> {
   try {
     const st = await stat(target);
     if (!st.isDirectory()) throw new CofreError('RESTORE_TARGET_NOT_EMPTY', `${target} exists and is not a directory`, { op: 'restore', path: target, hint: 'restore into a new or empty directory' });
@@ -57,7 +61,24 @@ export async function ensureEmptyTarget(target: string): Promise<void> {
     }
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    await mkdir(target, { recursive: true, mode: 0o700 });
+    return mkdir(target, { recursive: true, mode: 0o700 });
+  }
+  return undefined;
+}
+
+/**
+ * After a failed restore: the directories it created for the target (target up to `created`) are removed while
+ * empty, so a failure leaves the file system as it was. Anything else found there is left alone.
+ */
+async function removeCreated(target: string, created: string | undefined): Promise<void> {
+  if (!created) return;
+  for (let dir = target; dir.startsWith(created); dir = dirname(dir)) {
+    try {
+      await rmdir(dir);
+    } catch {
+      return;
+    }
+    if (dir === created) return;
   }
 }
 
@@ -276,18 +297,20 @@ function packPlan(files: ManifestEntry[], order: string[] = []): { loc: PackLoca
 }
 
 /** --delta: the target may hold an earlier restore, but not a running server. */
-async function checkDeltaTarget(target: string): Promise<void> {
+async function checkDeltaTarget(target: string): Promise<string | undefined> {
+  let created: string | undefined;
   try {
     if (!(await stat(target)).isDirectory()) throw new CofreError('RESTORE_TARGET_NOT_EMPTY', `${target} exists and is not a directory`, { op: 'restore', path: target });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    await mkdir(target, { recursive: true, mode: 0o700 });
+    created = await mkdir(target, { recursive: true, mode: 0o700 });
   }
   if (existsSync(join(target, 'postmaster.pid'))) {
     throw new CofreError('RESTORE_TARGET_NOT_EMPTY', `${target} has a postmaster.pid: a server may be running on it`, {
       op: 'restore', path: target, hint: 'stop that server first (pg_ctl -D <dir> stop); remove postmaster.pid only if no server runs',
     });
   }
+  return created;
 }
 
 /**
@@ -320,10 +343,14 @@ async function reuseMatching(files: ManifestEntry[], target: string, staging: st
  */
 export async function restoreTree(manifest: Manifest, target: string, readPack: PackReader, opts: RestoreTreeOptions = {}): Promise<RestoreTreeResult> {
   assertSafeTree(manifest.entries, `manifest of ${manifest.backupId}`);
-  if (opts.delta) await checkDeltaTarget(target);
-  else await ensureEmptyTarget(target);
+  const created = opts.delta ? await checkDeltaTarget(target) : await ensureEmptyTarget(target);
   const staging = join(target, `${STAGING_PREFIX}${randomBytes(4).toString('hex')}`);
-  await mkdir(staging, { mode: 0o700 });
+  try {
+    await mkdir(staging, { mode: 0o700 });
+  } catch (err) {
+    await removeCreated(target, created);
+    throw asTargetFailure(err, staging);
+  }
   const result: RestoreTreeResult = { files: 0, dirs: 0, symlinks: 0, bytes: 0 };
   let swapping = false;
   try {
@@ -388,6 +415,7 @@ export async function restoreTree(manifest: Manifest, target: string, readPack: 
     return result;
   } catch (err) {
     await rm(staging, { recursive: true, force: true });
+    if (!swapping) await removeCreated(target, created);
     throw swapping ? err : asTargetFailure(err, staging);
   }
 }
