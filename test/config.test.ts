@@ -7,6 +7,8 @@ import { DEFAULT_REGION_BUFFER_BYTES, loadConfig } from '../src/config/index.ts'
 import { EXIT_CONFIG } from '../src/errors/index.ts';
 import { validate } from '../src/config/index.ts';
 import { runBackup } from '../src/jobs/backup.ts';
+import { runExpire } from '../src/jobs/expire.ts';
+import { runVerify } from '../src/jobs/verify.ts';
 import { rawTestConfig } from './helpers/config.ts';
 import { openTestContext } from './helpers/context.ts';
 import { runCli } from './helpers/cli.ts';
@@ -224,7 +226,20 @@ describe('retention policies', () => {
     }
     // The source removed from the config, its backups still governed: the policy may still name it.
     const removed = await openTestContext(validate(withPolicy({ logs: { kind: 'files', path: join(own, 'data', 'logs'), createIfMissing: true } }), 'test'));
-    await removed.close();
+    try {
+      // Such a source can still be named; a mistyped one is refused instead of verifying nothing and passing.
+      expect((await runVerify(removed, { source: 'uploads', deep: false })).backupsChecked).toBe(1);
+      await expect(runVerify(removed, { source: 'uplods', deep: false })).rejects.toMatchObject({
+        code: 'SOURCE_NOT_FOUND', hint: 'configured: logs; with backups but no longer configured: uploads',
+      });
+      await expect(runExpire(removed, { source: 'uplods', dryRun: true })).rejects.toMatchObject({ code: 'SOURCE_NOT_FOUND' });
+      expect((await runExpire(removed, { source: 'uploads', dryRun: true })).kept.length).toBe(1);
+    } finally {
+      await removed.close();
+    }
+    const listed = await runCli(['-c', await writeYaml('typo-list.yaml', withPolicy({ uploads })), 'list', 'uplods']);
+    expect(listed.code).toBe(2);
+    expect(listed.stderr).toContain('SOURCE_NOT_FOUND: no source named "uplods"');
   });
 });
 

@@ -125,3 +125,17 @@ export function readOrder(ctx: JobContext, backupId: string): StorageDriver[] {
   const complete = new Set(ctx.catalog.copiesOf(backupId).filter((c) => c.status === 'complete').map((c) => c.region));
   return [...ctx.regions.filter((r) => complete.has(r.region)), ...ctx.regions.filter((r) => !complete.has(r.region))];
 }
+
+/**
+ * A source named on the command line must be configured, or have backups in the catalog (a source removed from the
+ * config whose backups remain): a mistyped name would otherwise list nothing, or verify nothing and pass.
+ */
+export function requireKnownSource(ctx: JobContext, source: string, op: string): void {
+  if (ctx.config.sources[source]) return;
+  const known = ctx.catalog.backedUpSources();
+  if (known.includes(source)) return;
+  const removed = known.filter((s) => !ctx.config.sources[s]);
+  throw new CofreError('SOURCE_NOT_FOUND', `no source named "${source}"`, {
+    op, hint: `configured: ${Object.keys(ctx.config.sources).join(', ') || '(none)'}${removed.length > 0 ? `; with backups but no longer configured: ${removed.join(', ')}` : ''}`,
+  });
+}

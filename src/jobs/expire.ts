@@ -1,12 +1,12 @@
 // Expiry: removes what retention no longer keeps (see retention/plan.ts), dependants before what they depend on,
 // in every region before the catalog forgets it. Safe to interrupt: a backup marked expiring is no longer usable,
 // and the next run finishes it; a region that is down keeps the row expiring until it can be cleaned.
-import { CofreError, isCofreError, messageOf } from '../errors/index.ts';
+import { isCofreError, messageOf } from '../errors/index.ts';
 import { manifestKey } from '../repository/index.ts';
 import { planExpiry, policyFor, type RetainedBackup } from '../retention/plan.ts';
 import { walKey } from '../sources/postgres/wal-names.ts';
 import { removeBackupObjects } from './cleanup.ts';
-import type { JobContext } from './context.ts';
+import { requireKnownSource, type JobContext } from './context.ts';
 
 export interface ExpiryReport {
   dryRun: boolean;
@@ -22,9 +22,7 @@ function sourceKind(ctx: JobContext, source: string): 'files' | 'postgres' {
 }
 
 export async function runExpire(ctx: JobContext, args: { dryRun: boolean; source?: string }): Promise<ExpiryReport> {
-  if (args.source && !ctx.config.sources[args.source]) {
-    throw new CofreError('SOURCE_NOT_FOUND', `no source named "${args.source}"`, { op: 'expire', hint: `configured: ${Object.keys(ctx.config.sources).join(', ')}` });
-  }
+  if (args.source) requireKnownSource(ctx, args.source, 'expire');
   const report: ExpiryReport = { dryRun: args.dryRun, expired: [], kept: [], wal: [] };
   const sources = args.source ? [args.source] : [...new Set([...Object.keys(ctx.config.sources), ...ctx.catalog.listBackups().map((b) => b.source)])];
   const locked = ctx.regions.filter((r) => r.features.objectLock);

@@ -8,7 +8,7 @@ import { HashTap, readObjectFrom } from '../pipeline/index.ts';
 import { MANIFEST_NAME, objectKey, packIdentity, parseBackupKey, readManifestFrom, type Manifest } from '../repository/index.ts';
 import { walIdentity, walKey } from '../sources/postgres/wal-names.ts';
 import type { StorageDriver } from '../storage/index.ts';
-import { repositoryOf, type JobContext } from './context.ts';
+import { repositoryOf, requireKnownSource, type JobContext } from './context.ts';
 import { missingHoldMarkers } from './holds.ts';
 
 export type ProblemKind = 'owed' | 'missing' | 'wrong-size' | 'wrong-hash' | 'authentication' | 'wrong-key' | 'content' | 'unreachable' | 'orphan' | 'wal-gap' | 'region-lost' | 'hold-missing';
@@ -226,6 +226,7 @@ const copyItem = (backupId: string, region: string): string => `backup:${backupI
 const walItem = (source: string, name: string, region: string): string => `wal:${source}:${name}:${region}`;
 
 export async function runVerify(ctx: JobContext, args: { source?: string; deep: boolean; sample?: number }): Promise<VerifyReport> {
+  if (args.source) requireKnownSource(ctx, args.source, 'verify');
   const report: VerifyReport = { ok: true, deep: args.deep, deepChecked: 0, backupsChecked: 0, objectsChecked: 0, problems: [] };
   const { repoId, statuses } = await repositoryOf(ctx, false);
   // Its copies are reported missing below as well; this says why, and what to do.
