@@ -8,6 +8,7 @@ import { EXIT_CONFIG } from '../src/errors/index.ts';
 import { validate } from '../src/config/index.ts';
 import { runBackup } from '../src/jobs/backup.ts';
 import { runExpire } from '../src/jobs/expire.ts';
+import { runRestore } from '../src/jobs/restore.ts';
 import { runVerify } from '../src/jobs/verify.ts';
 import { rawTestConfig } from './helpers/config.ts';
 import { openTestContext } from './helpers/context.ts';
@@ -200,7 +201,7 @@ describe('config layering', () => {
 });
 
 describe('retention policies', () => {
-  it('refuse a source name that is neither configured nor backed up (a typo would let SOX backups go after 30 days)', async () => {
+  it('refuse a source name that is neither configured nor backed up (a typo would let SOX backups go after 30 days); a removed source stays usable', async () => {
     const own = join(dir, 'policies');
     const withPolicy = (sources: Record<string, unknown>) => {
       const raw = rawTestConfig(own, { sources });
@@ -219,6 +220,8 @@ describe('retention policies', () => {
 
     const ctx = await openTestContext(validate(withPolicy({ uploads }), 'test'));
     try {
+      await mkdir(join(own, 'data', 'uploads'), { recursive: true });
+      await writeFile(join(own, 'data', 'uploads', 'f.txt'), 'audited');
       const backup = await runBackup(ctx, { source: 'uploads', type: 'full' });
       expect(ctx.catalog.getBackup(backup.backupId)!.policy).toBe('sox');
     } finally {
@@ -234,6 +237,9 @@ describe('retention policies', () => {
       });
       await expect(runExpire(removed, { source: 'uplods', dryRun: true })).rejects.toMatchObject({ code: 'SOURCE_NOT_FOUND' });
       expect((await runExpire(removed, { source: 'uploads', dryRun: true })).kept.length).toBe(1);
+      // And restorable: kept for seven years, its backups must come back without the source in the config.
+      expect((await runRestore(removed, { source: 'uploads', to: join(own, 'restored') })).files).toBe(1);
+      expect(await readFile(join(own, 'restored', 'f.txt'), 'utf8')).toBe('audited');
     } finally {
       await removed.close();
     }

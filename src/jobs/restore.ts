@@ -9,7 +9,7 @@ import { restoreTree, type RestoreTreeResult } from '../sources/files/extract.ts
 import { parseConnUrl } from '../sources/postgres/libpq.ts';
 import type { RecoveryTarget, StartedCluster } from '../sources/postgres/restore-physical.ts';
 import type { StorageDriver } from '../storage/index.ts';
-import { readOrder, repositoryOf, type JobContext } from './context.ts';
+import { readOrder, repositoryOf, requireKnownSource, type JobContext } from './context.ts';
 
 export interface RestoreArgs {
   source: string;
@@ -48,9 +48,8 @@ export interface RestoreResult extends RestoreTreeResult {
 }
 
 export function resolveBackup(ctx: JobContext, source: string, backupId?: string) {
-  if (!ctx.config.sources[source]) {
-    throw new CofreError('SOURCE_NOT_FOUND', `no source named "${source}"`, { op: 'restore', hint: `configured: ${Object.keys(ctx.config.sources).join(', ')}` });
-  }
+  // A source removed from the config whose backups remain (kept for compliance, say) is restored like any other.
+  requireKnownSource(ctx, source, 'restore');
   if (backupId) {
     const row = ctx.catalog.getBackup(backupId);
     if (!row || row.source !== source) {
@@ -103,7 +102,10 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
   const manifestRead = await readManifest(ctx.envelope, regionsFor(ctx, backup.id, args.region), repoId, args.source, backup.id, onProblem);
   used.add(manifestRead.region);
   const manifest = manifestRead.value;
-  const src = ctx.config.sources[args.source]!;
+  // What the backup is, from its manifest; the source's config only says where PostgreSQL's programs are (and a
+  // source no longer configured takes them from PATH).
+  const configured = ctx.config.sources[args.source];
+  const pg = { binDir: configured?.kind === 'postgres' ? configured.binDir : undefined };
   /** One object of a backup of the chain, from the first region that gives sound bytes. */
   const readBackupObject = async (backupId: string, name: string, info: { size: number; sha256: string }, consume: (plaintext: Readable) => Promise<void>): Promise<void> => {
     const read = await readObjectWithFallback(ctx.envelope, regionsFor(ctx, backupId, args.region), {
@@ -111,7 +113,7 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
     }, consume, onProblem);
     used.add(read.region);
   };
-  if (src.kind === 'postgres' && manifest.method === 'logical') {
+  if (manifest.method === 'logical') {
     if (!args.target) {
       throw new CofreError('USAGE', `restoring ${args.source} needs --target <postgres://user@host:port/postgres>`, {
         op: 'restore', hint: 'a logical backup restores into a running server (roles first, then each database)',
@@ -120,7 +122,7 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
     const byName = new Map(manifest.objects.map((o) => [o.name, o]));
     // PostgreSQL's restore code (and its client library) loads only for a postgres source.
     const { restoreLogical } = await import('../sources/postgres/restore-logical.ts');
-    const result = await restoreLogical(src, manifest, args.target, async (name, consume) => {
+    const result = await restoreLogical(pg, manifest, args.target, async (name, consume) => {
       const info = byName.get(name);
       if (!info) throw new CofreError('MANIFEST_INVALID', `backup ${backup.id} has no object ${name}`, { op: 'restore', path: name });
       await readBackupObject(backup.id, name, info, consume);
@@ -152,14 +154,14 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
     await readBackupObject(loc.backup, loc.pack, info, consume);
   }, { order: ctx.catalog.usableBackups(args.source).map((b) => b.id), delta: Boolean(args.delta) });
   let startedCluster: StartedCluster | undefined;
-  if (src.kind === 'postgres' && manifest.method === 'physical') {
+  if (manifest.method === 'physical') {
     const { preparePgdata, startRestored } = await import('../sources/postgres/restore-physical.ts');
     await preparePgdata(manifest, to, {
       restoreCommand: args.restoreCommand ?? 'false', target: args.standby ? {} : (args.recovery ?? {}), standby: Boolean(args.standby),
     });
     if (args.startPort) {
       startedCluster = await startRestored(manifest, to, args.startPort, {
-        binDir: src.binDir, standby: Boolean(args.standby), clock: ctx.clock, timeoutMs: 600_000, lowPriority: Boolean(args.lowPriority),
+        binDir: pg.binDir, standby: Boolean(args.standby), clock: ctx.clock, timeoutMs: 600_000, lowPriority: Boolean(args.lowPriority),
       });
     }
   }

@@ -17,7 +17,7 @@ export interface LogicalRestoreResult {
   globalsWarnings: number;
 }
 
-export async function restoreLogical(src: PostgresSourceConfig, manifest: Manifest, target: string, read: ObjectReader): Promise<LogicalRestoreResult> {
+export async function restoreLogical(src: Pick<PostgresSourceConfig, 'binDir'>, manifest: Manifest, target: string, read: ObjectReader): Promise<LogicalRestoreResult> {
   const logical = manifest.logical;
   if (!logical) throw new CofreError('MANIFEST_INVALID', `${manifest.backupId} is not a logical backup`, { op: 'restore' });
   const conn = parseConnUrl(target, 'restore');
