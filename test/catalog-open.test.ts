@@ -1,6 +1,7 @@
 // Processes opening a new catalog at once (a backup, and archive_command's wal-push for the same cluster) each
 // migrate it: the schema must come out whole whoever gets there first.
 import { spawn } from 'node:child_process';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -51,5 +52,21 @@ describe('opening a new catalog', () => {
     const catalog = new Catalog(path, new TestClock());
     expect((catalog.db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version).toBe(MIGRATIONS.length);
     catalog.db.close();
+  });
+});
+
+describe('a damaged catalog', () => {
+  it('is refused with the way out: a rebuild from a region', async () => {
+    const path = join(dir, 'damaged.db');
+    new Catalog(path, new TestClock('2026-11-28T00:00:00Z')).close();
+    const bytes = await readFile(path);
+    bytes.write('not what SQLite wrote here', 100);
+    await writeFile(path, bytes);
+    await rm(`${path}-wal`, { force: true });
+    expect(() => new Catalog(path, new TestClock('2026-11-28T00:00:00Z'))).toThrow(expect.objectContaining({
+      code: 'CATALOG_FAILED', hint: expect.stringContaining('cofre catalog rebuild --region'),
+    }) as Error);
+    await writeFile(path, 'a text file named by mistake\n'.repeat(200));
+    expect(() => new Catalog(path, new TestClock('2026-11-28T00:00:00Z'))).toThrow(expect.objectContaining({ hint: expect.stringContaining('not a cofre catalog') }) as Error);
   });
 });

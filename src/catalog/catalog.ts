@@ -133,8 +133,13 @@ export class Catalog {
       this.db.exec('PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;');
       this.migrate();
     } catch (err) {
+      // SQLITE_CORRUPT, SQLITE_NOTADB: the file is there and readable, but not a whole catalog.
+      const damaged = [11, 26].includes((err as { errcode?: number }).errcode ?? 0);
       throw new CofreError('CATALOG_FAILED', `cannot open catalog ${path}: ${(err as Error).message}`, {
-        op: 'catalog.open', path, cause: err, hint: 'check the path is writable; the catalog can be rebuilt from the regions if it is lost',
+        op: 'catalog.open', path, cause: err,
+        hint: damaged
+          ? 'the catalog file is damaged or is not a cofre catalog: rebuild it from a region with `cofre catalog rebuild --region <name>` (the file is kept beside it, renamed)'
+          : 'check the path is writable; the catalog can be rebuilt from the regions if it is lost',
       });
     }
   }
