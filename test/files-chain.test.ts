@@ -84,7 +84,16 @@ describe('a chain of full, incr and diff backups of a files source', () => {
     await symlink('../readme.txt', join(src, 'docs', 'readme-link')); // new symlink
     await mkdir(join(src, 'new-dir', 'deep'), { recursive: true });
     await chmod(join(src, 'new-dir'), 0o750);
+    // Names are bytes: Latin-1 ones (an old client's upload) must come back as the same bytes, as UTF-8 ones do.
+    const raw = (...parts: (string | number[])[]): Buffer => Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : Buffer.from(p))));
+    await writeFile(raw(src, '/docs/latin', [0xe9], '.txt'), 'latin-1 name\n');
+    await mkdir(raw(src, '/caf', [0xe9]));
+    await writeFile(raw(src, '/caf', [0xe9], '/r', [0xe9], 'sum', [0xe9], '.bin'), bytes(1_300_000, 6));
+    await writeFile(raw(src, '/caf', [0xe9], '/', 'x'.repeat(120), [0xff, 0xfe], '.txt'), 'long name, not UTF-8\n');
+    await writeFile(join(src, 'docs', 'niño.txt'), 'utf-8 name\n');
+    await symlink(raw('r', [0xe9], 'sum', [0xe9], '.bin'), raw(src, '/caf', [0xe9], '/cv-link'));
     const id = await backupAndRemember('incr');
+    expect(Object.keys(snapshots.at(-1)!.tree)).toEqual(expect.arrayContaining(['docs/latin\xe9.txt', 'caf\xe9/r\xe9sum\xe9.bin', 'caf\xe9/cv-link']));
     const row = ctx.catalog.getBackup(id)!;
     expect(row.parent).toBe(snapshots[0]!.id);
     // a.jpg (700 kB) was not re-stored: the incremental holds far less than the tree.
@@ -96,6 +105,10 @@ describe('a chain of full, incr and diff backups of a files source', () => {
     expect(entries.get('readme.txt')!.xxh128).toMatch(/^[0-9a-f]{32}$/);
     expect(entries.get('photos/2026/a.jpg')!).toMatchObject({ sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
     expect(entries.get('photos/2026/a.jpg')!.xxh128).toBeUndefined();
+    // A byte that is no UTF-8 is kept as a lone surrogate (U+DC00 + the byte); a UTF-8 name as it is.
+    expect(entries.get('docs/latin\udce9.txt')).toMatchObject({ type: 'file', size: 13 });
+    expect(entries.get('caf\udce9/cv-link')).toMatchObject({ type: 'symlink', target: 'r\udce9sum\udce9.bin' });
+    expect(entries.get('docs/niño.txt')).toMatchObject({ type: 'file' });
   });
 
   it('takes everything since the full in a differential', async () => {

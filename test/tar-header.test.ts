@@ -1,5 +1,5 @@
 // Pack members written by cofre's own tar encoder read back the same with GNU tar and with tar-stream (which
-// restores use): short and long paths, non-ASCII names, long symlink targets, directories.
+// restores use): short and long paths, non-ASCII names, names that are not UTF-8, long symlink targets, directories.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import tar from 'tar-stream';
 import { afterAll, describe, expect, it } from 'vitest';
-import { TAR_END, tarHeader, tarPadding } from '../src/sources/files/tar-header.ts';
+import { bytesOfName } from '../src/sources/files/names.ts';
+import { memberName, TAR_END, tarHeader, tarPadding } from '../src/sources/files/tar-header.ts';
 import type { WalkEntry } from '../src/sources/files/walk.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'cofre-tar-'));
@@ -25,7 +26,13 @@ const members: { e: WalkEntry; body?: Buffer }[] = [
   { e: entry(`${'y'.repeat(200)}/${'z'.repeat(120)}.bin`, 'file'), body: Buffer.alloc(513, 2) },
   { e: entry('docs/façade-日本.txt', 'file'), body: Buffer.from('unicode') },
   { e: entry('docs/link', 'symlink', { target: `../${'t'.repeat(150)}` }) },
+  // Names that are not UTF-8 (see names.ts): raw bytes for tar, COFRE.path for cofre.
+  { e: entry('docs/latin\udce9.txt', 'file'), body: Buffer.from('latin-1') },
+  { e: entry('docs/l\udcff', 'symlink', { target: 'caf\udce9' }) },
 ];
+
+/** A member's path on disk under root, as bytes. */
+const onDisk = (root: string, path: string): Buffer => Buffer.concat([Buffer.from(`${root}/`), bytesOfName(path)]);
 
 function archive(): Buffer {
   return Buffer.concat([
@@ -40,10 +47,10 @@ describe('tarHeader', () => {
     writeFileSync(file, archive());
     const out = join(dir, 'gnu');
     execFileSync('mkdir', ['-p', out]);
-    execFileSync('tar', ['-xf', file, '-C', out]);
+    execFileSync('tar', ['-xf', file, '-C', out], { stdio: ['ignore', 'ignore', 'ignore'] });
     for (const { e, body } of members) {
-      if (body) expect(readFileSync(join(out, e.path)).equals(body)).toBe(true);
-      if (e.type === 'symlink') expect(readlinkSync(join(out, e.path))).toBe(e.target);
+      if (body) expect(readFileSync(onDisk(out, e.path)).equals(body)).toBe(true);
+      if (e.type === 'symlink') expect(readlinkSync(onDisk(out, e.path), { encoding: 'buffer' }).equals(bytesOfName(e.target!))).toBe(true);
     }
     expect(statSync(join(out, 'docs')).mode & 0o7777).toBe(0o750);
     expect(statSync(join(out, 'docs/short.txt')).mtimeMs).toBe(1_700_000_000_000);
@@ -56,7 +63,8 @@ describe('tarHeader', () => {
       for await (const item of extract) {
         const parts: Buffer[] = [];
         for await (const chunk of item) parts.push(chunk as Buffer);
-        seen.push({ name: item.header.name, type: item.header.type ?? '', linkname: item.header.linkname, body: Buffer.concat(parts) });
+        const linkpath = (item.header.pax as Record<string, string> | undefined)?.['COFRE.linkpath'];
+        seen.push({ name: memberName(item.header), type: item.header.type ?? '', linkname: linkpath ? (JSON.parse(linkpath) as string) : item.header.linkname, body: Buffer.concat(parts) });
       }
     })();
     Readable.from([archive()]).pipe(extract);

@@ -12,6 +12,7 @@ import { drillWorkDirOf } from '../config/own-state.ts';
 import { CofreError, messageOf } from '../errors/index.ts';
 import { algorithmOf, digestOf } from '../pipeline/content-hash.ts';
 import { readManifest, type Manifest } from '../repository/index.ts';
+import { fsPath } from '../sources/files/names.ts';
 import { hashFile } from '../sources/files/read-file.ts';
 import { amcheckChecks, checksumsCheck, dataChecksumsOn, fingerprintChecks, operatorChecks, runSql } from '../sources/postgres/drill-checks.ts';
 import { parseLsn, segmentName } from '../sources/postgres/lsn.ts';
@@ -141,7 +142,7 @@ async function fileChecks(manifest: Manifest, tree: string): Promise<DrillCheck[
     const digest = digestOf(e);
     if (e.type !== 'file' || !digest) continue;
     const path = join(tree, e.path);
-    const size = lstatSync(path, { throwIfNoEntry: false })?.size;
+    const size = lstatSync(fsPath(path), { throwIfNoEntry: false })?.size;
     if (size === undefined || size !== e.size) wrong.push(`${e.path}: ${size === undefined ? 'missing' : `${size} bytes, expected ${e.size}`}`);
     else if ((await hashFile(path, size, algorithmOf(digest))) !== digest) wrong.push(`${e.path}: content differs from the manifest`);
     checked++;

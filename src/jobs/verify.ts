@@ -6,6 +6,7 @@ import { isCofreError, messageOf } from '../errors/index.ts';
 import { ContentTap, digestOf, type ContentDigest } from '../pipeline/content-hash.ts';
 import { HashTap, readObjectFrom } from '../pipeline/index.ts';
 import { MANIFEST_NAME, objectKey, packIdentity, parseBackupKey, readManifestFrom, type Manifest } from '../repository/index.ts';
+import { memberName } from '../sources/files/tar-header.ts';
 import { walIdentity, walKey } from '../sources/postgres/wal-names.ts';
 import type { StorageDriver } from '../storage/index.ts';
 import { repositoryOf, requireKnownSource, type JobContext } from './context.ts';
@@ -58,7 +59,7 @@ async function checkPackContent(plaintext: Readable, expected: Map<string, { siz
   const extract = tar.extract();
   const walk = (async () => {
     for await (const item of extract) {
-      const name = item.header.name.replace(/\/$/, '');
+      const name = memberName(item.header).replace(/\/$/, '');
       const want = expected.get(name);
       if (!want || item.header.type !== 'file') {
         item.resume();

@@ -14,9 +14,11 @@ import { algorithmOf, ContentTap, digestOf, type ContentDigest } from '../../pip
 import { fsyncPath } from '../../storage/index.ts';
 import type { Manifest, ManifestEntry } from '../../repository/index.ts';
 import { decodeBlocks, PAGE_BYTES } from '../postgres/pages.ts';
+import { bytesOfName, fsPath, nameFromBytes } from './names.ts';
 import { hashFile, SMALL_FILE_BYTES } from './read-file.ts';
 import { assertSafePath, assertSafeTree } from './safe-path.ts';
 import { syncTree } from './sync-tree.ts';
+import { memberName } from './tar-header.ts';
 
 const STAGING_PREFIX = '.cofre-restore-';
 const PART_SUFFIX = '.cofre-part';
@@ -82,6 +84,11 @@ async function removeCreated(target: string, created: string | undefined): Promi
   }
 }
 
+/** The names in a directory, read as bytes (see names.ts). */
+async function namesIn(dir: string): Promise<string[]> {
+  return (await readdir(fsPath(dir), { encoding: 'buffer' })).map(nameFromBytes);
+}
+
 function nsToSeconds(ns: string): number {
   const big = BigInt(ns);
   return Number(big / 1_000_000_000n) + Number(big % 1_000_000_000n) / 1e9;
@@ -112,7 +119,7 @@ function syncingAlong(path: string, started: Promise<void>[]): Transform {
       if (since >= EARLY_SYNC_STEP_BYTES && !inFlight) {
         since = 0;
         inFlight = true;
-        const sync = fsyncPath(path).finally(() => {
+        const sync = fsyncPath(fsPath(path)).finally(() => {
           inFlight = false;
         });
         // Observed now (its failure is raised once the file is written), so it never goes unhandled meanwhile.
@@ -183,7 +190,7 @@ interface Wanted {
 async function applyPages(member: { pipe<T extends NodeJS.WritableStream>(to: T): T }, path: string, want: Wanted, name: string): Promise<void> {
   const runs = decodeBlocks(want.blocks!);
   const tap = await ContentTap.like(want.digest);
-  const fd = openSync(path, 'r+');
+  const fd = openSync(fsPath(path), 'r+');
   try {
     let run = 0;
     let done = 0;
@@ -223,7 +230,7 @@ async function extractMembers(plaintext: Readable, staging: string, wanted: Map<
   const extract = tar.extract();
   const done = (async () => {
     for await (const item of extract) {
-      const name = item.header.name.replace(/\/$/, '');
+      const name = memberName(item.header).replace(/\/$/, '');
       assertSafePath(name, where);
       const want = wanted.get(name);
       if (!want || item.header.type !== 'file') {
@@ -242,14 +249,14 @@ async function extractMembers(plaintext: Readable, staging: string, wanted: Map<
         // Small files are gathered and written synchronously: cheaper than an async stream per file.
         const parts: Buffer[] = [];
         for await (const chunk of item.pipe(tap)) parts.push(chunk as Buffer);
-        writeFileSync(part, Buffer.concat(parts), { mode: 0o600 });
+        writeFileSync(fsPath(part), Buffer.concat(parts), { mode: 0o600 });
       } else if (want.size < 2 * EARLY_SYNC_STEP_BYTES) {
-        await pipeline(item, tap, createWriteStream(part, { mode: 0o600 }));
+        await pipeline(item, tap, createWriteStream(fsPath(part), { mode: 0o600 }));
       } else {
         const syncs: Promise<void>[] = [];
         let synced: PromiseSettledResult<void>[] = [];
         try {
-          await pipeline(item, tap, syncingAlong(part, syncs), createWriteStream(part, { mode: 0o600 }));
+          await pipeline(item, tap, syncingAlong(part, syncs), createWriteStream(fsPath(part), { mode: 0o600 }));
         } finally {
           // Every fsync started on the file has returned before it is checked, renamed or removed.
           synced = await Promise.allSettled(syncs);
@@ -258,12 +265,12 @@ async function extractMembers(plaintext: Readable, staging: string, wanted: Map<
         if (failed) throw failed.reason;
       }
       if (tap.bytes !== want.size || tap.digest() !== want.digest) {
-        await rm(part, { force: true });
+        await rm(fsPath(part), { force: true });
         throw new CofreError('HASH_MISMATCH', `${name}: restored content does not match the manifest`, {
           op: 'restore', path: name, hint: 'the pack does not hold what the manifest recorded; another region is tried',
         });
       }
-      renameSync(part, join(staging, name));
+      renameSync(fsPath(part), fsPath(join(staging, name)));
       wanted.delete(name);
     }
   })();
@@ -325,10 +332,10 @@ async function reuseMatching(files: ManifestEntry[], target: string, staging: st
     if (!digest || f.deltas) continue;
     const existing = join(target, f.path);
     try {
-      const st = lstatSync(existing);
-      if (!st.isFile() || st.size !== f.size || realpathSync(existing) !== join(root, f.path)) continue;
+      const st = lstatSync(fsPath(existing));
+      if (!st.isFile() || st.size !== f.size || nameFromBytes(realpathSync(fsPath(existing), { encoding: 'buffer' })) !== join(root, f.path)) continue;
       if ((await hashFile(existing, st.size, algorithmOf(digest))) !== digest) continue;
-      linkSync(existing, join(staging, f.path));
+      linkSync(fsPath(existing), fsPath(join(staging, f.path)));
       reused.add(f.path);
     } catch {
       // absent or unreadable: restored from the backup
@@ -355,7 +362,7 @@ export async function restoreTree(manifest: Manifest, target: string, readPack: 
   let swapping = false;
   try {
     const dirs = manifest.entries.filter((e) => e.type === 'dir');
-    for (const d of dirs) mkdirSync(join(staging, d.path), { mode: 0o700 });
+    for (const d of dirs) mkdirSync(fsPath(join(staging, d.path)), { mode: 0o700 });
     result.dirs = dirs.length;
 
     const files = manifest.entries.filter((e) => e.type === 'file');
@@ -372,7 +379,7 @@ export async function restoreTree(manifest: Manifest, target: string, readPack: 
       i = j;
     }
     for (const f of files.filter((e) => e.deltas)) {
-      const p = join(staging, f.path);
+      const p = fsPath(join(staging, f.path));
       if (statSync(p).size < (f.size ?? 0)) {
         throw new CofreError('RESTORE_FAILED', `${f.path}: the backups of the chain hold ${statSync(p).size} of its ${f.size} bytes`, {
           op: 'restore', path: f.path, hint: 'a page delta is missing from the chain; verify the backups (cofre verify --deep)',
@@ -383,7 +390,7 @@ export async function restoreTree(manifest: Manifest, target: string, readPack: 
     // Metadata is set synchronously: per file it costs less than an async round trip.
     const asRoot = process.getuid?.() === 0;
     for (const f of files) {
-      const p = join(staging, f.path);
+      const p = fsPath(join(staging, f.path));
       if (asRoot) lchownSync(p, f.uid, f.gid);
       chmodSync(p, f.mode);
       utimesSync(p, nsToSeconds(f.mtimeNs), nsToSeconds(f.mtimeNs));
@@ -391,15 +398,15 @@ export async function restoreTree(manifest: Manifest, target: string, readPack: 
       result.bytes += f.size ?? 0;
     }
     for (const s of manifest.entries.filter((e) => e.type === 'symlink')) {
-      const p = join(staging, s.path);
-      symlinkSync(s.target ?? '', p);
+      const p = fsPath(join(staging, s.path));
+      symlinkSync(bytesOfName(s.target ?? ''), p);
       if (asRoot) lchownSync(p, s.uid, s.gid);
       lutimesSync(p, nsToSeconds(s.mtimeNs), nsToSeconds(s.mtimeNs));
       result.symlinks++;
     }
     // Deepest directories first, so setting a parent's mtime is not undone by work inside it.
     for (const d of [...dirs].sort((a, b) => b.path.split('/').length - a.path.split('/').length)) {
-      const p = join(staging, d.path);
+      const p = fsPath(join(staging, d.path));
       if (asRoot) lchownSync(p, d.uid, d.gid);
       chmodSync(p, d.mode);
       utimesSync(p, nsToSeconds(d.mtimeNs), nsToSeconds(d.mtimeNs));
@@ -408,8 +415,8 @@ export async function restoreTree(manifest: Manifest, target: string, readPack: 
     await syncTree(staging);
     // --delta: what the target held goes (kept files live on through their links in staging), then the swap.
     swapping = true;
-    if (opts.delta) for (const old of await readdir(target)) if (join(target, old) !== staging) await rm(join(target, old), { recursive: true, force: true });
-    for (const top of await readdir(staging)) await rename(join(staging, top), join(target, top));
+    if (opts.delta) for (const old of await namesIn(target)) if (join(target, old) !== staging) await rm(fsPath(join(target, old)), { recursive: true, force: true });
+    for (const top of await namesIn(staging)) await rename(fsPath(join(staging, top)), fsPath(join(target, top)));
     await rmdir(staging);
     await fsyncPath(target);
     return result;

@@ -4,6 +4,7 @@ import { CofreError } from '../../errors/index.ts';
 import { CONTENT_ALGORITHM, contentHash, type ContentAlgorithm, type ContentDigest } from '../../pipeline/content-hash.ts';
 import type { ManifestObject } from '../../repository/index.ts';
 import type { OpenObject } from '../capture.ts';
+import { fsPath } from './names.ts';
 import { readFileInto, type SmallFile } from './read-file.ts';
 import { TAR_END, tarHeader, tarPadding } from './tar-header.ts';
 import type { WalkEntry } from './walk.ts';
@@ -75,7 +76,7 @@ export class PackBuilder {
    * pack still whole.
    */
   async addFile(entry: WalkEntry): Promise<{ pack: string; digest: ContentDigest; changed: boolean }> {
-    const fd = openSync(entry.abs, 'r');
+    const fd = openSync(fsPath(entry.abs), 'r');
     try {
       let read: { digest: ContentDigest; changed: boolean } | null = null;
       const pack = await this.member(entry, entry.size, async (out) => {

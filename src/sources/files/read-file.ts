@@ -3,6 +3,7 @@ import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { contentHash, type ContentAlgorithm, type ContentDigest } from '../../pipeline/content-hash.ts';
 import type { PlainSink } from '../../pipeline/index.ts';
+import { fsPath } from './names.ts';
 
 /** Reads go in pieces of this size, each hashed while it is in cache. */
 const READ_PIECE_BYTES = 512 * 1024;
@@ -34,7 +35,7 @@ function readFullySync(fd: number, buf: Buffer, pos: number): number {
  */
 export async function readSmallFile(abs: string, size: number, algorithm?: ContentAlgorithm): Promise<SmallFile> {
   const hash = await contentHash(algorithm);
-  const fd = openSync(abs, 'r');
+  const fd = openSync(fsPath(abs), 'r');
   try {
     const buf = Buffer.allocUnsafe(size + 1);
     const got = readFullySync(fd, buf, 0);
@@ -109,7 +110,7 @@ export async function hashFile(abs: string, size: number, algorithm?: ContentAlg
   const hash = await contentHash(algorithm);
   const room = Buffer.allocUnsafe(HASH_ROOM_BYTES);
   const piece = (pos: number): Buffer => room.subarray((pos / READ_PIECE_BYTES) % 2 === 0 ? 0 : READ_PIECE_BYTES).subarray(0, Math.min(READ_PIECE_BYTES, size - pos));
-  const handle = await open(abs, 'r');
+  const handle = await open(fsPath(abs), 'r');
   try {
     let next: Promise<boolean> | null = fillFrom(handle, piece(0), 0);
     for (let pos = 0; next;) {

@@ -6,6 +6,7 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { fsyncPath } from '../../storage/index.ts';
+import { fsPath, nameFromBytes } from './names.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -28,8 +29,8 @@ export async function syncTree(root: string): Promise<void> {
   }
   const paths: string[] = [];
   const walk = async (dir: string): Promise<void> => {
-    for (const e of await readdir(dir, { withFileTypes: true })) {
-      const p = join(dir, e.name);
+    for (const e of await readdir(fsPath(dir), { withFileTypes: true, encoding: 'buffer' })) {
+      const p = join(dir, nameFromBytes(e.name));
       if (e.isDirectory()) await walk(p);
       // Symlinks are not opened (that would follow them): their directory's fsync keeps them.
       if (e.isDirectory() || e.isFile()) paths.push(p);
@@ -39,6 +40,6 @@ export async function syncTree(root: string): Promise<void> {
   paths.push(root);
   let next = 0;
   await Promise.all(Array.from({ length: Math.min(FSYNC_CONCURRENCY, paths.length) }, async () => {
-    while (next < paths.length) await fsyncPath(paths[next++]!);
+    while (next < paths.length) await fsyncPath(fsPath(paths[next++]!));
   }));
 }

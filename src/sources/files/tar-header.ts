@@ -1,6 +1,7 @@
 // POSIX tar (pax) headers for packs, written straight into the pipeline's blocks: a ustar header when the entry
 // fits one (ASCII path of up to 100 bytes, or 255 split at a '/'; link target up to 100), else a pax extended
 // header carrying the path and link target, then the ustar header. GNU tar and tar-stream read both.
+import { bytesOfName, hasEscapedBytes } from './names.ts';
 import type { WalkEntry } from './walk.ts';
 
 export const TAR_BLOCK = 512;
@@ -70,12 +71,35 @@ function splitPath(path: string): { name: string; prefix: string } | null {
 }
 
 /** One pax record: "<length> key=value\n", the length counting itself. */
-function paxRecord(key: string, value: string): string {
-  const body = ` ${key}=${value}\n`;
-  const bytes = Buffer.byteLength(body);
+function paxRecord(key: string, value: Buffer): Buffer {
+  const bytes = Buffer.byteLength(` ${key}=\n`) + value.length;
   let length = bytes + String(bytes).length;
   if (String(length).length !== String(bytes).length) length = bytes + String(length).length;
-  return `${length}${body}`;
+  return Buffer.concat([Buffer.from(`${length} ${key}=`), value, Buffer.from('\n')]);
+}
+
+/**
+ * The pax records of a path (key `path` or `linkpath`). A name that is not UTF-8 (see names.ts) is written as its
+ * raw bytes under hdrcharset=BINARY (POSIX's way; GNU tar 1.34 says it ignores that keyword and COFRE.*, and
+ * extracts the raw bytes), and again as COFRE.<key> in JSON (ASCII, escapes kept), which is what cofre reads back:
+ * tar-stream decodes pax values as UTF-8 and would lose the bytes.
+ */
+function pathRecords(key: 'path' | 'linkpath', name: string): Buffer[] {
+  if (!hasEscapedBytes(name)) return [paxRecord(key, Buffer.from(name, 'utf8'))];
+  return [paxRecord(key, bytesOfName(name)), paxRecord(`COFRE.${key}`, Buffer.from(JSON.stringify(name)))];
+}
+
+/** The member name cofre stored (see pathRecords), from a header tar-stream decoded. */
+export function memberName(header: { name: string; pax?: unknown }): string {
+  const escaped = (header.pax as Record<string, string> | null | undefined)?.['COFRE.path'];
+  if (typeof escaped !== 'string') return header.name;
+  try {
+    const name: unknown = JSON.parse(escaped);
+    // Checked like any member name by the caller (no '..', no absolute path).
+    return typeof name === 'string' ? name : header.name;
+  } catch {
+    return header.name;
+  }
 }
 
 /** Zeros that pad `size` bytes of member data to whole tar blocks. */
@@ -93,7 +117,9 @@ export function tarHeader(entry: WalkEntry, size: number): Buffer {
   const split = splitPath(path);
   const linkFits = /^[\x20-\x7e]*$/.test(linkname) && linkname.length <= 100;
   if (split && linkFits) return ustar({ ...common, ...split, linkname, size, type });
-  const pax = Buffer.from(`${split ? '' : paxRecord('path', path)}${linkFits ? '' : paxRecord('linkpath', linkname)}`);
+  const records = [...(split ? [] : pathRecords('path', path)), ...(linkFits ? [] : pathRecords('linkpath', linkname))];
+  if (hasEscapedBytes(path) || hasEscapedBytes(linkname)) records.unshift(paxRecord('hdrcharset', Buffer.from('BINARY')));
+  const pax = Buffer.concat(records);
   return Buffer.concat([
     ustar({ ...common, name: 'PaxHeader', prefix: '', linkname: '', size: pax.length, type: 'pax' }),
     pax,

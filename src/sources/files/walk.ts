@@ -3,6 +3,7 @@
 import { lstatSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { matchesGlob, resolve } from 'node:path';
 import { physicalPath, type OwnState } from '../../config/own-state.ts';
+import { fsPath, nameFromBytes } from './names.ts';
 
 export type EntryType = 'file' | 'dir' | 'symlink';
 
@@ -58,12 +59,17 @@ export async function* walkTree(root: string, opts: WalkOptions): AsyncGenerator
 }
 
 
+function linkTarget(abs: string): string {
+  return nameFromBytes(readlinkSync(fsPath(abs), { encoding: 'buffer' }));
+}
+
 /** Walks `rel` under the root, `prefix` being the root's absolute path and a '/'. */
 async function* walkDir(prefix: string, excluded: (path: string) => boolean, own: Map<string, string>, opts: WalkOptions, rel: string): AsyncGenerator<WalkEntry> {
   const dir = rel ? prefix + rel : prefix;
   let names: string[];
   try {
-    names = readdirSync(dir);
+    // As bytes: a name that is not UTF-8 would come back as U+FFFD and name no file (see names.ts).
+    names = readdirSync(fsPath(dir), { encoding: 'buffer' }).map(nameFromBytes);
   } catch (err) {
     // A directory that vanished or became unreadable mid-walk is reported, not fatal.
     opts.onSkip(rel || '.', (err as Error).message);
@@ -81,7 +87,7 @@ async function* walkDir(prefix: string, excluded: (path: string) => boolean, own
     }
     let st;
     try {
-      st = lstatSync(abs, { bigint: true });
+      st = lstatSync(fsPath(abs), { bigint: true });
     } catch (err) {
       opts.onSkip(path, (err as Error).message);
       continue;
@@ -98,19 +104,19 @@ async function* walkDir(prefix: string, excluded: (path: string) => boolean, own
     } else if (st.isSymbolicLink() && opts.follow?.(path)) {
       let target;
       try {
-        target = statSync(abs, { bigint: true });
+        target = statSync(fsPath(abs), { bigint: true });
       } catch (err) {
         opts.onSkip(path, (err as Error).message);
         continue;
       }
       if (!target.isDirectory()) {
-        yield { ...base, type: 'symlink', target: readlinkSync(abs) };
+        yield { ...base, type: 'symlink', target: linkTarget(abs) };
         continue;
       }
       yield { ...base, type: 'dir', mode: Number(target.mode & 0o7777n), uid: Number(target.uid), gid: Number(target.gid), mtimeNs: target.mtimeNs, ctimeNs: target.ctimeNs, ino: target.ino };
       yield* walkDir(prefix, excluded, own, opts, path);
     } else if (st.isSymbolicLink()) {
-      yield { ...base, type: 'symlink', target: readlinkSync(abs) };
+      yield { ...base, type: 'symlink', target: linkTarget(abs) };
     } else {
       opts.onSkip(path, 'not a regular file, directory or symlink (sockets, fifos and devices are not backed up)');
     }

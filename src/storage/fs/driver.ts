@@ -163,7 +163,7 @@ export class FsDriver implements StorageDriver {
 }
 
 /** fsync of one file or directory (a directory's, to make the names in it durable). */
-export async function fsyncPath(path: string): Promise<void> {
+export async function fsyncPath(path: string | Buffer): Promise<void> {
   const handle = await open(path, 'r');
   try {
     await handle.sync();
