@@ -79,7 +79,7 @@ describe('cofre daemon on the embedded default', () => {
     expect(text).toMatch(/cofre_backup_duration_seconds_count\{source="uploads",type="full"\} 1/);
     expect(text).toMatch(/cofre_backup_runs_total\{source="uploads",type="full",result="completed"\} 1/);
     expect(text).toMatch(/cofre_build_info\{version="\d+\.\d+\.\d+"\} 1/);
-    for (const name of ['cofre_backup_size_bytes', 'cofre_backup_stored_bytes', 'cofre_rto_target_seconds', 'cofre_wal_last_archived_timestamp_seconds', 'cofre_wal_ready_segments']) {
+    for (const name of ['cofre_backup_size_bytes', 'cofre_backup_stored_bytes', 'cofre_rto_target_seconds', 'cofre_wal_last_archived_timestamp_seconds', 'cofre_wal_ready_segments', 'cofre_source_skipped_total']) {
       expect(text).toContain(`# TYPE ${name} `);
     }
     // No ids, paths or messages as label values.

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { validate } from '../src/config/index.ts';
 import { runBackup } from '../src/jobs/backup.ts';
 import { repositoryOf } from '../src/jobs/context.ts';
+import { createMetrics } from '../src/observability/metrics.ts';
 import { runRestore } from '../src/jobs/restore.ts';
 import { readManifest } from '../src/repository/index.ts';
 import { rawTestConfig } from './helpers/config.ts';
@@ -48,8 +49,12 @@ afterAll(async () => {
 
 describe("cofre's own state inside a source", () => {
   it('is left out of every backup, each part reported, and the rest restores', async () => {
+    const metrics = createMetrics(ctx.bus, 'test');
     const full = await runBackup(ctx, { source: 'srv', type: 'full' });
     const skipped = ctx.events.filter((e) => e.name === 'source.skipped').map((e) => e.payload as { path: string; reason: string });
+    // Counted for alerting (an unreadable file is left out the same way), labelled by source only.
+    expect(await metrics.registry.metrics()).toContain(`cofre_source_skipped_total{source="srv"} ${skipped.length}`);
+    metrics.detach();
     const reasonOf = (path: string) => skipped.find((s) => s.path === path)?.reason;
     expect(reasonOf('backups/eu-west-1')).toMatch(/^cofre's own region eu-west-1: never backed up/);
     expect(reasonOf('backups/ap-southeast-1')).toMatch(/^cofre's own region ap-southeast-1/);

@@ -52,6 +52,10 @@ export function createMetrics(bus: EventBus, version: string, state?: MetricsSta
   const requests = new Counter({ name: 'cofre_storage_requests_total', help: 'Storage requests by result', labelNames: ['region', 'op', 'result'], registers: [registry] });
   const retries = new Counter({ name: 'cofre_storage_retries_total', help: 'Storage retries', labelNames: ['region', 'op'], registers: [registry] });
   const copyFailures = new Counter({ name: 'cofre_copy_failures_total', help: 'Region copies that failed during a backup', labelNames: ['region'], registers: [registry] });
+  const skipped = new Counter({
+    name: 'cofre_source_skipped_total', help: 'Paths a backup left out of its source (unreadable, vanished, not a file, directory or symlink, cofre\'s own state)',
+    labelNames: ['source'], registers: [registry],
+  });
 
   if (state) {
     stateGauge(registry, 'cofre_recovery_point_timestamp_seconds', 'Newest recoverable point per source', ['source'], (g) => {
@@ -110,6 +114,7 @@ export function createMetrics(bus: EventBus, version: string, state?: MetricsSta
     }),
     bus.on('copy.written', (e) => uploaded.inc({ region: e.region }, e.bytes)),
     bus.on('copy.failed', (e) => copyFailures.inc({ region: e.region })),
+    bus.on('source.skipped', (e) => skipped.inc({ source: e.source })),
     bus.on('storage.request', (e) => requests.inc({ region: e.region, op: e.op, result: e.ok ? 'ok' : 'error' })),
     bus.on('storage.retry', (e) => retries.inc({ region: e.region, op: e.op })),
   ];
