@@ -11,6 +11,7 @@ import { TestClock } from '../src/clock.ts';
 import { validate } from '../src/config/index.ts';
 import { runBackup } from '../src/jobs/backup.ts';
 import { runExpire } from '../src/jobs/expire.ts';
+import { placeHold, releaseHold } from '../src/jobs/holds.ts';
 import { runRestore } from '../src/jobs/restore.ts';
 import { runVerify } from '../src/jobs/verify.ts';
 import { planExpiry, type RetainedBackup } from '../src/retention/plan.ts';
@@ -121,11 +122,12 @@ describe('a year of daily backups under the example retention policies', () => {
       }
       if (day === 10) {
         held = taken.find((t) => t.source === 'dev' && t.type === 'incr' && t.at > clock.nowMs() - 2 * DAY)!.id;
-        ctx.catalog.hold(held, 'litigation 2026-17');
+        // As `cofre hold` does it: the catalog row and a marker in every region (verify checks the markers).
+        await placeHold(ctx, held, 'litigation 2026-17');
         holds.add(held);
       }
       if (day === 300) {
-        ctx.catalog.release(held!);
+        await releaseHold(ctx, held!);
         holds.delete(held!);
       }
       if (day % 50 === 25) {
