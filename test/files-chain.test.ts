@@ -1,14 +1,16 @@
 // Full → changes → incr → diff → incr: restoring each backup reproduces the tree as it was at that backup. The full
 // keeps sha256 content hashes (as manifests did before xxh128), the later backups xxh128 and carry the older ones over.
 import { chmod, mkdir, rm, symlink, utimes, writeFile, appendFile, rename } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runBackup } from '../src/jobs/backup.ts';
 import { repositoryOf } from '../src/jobs/context.ts';
 import { runRestore } from '../src/jobs/restore.ts';
 import { runVerify } from '../src/jobs/verify.ts';
-import { readManifest, type Manifest } from '../src/repository/index.ts';
-import { testConfig } from './helpers/config.ts';
+import { objectKey, readManifest, type Manifest } from '../src/repository/index.ts';
+import { runCli } from './helpers/cli.ts';
+import { testConfig, writeTestConfig } from './helpers/config.ts';
 import { openTestContext, type TestContext } from './helpers/context.ts';
 import { snapshotTree, type TreeEntry } from './helpers/tree.ts';
 import { removeDir, tempDir } from './helpers/tmp.ts';
@@ -140,6 +142,55 @@ describe('a chain of full, incr and diff backups of a files source', () => {
     const result = await runRestore(ctx, { source: 'uploads', to: target });
     expect(result.backupId).toBe(snapshots[snapshots.length - 1]!.id);
     expect(await snapshotTree(target)).toEqual(snapshots[snapshots.length - 1]!.tree);
+  });
+
+  it('restores part of a backup (--path), reading only the packs that hold it', async () => {
+    const latest = snapshots[snapshots.length - 1]!;
+    const manifest = await manifestOf(latest.id);
+    const paths = ['new-dir/deep', 'readme.txt', 'caf\udce9'];
+    const wanted = (p: string) => paths.some((w) => p === w || p.startsWith(`${w}/`));
+    const needed = new Set(manifest.entries.filter((e) => e.loc && wanted(e.path)).map((e) => `${e.loc!.backup}/${e.loc!.pack}`));
+    const others = [...new Set(manifest.entries.filter((e) => e.loc).map((e) => `${e.loc!.backup}/${e.loc!.pack}`))].filter((k) => !needed.has(k));
+    expect(others.length).toBeGreaterThan(0);
+    // Every other pack of the chain moved out of every region: a restore that touched one would fail.
+    const packFile = (region: string, key: string) => join(dir, 'regions', region, ...objectKey('uploads', key.split('/')[0]!, key.split('/')[1]!).split('/'));
+    const regions = ['eu-west-1', 'us-east-1', 'ap-southeast-1'];
+    for (const r of regions) for (const k of others) await rename(packFile(r, k), `${packFile(r, k)}.away`);
+    try {
+      const target = join(dir, 'restore', 'part');
+      const result = await runRestore(ctx, { source: 'uploads', to: target, backupId: latest.id, paths: ['./new-dir/deep/', 'readme.txt', 'caf\udce9'] });
+      expect(result.problems).toEqual([]);
+      // What lies under the paths, and the directories above them, exactly as in the tree at that backup.
+      const expected = Object.fromEntries(Object.entries(latest.tree).filter(([p]) => wanted(p.replace(/\xe9/g, '\udce9')) || p === 'new-dir'));
+      expect(await snapshotTree(target)).toEqual(expected);
+      expect(Object.keys(expected)).toEqual(expect.arrayContaining(['new-dir', 'new-dir/deep/file.bin', 'readme.txt', 'caf\xe9/r\xe9sum\xe9.bin']));
+      // A path the backup does not hold (a typo) is an error, and nothing is created.
+      const nowhere = join(dir, 'restore', 'nowhere');
+      await expect(runRestore(ctx, { source: 'uploads', to: nowhere, backupId: latest.id, paths: ['readme.txt', 'new-dir/deeep'] })).rejects.toMatchObject({
+        code: 'PATH_NOT_FOUND', message: expect.stringContaining('"new-dir/deeep"'),
+      });
+      await expect(runRestore(ctx, { source: 'uploads', to: nowhere, paths: ['../etc'] })).rejects.toMatchObject({ code: 'USAGE' });
+      await expect(runRestore(ctx, { source: 'uploads', to: nowhere, paths: ['readme.txt'], delta: true })).rejects.toMatchObject({ code: 'USAGE' });
+      expect(existsSync(nowhere)).toBe(false);
+    } finally {
+      for (const r of regions) for (const k of others) await rename(`${packFile(r, k)}.away`, packFile(r, k));
+    }
+  });
+
+  it('lists what a backup holds (show --files), one line per entry whatever its name', async () => {
+    const latest = snapshots[snapshots.length - 1]!;
+    const config = await writeTestConfig(dir, { packSizeBytes: 256 * 1024 });
+    const shown = await runCli(['-c', config, 'show', latest.id, '--files']);
+    expect(shown.code, shown.stderr).toBe(0);
+    expect(shown.stdout).toMatch(/^file +0644 +1300000 +\S+ +caf\\xE9\/r\\xE9sum\\xE9\.bin$/m);
+    expect(shown.stdout).toMatch(/^symlink +0777 +- +\S+ +caf\\xE9\/cv-link -> r\\xE9sum\\xE9\.bin$/m);
+    const part = await runCli(['-c', config, 'show', latest.id, '--path', 'new-dir', '--json']);
+    expect((JSON.parse(part.stdout) as { contents: { path: string; type: string }[] }).contents.map((e) => `${e.type} ${e.path}`)).toEqual([
+      'dir new-dir', 'dir new-dir/deep', 'file new-dir/deep/file.bin',
+    ]);
+    const typo = await runCli(['-c', config, 'show', latest.id, '--path', 'new-dri']);
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toContain('PATH_NOT_FOUND');
   });
 
   it('refuses a non-empty restore target and leaves it untouched', async () => {

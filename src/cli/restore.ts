@@ -1,4 +1,5 @@
-// cofre restore <source> --to <dir> [--backup <id>]: rebuild the tree of a backup (the latest by default).
+// cofre restore <source> --to <dir> [--backup <id>] [--path <p>]...: rebuild the tree of a backup (the latest by
+// default), or the part of it at the given paths.
 import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { action, humanBytes, printJson, walFetchCommand, withContext, type GlobalOptions } from './common.ts';
@@ -16,6 +17,7 @@ interface RestoreOptions {
   standby?: boolean;
   start?: boolean;
   delta?: boolean;
+  path: string[];
   port: string;
 }
 
@@ -36,6 +38,7 @@ export function register(program: Command): void {
     .option('--start', 'physical: start the restored cluster and wait until it has recovered')
     .option('--port <port>', 'physical: port for --start', '54329')
     .option('--delta', 'restore over an earlier restore in --to: keep files whose content matches, replace the rest')
+    .option('--path <path>', 'files: restore only this file or directory (relative to the source\'s directory; repeatable)', (v: string, all: string[]) => [...all, v], [] as string[])
     .option('--json', 'print the result as JSON')
     .action(action(async (source: string, opts: RestoreOptions) => {
       const target = opts.target ?? process.env.COFRE_RESTORE_TARGET;
@@ -50,7 +53,7 @@ export function register(program: Command): void {
         runRestore(ctx, {
           source, to: opts.to ? resolve(opts.to) : undefined, target, backupId: opts.backup,
           recovery: { ...recovery, ...(opts.immediate ? { immediate: true } : {}) }, standby: Boolean(opts.standby),
-          startPort: opts.start ? Number(opts.port) : undefined, restoreCommand, delta: Boolean(opts.delta),
+          startPort: opts.start ? Number(opts.port) : undefined, restoreCommand, delta: Boolean(opts.delta), paths: opts.path,
         }),
       );
       for (const p of result.problems) process.stderr.write(`cofre: ${p.region}: ${p.object}: ${p.problem} (used another region)\n`);

@@ -1,14 +1,19 @@
-// cofre show <backup-id> [--json]: one backup, its copies, objects and chain.
+// cofre show <backup-id> [--files [--path <p>]...] [--json]: one backup, its copies, objects and chain, and the files it holds.
 import type { Command } from 'commander';
 import { CofreError } from '../errors/index.ts';
+import { readOrder, repositoryOf, type JobContext } from '../jobs/context.ts';
+import { readManifest } from '../repository/index.ts';
+import { normalisePath, selectEntries } from '../sources/files/select.ts';
 import { action, humanBytes, printJson, withContext, type GlobalOptions } from './common.ts';
 
 export function register(program: Command): void {
   program
     .command('show <backupId>')
     .description('show one backup')
+    .option('--files', 'also list the files the backup holds (read from its manifest in a region)')
+    .option('--path <path>', 'with --files: only what lies at or under this path (repeatable)', (v: string, all: string[]) => [...all, v], [] as string[])
     .option('--json', 'print as JSON')
-    .action(action(async (backupId: string, opts: { json?: boolean }) => {
+    .action(action(async (backupId: string, opts: { json?: boolean; files?: boolean; path: string[] }) => {
       const out = await withContext(program.opts<GlobalOptions>(), false, async (ctx) => {
         const b = ctx.catalog.getBackup(backupId);
         if (!b) throw new CofreError('BACKUP_NOT_FOUND', `no backup ${backupId} in the catalog`, { op: 'show', hint: '`cofre list` shows the backups' });
@@ -19,6 +24,7 @@ export function register(program: Command): void {
           regions: Object.fromEntries(ctx.catalog.copiesOf(b.id).map((c) => [c.region, { status: c.status, error: c.error, updatedAt: c.updatedAt }])),
           objects: ctx.catalog.objectsOf(b.id),
           run: ctx.catalog.getRun(b.runId) ?? null,
+          ...(opts.files || opts.path.length > 0 ? { contents: await contentsOf(ctx, b.source, b.id, opts.path) } : {}),
         };
       });
       if (opts.json) return printJson(out);
@@ -30,7 +36,32 @@ export function register(program: Command): void {
         `retention ${out.policy ?? '-'}${out.tags !== '[]' ? ` ${(JSON.parse(out.tags) as string[]).join(', ')}` : ''}, expires ${out.expiresAt ?? '-'}${out.hold ? `; LEGAL HOLD: ${out.hold}` : ''}`,
         ...Object.entries(out.regions).map(([r, c]) => `region    ${r}: ${c.status}${c.error ? ` (${c.error})` : ''}`),
         `objects   ${out.objects.length}`,
+        ...(out.contents ?? []).map((f) => `${f.type.padEnd(7)} ${f.mode.toString(8).padStart(4, '0')} ${String(f.size ?? '-').padStart(12)}  ${f.mtime}  ${shown(f.path)}${f.target !== undefined ? ` -> ${shown(f.target)}` : ''}`),
       ];
       process.stdout.write(lines.join('\n') + '\n');
     }));
+}
+
+/** The entries of a backup's manifest (at or under `paths` when given), read from the first region with a sound copy. */
+async function contentsOf(ctx: JobContext, source: string, backupId: string, paths: string[]) {
+  const backup = ctx.catalog.getBackup(backupId)!;
+  if (backup.status !== 'completed' && backup.status !== 'degraded') {
+    throw new CofreError('BACKUP_NOT_FOUND', `backup ${backupId} is ${backup.status}: it has no stored manifest to list`, { op: 'show', hint: 'pick a completed or degraded backup from `cofre list`' });
+  }
+  const { repoId } = await repositoryOf(ctx, false);
+  const manifest = (await readManifest(ctx.envelope, readOrder(ctx, backupId), repoId, source, backupId)).value;
+  const chosen = selectEntries(manifest.entries, paths.map((p) => normalisePath(p, 'show')), `backup ${backupId}`, 'show');
+  return chosen.map((e) => ({
+    path: e.path, type: e.type, mode: e.mode, ...(e.size !== undefined ? { size: e.size } : {}),
+    mtime: new Date(Number(BigInt(e.mtimeNs) / 1_000_000n)).toISOString(), ...(e.target !== undefined ? { target: e.target } : {}),
+  }));
+}
+
+/**
+ * A name for a terminal, one line per entry whatever it holds (as `ls -b`): a byte that is not UTF-8 (kept as
+ * U+DC00+byte, see sources/files/names.ts) and a control character shown as \xNN, a backslash doubled.
+ */
+function shown(name: string): string {
+  const hex = (n: number): string => `\\x${n.toString(16).toUpperCase().padStart(2, '0')}`;
+  return name.replace(/[\\\x00-\x1f\x7f]|[\uDC80-\uDCFF]/gu, (c) => (c === '\\' ? '\\\\' : hex(c.charCodeAt(0) >= 0xdc00 ? c.charCodeAt(0) - 0xdc00 : c.charCodeAt(0))));
 }

@@ -31,6 +31,7 @@ export const ERROR_CODES = {
   SOURCE_UNREADABLE: { exit: EXIT_FAILURE, retryable: false },
   SOURCE_BUSY: { exit: EXIT_TEMPFAIL, retryable: true },
   BACKUP_NOT_FOUND: { exit: EXIT_USAGE, retryable: false },
+  PATH_NOT_FOUND: { exit: EXIT_USAGE, retryable: false },
   NO_PARENT: { exit: EXIT_USAGE, retryable: false },
   RESTORE_TARGET_NOT_EMPTY: { exit: EXIT_USAGE, retryable: false },
   UNSAFE_PATH: { exit: EXIT_DATA_ERROR, retryable: false },

@@ -6,6 +6,7 @@ import { CofreError } from '../errors/index.ts';
 import { readObjectWithFallback, type RegionProblem } from '../pipeline/index.ts';
 import { objectKey, packIdentity, readManifest } from '../repository/index.ts';
 import { restoreTree, type RestoreTreeResult } from '../sources/files/extract.ts';
+import { normalisePath, selectEntries } from '../sources/files/select.ts';
 import { parseConnUrl } from '../sources/postgres/libpq.ts';
 import type { RecoveryTarget, StartedCluster } from '../sources/postgres/restore-physical.ts';
 import type { StorageDriver } from '../storage/index.ts';
@@ -31,6 +32,8 @@ export interface RestoreArgs {
   delta?: boolean;
   /** restore_command for physical restores (wal-fetch through this cofre and config). */
   restoreCommand?: string;
+  /** Files backups: only what lies at or under these paths (relative to the source's directory), with the directories above. */
+  paths?: string[];
 }
 
 export interface RestoreResult extends RestoreTreeResult {
@@ -92,6 +95,12 @@ function refuseTargetInRegion(ctx: JobContext, to: string): void {
 export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<RestoreResult> {
   const started = ctx.clock.nowMs();
   const backup = resolveBackup(ctx, args.source, args.backupId);
+  const paths = (args.paths ?? []).map((p) => normalisePath(p, 'restore'));
+  if (paths.length > 0 && args.delta) {
+    throw new CofreError('USAGE', '--path and --delta do not go together', {
+      op: 'restore', hint: '--delta makes the target exactly the backup, removing what it does not hold; restore part of a tree into an empty directory',
+    });
+  }
   const { repoId } = await repositoryOf(ctx, false);
   const problems: RegionProblem[] = [];
   const used = new Set<string>();
@@ -113,6 +122,11 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
     }, consume, onProblem);
     used.add(read.region);
   };
+  if (paths.length > 0 && manifest.method !== 'files') {
+    throw new CofreError('USAGE', `--path restores part of a files backup; ${backup.id} is a ${manifest.method} backup of a PostgreSQL cluster`, {
+      op: 'restore', hint: 'restore the whole backup (a cluster is consistent only as a whole)',
+    });
+  }
   if (manifest.method === 'logical') {
     if (!args.target) {
       throw new CofreError('USAGE', `restoring ${args.source} needs --target <postgres://user@host:port/postgres>`, {
@@ -143,7 +157,8 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
   // Object sizes and hashes come from the manifest of the backup that wrote each pack.
   const packInfo = new Map<string, { size: number; sha256: string }>();
   for (const o of manifest.objects) packInfo.set(`${backup.id}/${o.name}`, o);
-  const result = await restoreTree(manifest, to, async (loc, consume) => {
+  const chosen = paths.length > 0 ? { ...manifest, entries: selectEntries(manifest.entries, paths, `backup ${backup.id}`, 'restore') } : manifest;
+  const result = await restoreTree(chosen, to, async (loc, consume) => {
     let info = packInfo.get(`${loc.backup}/${loc.pack}`);
     if (!info) {
       const older = await readManifest(ctx.envelope, regionsFor(ctx, loc.backup, args.region), repoId, args.source, loc.backup, onProblem);
