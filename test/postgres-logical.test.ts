@@ -117,6 +117,20 @@ describe('logical backup of a PostgreSQL cluster', () => {
     expect(invoice).toEqual([{ text: 'invoice 500' }]);
   });
 
+  it('refuses to restore over databases that hold data (a mistyped --target) unless told to replace them', async () => {
+    // The target now has shop with data, as production would: a change made there since must survive a refusal.
+    await target.query(`UPDATE sales.customers SET name = 'changed on the target' WHERE id = 1`, 'shop');
+    await expect(runRestore(ctx, { source: 'db', backupId, target: target.url })).rejects.toMatchObject({
+      code: 'RESTORE_TARGET_NOT_EMPTY', message: expect.stringMatching(/already has database shop \(\d+ relations\)/), hint: expect.stringContaining('--replace-existing'),
+    });
+    expect(await target.query(`SELECT name FROM sales.customers WHERE id = 1`, 'shop')).toEqual([{ name: 'changed on the target' }]);
+    // Asked for, the backup's objects replace the target's.
+    await runRestore(ctx, { source: 'db', backupId, target: target.url, replaceExisting: true });
+    const { repoId } = await repositoryOf(ctx, false);
+    const manifest = (await readManifest(ctx.envelope, ctx.regions, repoId, 'db', backupId)).value;
+    for (const db of manifest.logical!.databases) expect(await fingerprintsOf(target, db.name), db.name).toEqual(db.fingerprints);
+  });
+
   it('hands a password to pg_dump only through its environment, never to events or logs', async () => {
     const raw = rawTestConfig(join(dir, 'pw'));
     raw.sources = { db: { kind: 'postgres', url: `postgres://postgres:not-on-argv@127.0.0.1:${source.port}/postgres` } };

@@ -18,6 +18,7 @@ interface RestoreOptions {
   start?: boolean;
   delta?: boolean;
   path: string[];
+  replaceExisting?: boolean;
   port: string;
 }
 
@@ -38,6 +39,7 @@ export function register(program: Command): void {
     .option('--start', 'physical: start the restored cluster and wait until it has recovered')
     .option('--port <port>', 'physical: port for --start', '54329')
     .option('--delta', 'restore over an earlier restore in --to: keep files whose content matches, replace the rest')
+    .option('--replace-existing', 'logical: restore into databases the target already has with data, dropping and re-creating their objects from the backup')
     .option('--path <path>', 'files: restore only this file or directory (relative to the source\'s directory; repeatable)', (v: string, all: string[]) => [...all, v], [] as string[])
     .option('--json', 'print the result as JSON')
     .action(action(async (source: string, opts: RestoreOptions) => {
@@ -53,7 +55,7 @@ export function register(program: Command): void {
         runRestore(ctx, {
           source, to: opts.to ? resolve(opts.to) : undefined, target, backupId: opts.backup,
           recovery: { ...recovery, ...(opts.immediate ? { immediate: true } : {}) }, standby: Boolean(opts.standby),
-          startPort: opts.start ? Number(opts.port) : undefined, restoreCommand, delta: Boolean(opts.delta), paths: opts.path,
+          startPort: opts.start ? Number(opts.port) : undefined, restoreCommand, delta: Boolean(opts.delta), paths: opts.path, replaceExisting: Boolean(opts.replaceExisting),
         }),
       );
       for (const p of result.problems) process.stderr.write(`cofre: ${p.region}: ${p.object}: ${p.problem} (used another region)\n`);

@@ -34,6 +34,8 @@ export interface RestoreArgs {
   restoreCommand?: string;
   /** Files backups: only what lies at or under these paths (relative to the source's directory), with the directories above. */
   paths?: string[];
+  /** Logical backups: restore into databases that exist on the target and hold data (pg_restore --clean). */
+  replaceExisting?: boolean;
 }
 
 export interface RestoreResult extends RestoreTreeResult {
@@ -140,7 +142,7 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
       const info = byName.get(name);
       if (!info) throw new CofreError('MANIFEST_INVALID', `backup ${backup.id} has no object ${name}`, { op: 'restore', path: name });
       await readBackupObject(backup.id, name, info, consume);
-    });
+    }, { replaceExisting: Boolean(args.replaceExisting) });
     const durationSeconds = (ctx.clock.nowMs() - started) / 1000;
     const bytes = manifest.objects.reduce((n, o) => n + o.plainBytes, 0);
     ctx.bus.emit('restore.finished', { backupId: backup.id, source: args.source, durationSeconds, files: result.databases.length, bytes });

@@ -17,7 +17,33 @@ export interface LogicalRestoreResult {
   globalsWarnings: number;
 }
 
-export async function restoreLogical(src: Pick<PostgresSourceConfig, 'binDir'>, manifest: Manifest, target: string, read: ObjectReader): Promise<LogicalRestoreResult> {
+/** Relations (tables, views, sequences...) a database holds outside the system schemas: a fresh database has none. */
+const USER_RELATIONS = `SELECT count(*)::int AS n FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'`;
+
+/**
+ * The databases of the backup that exist on the target and hold relations of their own. Restoring into one means
+ * pg_restore --clean: its objects dropped and re-created from the backup, whatever was written since. A fresh
+ * server's `postgres` database (which every backup holds) has none and is restored into as before.
+ */
+async function databasesWithData(conn: ReturnType<typeof parseConnUrl>, names: string[]): Promise<{ name: string; relations: number }[]> {
+  const found: { name: string; relations: number }[] = [];
+  for (const name of names) {
+    const client = new pg.Client(clientConfig({ ...conn, database: name }));
+    try {
+      await client.connect();
+      const relations = (await client.query<{ n: number }>(USER_RELATIONS)).rows[0]!.n;
+      if (relations > 0) found.push({ name, relations });
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+  return found;
+}
+
+export async function restoreLogical(
+  src: Pick<PostgresSourceConfig, 'binDir'>, manifest: Manifest, target: string, read: ObjectReader, opts: { replaceExisting?: boolean } = {},
+): Promise<LogicalRestoreResult> {
   const logical = manifest.logical;
   if (!logical) throw new CofreError('MANIFEST_INVALID', `${manifest.backupId} is not a logical backup`, { op: 'restore' });
   const conn = parseConnUrl(target, 'restore');
@@ -32,6 +58,16 @@ export async function restoreLogical(src: Pick<PostgresSourceConfig, 'binDir'>, 
     });
   } finally {
     await client.end().catch(() => undefined);
+  }
+
+  // A mistyped --target (production's URL for a scratch server's) must change nothing: checked before the roles.
+  if (!opts.replaceExisting) {
+    const occupied = await databasesWithData(conn, logical.databases.map((d) => d.name).filter((n) => existing.has(n)));
+    if (occupied.length > 0) {
+      throw new CofreError('RESTORE_TARGET_NOT_EMPTY', `${conn.host}:${conn.port} already has ${occupied.map((d) => `database ${d.name} (${d.relations} relations)`).join(', ')}: restoring would drop and re-create their objects from the backup`, {
+        op: 'restore', hint: 'restore into another server or a new cluster, drop those databases first, or pass --replace-existing to replace their objects with the backup\'s; nothing was changed',
+      });
+    }
   }
 
   // Roles first: objects in the dumps name their owners. Roles that already exist (postgres) only warn.
