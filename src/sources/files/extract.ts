@@ -1,8 +1,8 @@
 // Restores a manifest's tree into an empty directory: all-or-nothing, verified file by file, never through a symlink.
 import { randomBytes } from 'node:crypto';
 import {
-  chmodSync, closeSync, createWriteStream, existsSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, realpathSync, renameSync, statSync,
-  symlinkSync, truncateSync, utimesSync, writeFileSync, writeSync,
+  chmodSync, closeSync, createWriteStream, existsSync, fchmodSync, fchownSync, futimesSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync,
+  openSync, realpathSync, statSync, symlinkSync, truncateSync, utimesSync, writeSync,
 } from 'node:fs';
 import { mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
@@ -10,7 +10,7 @@ import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { CofreError, isCofreError } from '../../errors/index.ts';
-import { algorithmOf, ContentTap, digestOf, type ContentDigest } from '../../pipeline/content-hash.ts';
+import { algorithmOf, contentHash, ContentTap, digestOf, type ContentDigest } from '../../pipeline/content-hash.ts';
 import { fsyncPath } from '../../storage/index.ts';
 import type { Manifest, ManifestEntry } from '../../repository/index.ts';
 import { decodeBlocks, PAGE_BYTES } from '../postgres/pages.ts';
@@ -21,7 +21,6 @@ import { syncTree } from './sync-tree.ts';
 import { memberName } from './tar-header.ts';
 
 const STAGING_PREFIX = '.cofre-restore-';
-const PART_SUFFIX = '.cofre-part';
 
 export interface PackLocation {
   backup: string;
@@ -55,12 +54,16 @@ async function ensureEmptyTarget(target: string): Promise<string | undefined> {
   try {
     const st = await stat(target);
     if (!st.isDirectory()) throw new CofreError('RESTORE_TARGET_NOT_EMPTY', `${target} exists and is not a directory`, { op: 'restore', path: target, hint: 'restore into a new or empty directory' });
-    const names = (await readdir(target)).filter((n) => !n.startsWith(STAGING_PREFIX));
+    const all = await readdir(target);
+    const names = all.filter((n) => !n.startsWith(STAGING_PREFIX));
     if (names.length > 0) {
       throw new CofreError('RESTORE_TARGET_NOT_EMPTY', `${target} is not empty (${names.length} entries)`, {
         op: 'restore', path: target, hint: 'restore into a new or empty directory; cofre never overwrites existing files',
       });
     }
+    // What a killed restore left (its staging directory, partly written) goes; else it would stay, hidden, in
+    // the tree this restore puts in place.
+    for (const leftover of all) await rm(join(target, leftover), { recursive: true, force: true });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     return mkdir(target, { recursive: true, mode: 0o700 });
@@ -157,7 +160,7 @@ function asTargetFailure(err: unknown, staging: string): unknown {
   const inStaging = e.path !== undefined && (e.path === staging || e.path.startsWith(`${staging}/`));
   if (!inStaging && (e.path !== undefined || !DESCRIPTOR_WRITES.has(e.syscall))) return err;
   const target = join(staging, '..');
-  const what = e.path ? `${e.syscall} of ${relative(staging, e.path).replace(/\.cofre-part$/, '') || '.'}` : e.syscall;
+  const what = e.path ? `${e.syscall} of ${relative(staging, e.path) || '.'}` : e.syscall;
   return new CofreError('RESTORE_TARGET_FAILED', `cannot write the restore into its target: ${e.code} on ${what}`, {
     op: 'restore', path: target, cause: err,
     hint: `${TARGET_HINTS[e.code] ?? 'fix what keeps the target from being written'}; nothing was moved into place, so the target is as it was`,
@@ -184,6 +187,8 @@ interface Wanted {
   digest: ContentDigest;
   /** A page delta: the blocks its member holds, written in place into the file already staged. */
   blocks?: string;
+  /** A small whole file (no page deltas to come): its metadata is set through its descriptor as it is written. */
+  entry?: ManifestEntry;
 }
 
 /** Writes a delta member's pages at their blocks; verified as a whole after, and idempotent when a region retries. */
@@ -226,6 +231,30 @@ async function extractPack(plaintext: Readable, staging: string, wanted: Map<str
   }
 }
 
+function mismatch(name: string): CofreError {
+  return new CofreError('HASH_MISMATCH', `${name}: restored content does not match the manifest`, {
+    op: 'restore', path: name, hint: 'the pack does not hold what the manifest recorded; another region is tried',
+  });
+}
+
+/** Owners are restored only by root (anyone else cannot give files away). */
+const RUNNING_AS_ROOT = process.getuid?.() === 0;
+
+/** Writes a small file whole and, given its entry, its owner (as root), mode and mtime through the one descriptor. */
+function writeSmallFile(path: string, body: Buffer, entry: ManifestEntry | undefined): void {
+  const fd = openSync(fsPath(path), 'w', 0o600);
+  try {
+    for (let at = 0; at < body.length;) at += writeSync(fd, body, at, body.length - at);
+    if (entry) {
+      if (RUNNING_AS_ROOT) fchownSync(fd, entry.uid, entry.gid);
+      fchmodSync(fd, entry.mode);
+      futimesSync(fd, nsToSeconds(entry.mtimeNs), nsToSeconds(entry.mtimeNs));
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
 async function extractMembers(plaintext: Readable, staging: string, wanted: Map<string, Wanted>, where: string): Promise<void> {
   const extract = tar.extract();
   const done = (async () => {
@@ -242,35 +271,43 @@ async function extractMembers(plaintext: Readable, staging: string, wanted: Map<
         wanted.delete(name);
         continue;
       }
-      const part = join(staging, `${name}${PART_SUFFIX}`);
-      const tap = await ContentTap.like(want.digest);
-      // The staging directory is cofre's own (0700, random name): a part left by a failed attempt is overwritten.
+      // Written under its final name: the staging directory is cofre's own (0700, random name, moved into place
+      // only once everything is written, checked and synced), and a file left by a failed attempt is overwritten.
+      const path = join(staging, name);
       if (want.size <= SMALL_FILE_BYTES) {
-        // Small files are gathered and written synchronously: cheaper than an async stream per file.
+        // Small files are gathered and written synchronously, without a stream per file: 20k files of ~500 bytes
+        // took 3.8-4.7 s to restore with a hashing stream, a part file and a rename for each.
+        const hash = await contentHash(algorithmOf(want.digest));
         const parts: Buffer[] = [];
-        for await (const chunk of item.pipe(tap)) parts.push(chunk as Buffer);
-        writeFileSync(fsPath(part), Buffer.concat(parts), { mode: 0o600 });
-      } else if (want.size < 2 * EARLY_SYNC_STEP_BYTES) {
-        await pipeline(item, tap, createWriteStream(fsPath(part), { mode: 0o600 }));
-      } else {
-        const syncs: Promise<void>[] = [];
-        let synced: PromiseSettledResult<void>[] = [];
-        try {
-          await pipeline(item, tap, syncingAlong(part, syncs), createWriteStream(fsPath(part), { mode: 0o600 }));
-        } finally {
-          // Every fsync started on the file has returned before it is checked, renamed or removed.
-          synced = await Promise.allSettled(syncs);
+        let bytes = 0;
+        for await (const chunk of item as AsyncIterable<Buffer>) {
+          hash.update(chunk);
+          parts.push(chunk);
+          bytes += chunk.length;
         }
-        const failed = synced.find((r) => r.status === 'rejected');
-        if (failed) throw failed.reason;
+        if (bytes !== want.size || hash.digest() !== want.digest) throw mismatch(name);
+        writeSmallFile(path, parts.length === 1 ? parts[0]! : Buffer.concat(parts), want.entry);
+      } else {
+        const tap = await ContentTap.like(want.digest);
+        if (want.size < 2 * EARLY_SYNC_STEP_BYTES) {
+          await pipeline(item, tap, createWriteStream(fsPath(path), { mode: 0o600 }));
+        } else {
+          const syncs: Promise<void>[] = [];
+          let synced: PromiseSettledResult<void>[] = [];
+          try {
+            await pipeline(item, tap, syncingAlong(path, syncs), createWriteStream(fsPath(path), { mode: 0o600 }));
+          } finally {
+            // Every fsync started on the file has returned before it is checked or removed.
+            synced = await Promise.allSettled(syncs);
+          }
+          const failed = synced.find((r) => r.status === 'rejected');
+          if (failed) throw failed.reason;
+        }
+        if (tap.bytes !== want.size || tap.digest() !== want.digest) {
+          await rm(fsPath(path), { force: true });
+          throw mismatch(name);
+        }
       }
-      if (tap.bytes !== want.size || tap.digest() !== want.digest) {
-        await rm(fsPath(part), { force: true });
-        throw new CofreError('HASH_MISMATCH', `${name}: restored content does not match the manifest`, {
-          op: 'restore', path: name, hint: 'the pack does not hold what the manifest recorded; another region is tried',
-        });
-      }
-      renameSync(fsPath(part), fsPath(join(staging, name)));
       wanted.delete(name);
     }
   })();
@@ -280,6 +317,11 @@ async function extractMembers(plaintext: Readable, staging: string, wanted: Map<
       op: 'restore', hint: 'the pack is incomplete; another region is tried',
     });
   }
+}
+
+/** A small file written whole from one member gets its metadata as it is written (see writeSmallFile). */
+function metadataAtWrite(f: ManifestEntry): boolean {
+  return !f.deltas && (f.size ?? 0) <= SMALL_FILE_BYTES;
 }
 
 /** The packs a restore reads, each with the members it needs from it, in the order the backups were taken. */
@@ -295,7 +337,7 @@ function packPlan(files: ManifestEntry[], order: string[] = []): { loc: PackLoca
     const digest = digestOf(f.deltas ? f.base ?? {} : f);
     const base = digest ? { size: (f.deltas ? f.base?.size : f.size) ?? 0, digest } : undefined;
     if (!f.loc || !base) throw new CofreError('MANIFEST_INVALID', `${f.path} has no pack location`, { op: 'restore', path: f.path });
-    want(f.loc, f.path, base);
+    want(f.loc, f.path, metadataAtWrite(f) ? { ...base, entry: f } : base);
     for (const d of f.deltas ?? []) want(d, f.path, { size: d.size, digest: digestOf(d)!, blocks: d.blocks });
   }
   // A file's older copy must be in place before the pages of later backups are written over it.
@@ -388,14 +430,15 @@ export async function restoreTree(manifest: Manifest, target: string, readPack: 
       truncateSync(p, f.size ?? 0);
     }
     // Metadata is set synchronously: per file it costs less than an async round trip.
-    const asRoot = process.getuid?.() === 0;
+    const asRoot = RUNNING_AS_ROOT;
     for (const f of files) {
+      result.files++;
+      result.bytes += f.size ?? 0;
+      if (metadataAtWrite(f) && !reused.has(f.path)) continue;
       const p = fsPath(join(staging, f.path));
       if (asRoot) lchownSync(p, f.uid, f.gid);
       chmodSync(p, f.mode);
       utimesSync(p, nsToSeconds(f.mtimeNs), nsToSeconds(f.mtimeNs));
-      result.files++;
-      result.bytes += f.size ?? 0;
     }
     for (const s of manifest.entries.filter((e) => e.type === 'symlink')) {
       const p = fsPath(join(staging, s.path));
