@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import {
   chmodSync, closeSync, createWriteStream, existsSync, fchmodSync, fchownSync, futimesSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync,
-  openSync, realpathSync, statSync, symlinkSync, truncateSync, utimesSync, writeSync,
+  openSync, realpathSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeSync,
 } from 'node:fs';
 import { mkdir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
@@ -242,7 +242,15 @@ const RUNNING_AS_ROOT = process.getuid?.() === 0;
 
 /** Writes a small file whole and, given its entry, its owner (as root), mode and mtime through the one descriptor. */
 function writeSmallFile(path: string, body: Buffer, entry: ManifestEntry | undefined): void {
-  const fd = openSync(fsPath(path), 'w', 0o600);
+  let fd: number;
+  try {
+    fd = openSync(fsPath(path), 'w', 0o600);
+  } catch (err) {
+    // Written by an attempt from another region and already given its mode (read-only, say): replaced.
+    if ((err as NodeJS.ErrnoException).code !== 'EACCES') throw err;
+    rmSync(fsPath(path), { force: true });
+    fd = openSync(fsPath(path), 'w', 0o600);
+  }
   try {
     for (let at = 0; at < body.length;) at += writeSync(fd, body, at, body.length - at);
     if (entry) {
