@@ -1,6 +1,5 @@
 // cofre list [source] [--json]: the backups in the catalog with their status per region.
 import type { Command } from 'commander';
-import { requireKnownSource } from '../jobs/context.ts';
 import { action, humanBytes, printJson, withContext, type GlobalOptions } from './common.ts';
 
 export function register(program: Command): void {
@@ -10,6 +9,7 @@ export function register(program: Command): void {
     .option('--json', 'print an array of backups as JSON')
     .action(action(async (source: string | undefined, opts: { json?: boolean }) => {
       const { listBackups } = await import('../jobs/list.ts');
+      const { requireKnownSource } = await import('../jobs/context.ts');
       const rows = await withContext(program.opts<GlobalOptions>(), false, async (ctx) => {
         if (source) requireKnownSource(ctx, source, 'list');
         return listBackups(ctx.catalog, source);

@@ -1,9 +1,7 @@
 // cofre show <backup-id> [--files [--path <p>]...] [--json]: one backup, its copies, objects and chain, and the files it holds.
 import type { Command } from 'commander';
 import { CofreError } from '../errors/index.ts';
-import { readOrder, repositoryOf, type JobContext } from '../jobs/context.ts';
-import { readManifest } from '../repository/index.ts';
-import { normalisePath, selectEntries } from '../sources/files/select.ts';
+import type { JobContext } from '../jobs/context.ts';
 import { action, humanBytes, printJson, withContext, type GlobalOptions } from './common.ts';
 
 export function register(program: Command): void {
@@ -48,6 +46,10 @@ async function contentsOf(ctx: JobContext, source: string, backupId: string, pat
   if (backup.status !== 'completed' && backup.status !== 'degraded') {
     throw new CofreError('BACKUP_NOT_FOUND', `backup ${backupId} is ${backup.status}: it has no stored manifest to list`, { op: 'show', hint: 'pick a completed or degraded backup from `cofre list`' });
   }
+  // Loaded only for --files: every command's module is loaded at start (see program.ts).
+  const [{ readOrder, repositoryOf }, { readManifest }, { normalisePath, selectEntries }] = await Promise.all([
+    import('../jobs/context.ts'), import('../repository/index.ts'), import('../sources/files/select.ts'),
+  ]);
   const { repoId } = await repositoryOf(ctx, false);
   const manifest = (await readManifest(ctx.envelope, readOrder(ctx, backupId), repoId, source, backupId)).value;
   const chosen = selectEntries(manifest.entries, paths.map((p) => normalisePath(p, 'show')), `backup ${backupId}`, 'show');
