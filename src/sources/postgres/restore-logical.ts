@@ -34,6 +34,10 @@ async function databasesWithData(conn: ReturnType<typeof parseConnUrl>, names: s
       await client.connect();
       const relations = (await client.query<{ n: number }>(USER_RELATIONS)).rows[0]!.n;
       if (relations > 0) found.push({ name, relations });
+    } catch (err) {
+      throw new CofreError('RESTORE_FAILED', `cannot look into database ${name} on the restore target ${conn.host}:${conn.port}: ${(err as Error).message}`, {
+        op: 'restore', hint: 'it exists there: connect as a user that may read it, drop it, or restore into another server; nothing was changed',
+      });
     } finally {
       await client.end().catch(() => undefined);
     }
