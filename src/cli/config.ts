@@ -1,6 +1,6 @@
 // cofre config check: validate and print the effective config (defaults < file < env < flags), secrets redacted.
 import type { Command } from 'commander';
-import { loadConfig, printableConfig } from '../config/index.ts';
+import { loadConfig, printableConfig, unconfiguredPolicySources } from '../config/index.ts';
 import { action, type GlobalOptions } from './common.ts';
 
 export function register(program: Command): void {
@@ -15,10 +15,8 @@ export function register(program: Command): void {
       process.stdout.write(printableConfig(loaded.config));
       // Without the catalog this cannot tell a typo from a source removed whose backups remain; every other command
       // refuses a name that is neither (see jobs/context.ts).
-      loaded.config.retention.policies.forEach((p, i) => (p.sources ?? []).forEach((name, j) => {
-        if (!loaded.config.sources[name]) {
-          process.stderr.write(`cofre: warning: retention.policies[${i}].sources[${j}]: no source named "${name}" is configured (fine only for a source removed whose backups remain)\n`);
-        }
-      }));
+      for (const { where, name } of unconfiguredPolicySources(loaded.config)) {
+        process.stderr.write(`cofre: warning: ${where}: no source named "${name}" is configured (fine only for a source removed whose backups remain)\n`);
+      }
     }));
 }

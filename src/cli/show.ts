@@ -1,6 +1,7 @@
 // cofre show <backup-id> [--files [--path <p>]...] [--json]: one backup, its copies, objects and chain, and the files it holds.
 import type { Command } from 'commander';
 import { CofreError } from '../errors/index.ts';
+import type { BackupRow } from '../catalog/catalog.ts';
 import type { JobContext } from '../jobs/context.ts';
 import { action, humanBytes, printJson, withContext, type GlobalOptions } from './common.ts';
 
@@ -22,7 +23,7 @@ export function register(program: Command): void {
           regions: Object.fromEntries(ctx.catalog.copiesOf(b.id).map((c) => [c.region, { status: c.status, error: c.error, updatedAt: c.updatedAt }])),
           objects: ctx.catalog.objectsOf(b.id),
           run: ctx.catalog.getRun(b.runId) ?? null,
-          ...(opts.files || opts.path.length > 0 ? { contents: await contentsOf(ctx, b.source, b.id, opts.path) } : {}),
+          ...(opts.files || opts.path.length > 0 ? { contents: await contentsOf(ctx, b, opts.path) } : {}),
         };
       });
       if (opts.json) return printJson(out);
@@ -41,8 +42,8 @@ export function register(program: Command): void {
 }
 
 /** The entries of a backup's manifest (at or under `paths` when given), read from the first region with a sound copy. */
-async function contentsOf(ctx: JobContext, source: string, backupId: string, paths: string[]) {
-  const backup = ctx.catalog.getBackup(backupId)!;
+async function contentsOf(ctx: JobContext, backup: BackupRow, paths: string[]) {
+  const { id: backupId, source } = backup;
   if (backup.status !== 'completed' && backup.status !== 'degraded') {
     throw new CofreError('BACKUP_NOT_FOUND', `backup ${backupId} is ${backup.status}: it has no stored manifest to list`, { op: 'show', hint: 'pick a completed or degraded backup from `cofre list`' });
   }

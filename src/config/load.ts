@@ -106,6 +106,14 @@ function checkRegionsApart(cfg: Config, origin: string): void {
   });
 }
 
+/**
+ * Every source name a retention policy gives that the config does not configure, with where it is given. Only the
+ * catalog can tell a typo from a source removed whose backups remain (see jobs/context.ts).
+ */
+export function unconfiguredPolicySources(cfg: Config): { where: string; name: string }[] {
+  return cfg.retention.policies.flatMap((p, i) => (p.sources ?? []).flatMap((name, j) => (cfg.sources[name] ? [] : [{ where: `retention.policies[${i}].sources[${j}]`, name }])));
+}
+
 /** `setBy`: dotted paths set by the environment or flags, and by which (see loadConfig). */
 export function validate(raw: unknown, origin: string, setBy: Map<string, string> = new Map()): Config {
   const result = configSchema.safeParse(raw, { reportInput: true });

@@ -1,7 +1,7 @@
 // The context every job runs in: config, clock, events, catalog, keys and the opened regions.
 import type { Clock } from '../clock.ts';
 import { Catalog } from '../catalog/catalog.ts';
-import { quorumOf, type Config } from '../config/index.ts';
+import { quorumOf, unconfiguredPolicySources, type Config } from '../config/index.ts';
 import { Envelope, keyringsFor } from '../crypto/index.ts';
 import { CofreError } from '../errors/index.ts';
 import type { EventBus } from '../observability/events.ts';
@@ -38,16 +38,12 @@ export interface OpenOptions {
  * longer configured but with backups in the catalog may still be named: its backups are still expired.
  */
 function checkPolicySources(config: Config, catalog: Catalog): void {
-  const named = config.retention.policies.flatMap((p) => p.sources ?? []);
+  const unconfigured = unconfiguredPolicySources(config);
   // The catalog is asked only when a policy names a source the config does not (every command opens a context).
-  if (named.every((name) => config.sources[name])) return;
-  const known = new Set([...Object.keys(config.sources), ...catalog.backedUpSources()]);
-  const problems: string[] = [];
-  config.retention.policies.forEach((p, i) => {
-    (p.sources ?? []).forEach((name, j) => {
-      if (!known.has(name)) problems.push(`retention.policies[${i}].sources[${j}]: no source named "${name}" is configured or backed up (got "${name}")`);
-    });
-  });
+  if (unconfigured.length === 0) return;
+  const backedUp = new Set(catalog.backedUpSources());
+  const problems = unconfigured.filter((u) => !backedUp.has(u.name))
+    .map((u) => `${u.where}: no source named "${u.name}" is configured or backed up (got "${u.name}")`);
   if (problems.length === 0) return;
   throw new CofreError('CONFIG_INVALID', `invalid config:\n  ${problems.join('\n  ')}`, {
     op: 'config.validate', hint: `configured sources: ${Object.keys(config.sources).join(', ')}; a policy that names no existing source governs nothing`,

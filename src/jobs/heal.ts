@@ -147,12 +147,12 @@ export async function runHeal(ctx: JobContext, opts: { reinit?: string[] } = {})
   }
   // Legal-hold markers a region lacks (one set up again above, say) are written again from the catalog's record.
   for (const m of await missingHoldMarkers(ctx, undefined, new Set(lost.keys()))) {
-    const what = `${m.source}/holds/${m.backupId}`;
+    const what = `${m.hold.source}/holds/${m.hold.backupId}`;
     try {
-      await rewriteHoldMarker(ctx, repoId, m.backupId, m.region);
-      report.healed.push({ what, region: m.region });
+      await rewriteHoldMarker(ctx, repoId, m);
+      report.healed.push({ what, region: m.region.region });
     } catch (err) {
-      report.problems.push({ what, region: m.region, message: `the legal hold's marker could not be written again: ${messageOf(err)}` });
+      report.problems.push({ what, region: m.region.region, message: `the legal hold's marker could not be written again: ${messageOf(err)}` });
     }
   }
   report.ok = report.problems.length === 0;

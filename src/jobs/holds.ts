@@ -3,6 +3,7 @@
 import { CofreError } from '../errors/index.ts';
 import { sealBuffer, writeSealed } from '../pipeline/index.ts';
 import { holdKey } from '../repository/index.ts';
+import type { StorageDriver } from '../storage/index.ts';
 import { repositoryOf, writeSettings, type JobContext } from './context.ts';
 
 export interface HoldRecord {
@@ -18,31 +19,36 @@ function sealHoldMarker(ctx: JobContext, repoId: string, source: string, backupI
   return sealBuffer(writeSettings(ctx), holdIdentity(repoId, source, backupId), Buffer.from(JSON.stringify(record)));
 }
 
+export interface MissingHoldMarker {
+  /** The hold, as the catalog records it (what the marker is written from). */
+  hold: { backupId: string; source: string; reason: string; heldAt: string };
+  region: StorageDriver;
+  key: string;
+}
+
 /**
  * The legal holds whose marker a region lacks (a region set up again with `heal --reinit`, a marker deleted by
  * hand): a catalog rebuilt from that region would not know the hold, and expiry there would not honour it.
  * Regions in `skip` (lost) and regions that cannot be asked are left out; their problems are reported elsewhere.
  */
-export async function missingHoldMarkers(ctx: JobContext, source?: string, skip: ReadonlySet<string> = new Set()): Promise<{ backupId: string; source: string; region: string; key: string }[]> {
-  const missing: { backupId: string; source: string; region: string; key: string }[] = [];
+export async function missingHoldMarkers(ctx: JobContext, source?: string, skip: ReadonlySet<string> = new Set()): Promise<MissingHoldMarker[]> {
+  const missing: MissingHoldMarker[] = [];
   for (const hold of ctx.catalog.holdsOf(source)) {
     const key = holdKey(hold.source, hold.backupId);
     for (const region of ctx.regions) {
       if (skip.has(region.region)) continue;
       const present = await region.stat(key).then(Boolean, () => true);
-      if (!present) missing.push({ backupId: hold.backupId, source: hold.source, region: region.region, key });
+      if (!present) missing.push({ hold, region, key });
     }
   }
   return missing;
 }
 
-/** Writes a missing hold marker again in one region, from the catalog's record of the hold. */
-export async function rewriteHoldMarker(ctx: JobContext, repoId: string, backupId: string, region: string): Promise<void> {
-  const hold = ctx.catalog.holdsOf().find((h) => h.backupId === backupId);
-  const driver = ctx.regions.find((r) => r.region === region);
-  if (!hold || !driver) return;
-  const sealed = await sealHoldMarker(ctx, repoId, hold.source, backupId, { reason: hold.reason, heldAt: hold.heldAt });
-  const [outcome] = await writeSealed([driver], holdKey(hold.source, backupId), sealed);
+/** Writes a missing hold marker again in its region, from the catalog's record of the hold. */
+export async function rewriteHoldMarker(ctx: JobContext, repoId: string, missing: MissingHoldMarker): Promise<void> {
+  const { hold, region, key } = missing;
+  const sealed = await sealHoldMarker(ctx, repoId, hold.source, hold.backupId, { reason: hold.reason, heldAt: hold.heldAt });
+  const [outcome] = await writeSealed([region], key, sealed);
   if (!outcome!.ok) throw new Error(outcome!.error);
 }
 

@@ -273,8 +273,8 @@ export async function runVerify(ctx: JobContext, args: { source?: string; deep: 
     await findOrphans(ctx, source, report);
     for (const m of await missingHoldMarkers(ctx, source, lost)) {
       report.problems.push({
-        kind: 'hold-missing', region: m.region, source, backupId: m.backupId, object: m.key,
-        message: `the legal hold's marker ${m.key} is missing: a catalog rebuilt from ${m.region} would not know the hold; cofre heal writes it again`,
+        kind: 'hold-missing', region: m.region.region, source, backupId: m.hold.backupId, object: m.key,
+        message: `the legal hold's marker ${m.key} is missing: a catalog rebuilt from ${m.region.region} would not know the hold; cofre heal writes it again`,
       });
     }
   }

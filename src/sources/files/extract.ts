@@ -63,7 +63,7 @@ async function ensureEmptyTarget(target: string): Promise<string | undefined> {
     }
     // What a killed restore left (its staging directory, partly written) goes; else it would stay, hidden, in
     // the tree this restore puts in place.
-    for (const leftover of all) await rm(join(target, leftover), { recursive: true, force: true });
+    for (const leftover of all.filter((n) => n.startsWith(STAGING_PREFIX))) await rm(join(target, leftover), { recursive: true, force: true });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     return mkdir(target, { recursive: true, mode: 0o700 });

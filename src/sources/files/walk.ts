@@ -58,7 +58,7 @@ export async function* walkTree(root: string, opts: WalkOptions): AsyncGenerator
   yield* walkDir(base.endsWith('/') ? base : `${base}/`, excluder(opts.exclude), own, opts, '');
 }
 
-
+/** A symlink's target, read as bytes (see names.ts). */
 function linkTarget(abs: string): string {
   return nameFromBytes(readlinkSync(fsPath(abs), { encoding: 'buffer' }));
 }
