@@ -4,7 +4,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
 import { algorithmOf, contentHash, ContentTap, digestFields, digestOf } from '../src/pipeline/content-hash.ts';
-import { MANIFEST_FORMAT_VERSION, parseManifest } from '../src/repository/index.ts';
+import { INLINE_MANIFEST_FORMAT, MANIFEST_FORMAT_VERSION, parseManifest } from '../src/repository/index.ts';
 
 async function hashOf(data: Buffer, pieces = 1, algorithm?: 'xxh128' | 'sha256'): Promise<string> {
   const hash = await contentHash(algorithm);
@@ -63,14 +63,15 @@ describe('manifest formats', () => {
     stats: { files: 1, dirs: 0, symlinks: 0, bytes: 1, newBytes: 1, newFiles: 1 },
   });
 
-  it('writes format 2 (xxh128 content hashes) and still reads format 1 (sha256)', () => {
-    expect(MANIFEST_FORMAT_VERSION).toBe(2);
+  it('writes format 2 or 3 (entries in objects of their own) and still reads format 1 (sha256)', () => {
+    expect(MANIFEST_FORMAT_VERSION).toBe(3);
+    expect(INLINE_MANIFEST_FORMAT).toBe(2);
     expect(digestOf(parseManifest(manifest(1, { sha256: 'cd'.repeat(32) }), 'k1').entries[0]!)).toBe(`sha256:${'cd'.repeat(32)}`);
     expect(digestOf(parseManifest(manifest(2, { xxh128: 'ef'.repeat(16) }), 'k2').entries[0]!)).toBe(`xxh128:${'ef'.repeat(16)}`);
   });
 
   it('refuses a newer format, saying to upgrade, and a page delta without a content hash', () => {
-    expect(() => parseManifest(manifest(3, { xxh128: 'ef'.repeat(16) }), 'k3')).toThrow(/format 3, newer than this cofre reads \(1 to 2\)/);
+    expect(() => parseManifest(manifest(4, { xxh128: 'ef'.repeat(16) }), 'k3')).toThrow(/format 4, newer than this cofre reads \(1 to 3\)/);
     const delta = { base: { size: 8192 }, deltas: [] };
     expect(() => parseManifest(manifest(2, delta), 'k4')).toThrow(/a content hash \(xxh128 or sha256\) is required/);
   });

@@ -48,11 +48,12 @@ async function contentsOf(ctx: JobContext, backup: BackupRow, paths: string[]) {
     throw new CofreError('BACKUP_NOT_FOUND', `backup ${backupId} is ${backup.status}: it has no stored manifest to list`, { op: 'show', hint: 'pick a completed or degraded backup from `cofre list`' });
   }
   // Loaded only for --files: every command's module is loaded at start (see program.ts).
-  const [{ readOrder, repositoryOf }, { readManifest }, { normalisePath, selectEntries }] = await Promise.all([
+  const [{ readOrder, repositoryOf }, { allEntries, entriesFromRegions, readManifest }, { normalisePath, selectEntries }] = await Promise.all([
     import('../jobs/context.ts'), import('../repository/index.ts'), import('../sources/files/select.ts'),
   ]);
   const { repoId } = await repositoryOf(ctx, false);
-  const manifest = (await readManifest(ctx.envelope, readOrder(ctx, backupId), repoId, source, backupId)).value;
+  const header = (await readManifest(ctx.envelope, readOrder(ctx, backupId), repoId, source, backupId)).value;
+  const manifest = await allEntries(header, entriesFromRegions(ctx.envelope, readOrder(ctx, backupId), header));
   const chosen = selectEntries(manifest.entries, paths.map((p) => normalisePath(p, 'show')), `backup ${backupId}`, 'show');
   return chosen.map((e) => ({
     path: e.path, type: e.type, mode: e.mode, ...(e.size !== undefined ? { size: e.size } : {}),

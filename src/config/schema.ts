@@ -6,6 +6,8 @@ import { Cron } from 'croner';
 import { parseBytes, parseDurationSeconds } from './units.ts';
 
 export const DEFAULT_PACK_SIZE_BYTES = 64 * 1024 * 1024;
+/** See repository/entries.ts: ~16k entries of a files tree per entries object. */
+export const DEFAULT_MANIFEST_CHUNK_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_REGION_BUFFER_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_ZSTD_LEVEL = 3;
 export const DEFAULT_S3_PART_SIZE_BYTES = 8 * 1024 * 1024;
@@ -250,6 +252,8 @@ export const configSchema = z
         regionStallTimeoutSeconds: z.number().positive().default(300),
         /** The hash manifests keep of each file's content (see pipeline/content-hash.ts). */
         contentHash: z.enum(['xxh128', 'sha256']).default('xxh128'),
+        /** Entries up to this much JSON stay in the manifest; beyond, they go to objects of this size (repository/entries.ts). */
+        manifestChunkBytes: bytes(DEFAULT_MANIFEST_CHUNK_BYTES),
       })
       .prefault({}),
     regions: z.array(regionSchema).min(1),

@@ -1,15 +1,19 @@
 // The backup job: one source, one pass, every region; complete, degraded (copies owed) or failed — never half.
 import { randomUUID } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { CofreError, messageOf } from '../errors/index.ts';
 import { ObjectWriter, openObject, sealBuffer, sha256Hex, writeObjectStream, writeSealed, type ObjectTarget, type WrittenObject } from '../pipeline/index.ts';
 import {
   backupIdFor,
+  EntryLog,
+  entriesFromRegions,
+  INLINE_MANIFEST_FORMAT,
   manifestIdentity,
   manifestKey,
   MANIFEST_FORMAT_VERSION,
   objectKey,
   packIdentity,
+  readEntries,
   readManifest,
   type BackupType,
   type Manifest,
@@ -118,6 +122,12 @@ async function capturePostgres(src: PostgresSourceConfig, pgdata: string | null,
   return (await import('../sources/postgres/logical.ts')).captureLogical(src, input);
 }
 
+/** A manifest's JSON with its entries (already JSON texts, in walk order) last, without parsing them again. */
+function manifestText(manifest: Omit<Manifest, 'entries'>, entries: string[]): Buffer {
+  const head = JSON.stringify(manifest);
+  return Buffer.from(`${head.slice(0, -1)},"entries":[${entries.join(',')}]}`);
+}
+
 export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<BackupResult> {
   const src = sourceConfig(ctx, args.source);
   if (src.kind === 'files') await prepareFiles(src);
@@ -128,6 +138,7 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
   const startedAt = ctx.clock.now();
   let backupId: string | null = null;
   let type = args.type;
+  let entries: EntryLog | null = null;
   try {
     await cleanAbandoned(ctx, args.source);
     const { repoId, statuses } = await repositoryOf(ctx, true);
@@ -138,6 +149,7 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
     if (parentRow) {
       parentManifest = (await readManifest(ctx.envelope, readOrder(ctx, parentRow.id), repoId, args.source, parentRow.id)).value;
     }
+    const parentEntries = parentManifest ? readEntries(parentManifest, entriesFromRegions(ctx.envelope, readOrder(ctx, parentManifest.backupId), parentManifest)) : null;
     const id = backupIdFor(startedAt, type);
     backupId = id;
     const live = new Map<string, StorageDriver>();
@@ -175,31 +187,38 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
       ctx.catalog.recordObject(id, name, written.size, written.sha256);
       return { name, size: written.size, sha256: written.sha256, plainBytes: written.plainBytes };
     };
+    const write = async (name: string, plaintext: Readable): Promise<ManifestObject> => recordObject(name, await writeObjectStream(settings, targetOf(name), plaintext));
+    const log = new EntryLog(ctx.config.pipeline.manifestChunkBytes, (name, text) => write(name, Readable.from([text])));
+    entries = log;
     const input: SourceCaptureInput = {
       backupId: id, packSizeBytes: ctx.config.pipeline.packSizeBytes, contentHash: ctx.config.pipeline.contentHash, signal: args.signal, clock: ctx.clock,
       walArchived: (wal, signal) => waitWalArchived(ctx, args.source, wal, signal),
       open: (name: string): OpenObject => openObject(new ObjectWriter(settings, targetOf(name)), (written) => recordObject(name, written)),
-      write: async (name: string, plaintext: Readable): Promise<ManifestObject> => recordObject(name, await writeObjectStream(settings, targetOf(name), plaintext)),
+      write,
       onSkip: (path, reason) => {
         skipped.push({ path, reason });
         ctx.bus.emit('source.skipped', { source: args.source, path, reason });
       },
       ownState: ownStatePaths(ctx.config),
+      entries: log, parentEntries,
     };
     const captured = src.kind === 'files'
       ? await captureFiles(src, input, parentManifest)
       : await capturePostgres(src, pgdata, input, parentManifest);
 
+    const written = await log.end();
+    const objects = [...captured.objects, ...written.objects];
     // The manifest is written last: its presence in a region is what makes the backup exist there.
-    const manifest: Manifest = {
-      format: MANIFEST_FORMAT_VERSION, repo: repoId, source: args.source, backupId: id, type, method: captured.method,
+    const manifest: Omit<Manifest, 'entries'> = {
+      format: written.inline ? INLINE_MANIFEST_FORMAT : MANIFEST_FORMAT_VERSION, repo: repoId, source: args.source, backupId: id, type, method: captured.method,
       parent: parentRow?.id ?? null, parentManifestSha256: parentRow?.manifestSha256 ?? null,
       startedAt: startedAt.toISOString(), finishedAt: ctx.clock.now().toISOString(), keyIds: ctx.envelope.keyrings.writeKeyIds,
-      objects: captured.objects, entries: captured.entries, stats: captured.stats, retention,
+      objects, stats: captured.stats, retention,
+      ...(written.inline ? {} : { entryObjects: written.objects.map((o) => o.name) }),
       ...(captured.logical ? { logical: captured.logical } : {}),
       ...(captured.physical ? { physical: captured.physical } : {}),
     };
-    const sealed = await sealBuffer(settings, manifestIdentity(repoId, args.source, id), Buffer.from(JSON.stringify(manifest)));
+    const sealed = await sealBuffer(settings, manifestIdentity(repoId, args.source, id), manifestText(manifest, written.inline ?? []));
     const outcomes = await writeSealed([...live.values()], manifestKey(args.source, id), sealed, new Date(retention.expiresAt));
     for (const o of outcomes) if (!o.ok) dropRegion(o.region, o.error ?? 'manifest write failed', 'manifest');
     if (live.size < ctx.quorum) {
@@ -208,7 +227,7 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
       });
     }
     for (const region of live.keys()) ctx.catalog.setCopy(id, region, 'complete');
-    const storedBytes = captured.objects.reduce((n, o) => n + o.size, 0) + sealed.length;
+    const storedBytes = objects.reduce((n, o) => n + o.size, 0) + sealed.length;
     const status = owed.size === 0 ? 'completed' : 'degraded';
     ctx.catalog.transaction(() => {
       ctx.catalog.recordObject(id, 'manifest', sealed.length, sha256Hex(sealed));
@@ -234,6 +253,8 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
     const message = messageOf(err);
     const status = args.signal?.aborted ? 'interrupted' : 'failed';
     const failedId = backupId;
+    // An entries object still being stored is waited for, so that what removes the backup's objects finds it.
+    await entries?.abandon().catch(() => undefined);
     if (failedId) {
       ctx.catalog.transaction(() => {
         ctx.catalog.finishBackup(failedId, { status, error: message });

@@ -11,7 +11,7 @@ import type { BackupRow, DrillCheck } from '../catalog/catalog.ts';
 import { drillWorkDirOf } from '../config/own-state.ts';
 import { CofreError, messageOf } from '../errors/index.ts';
 import { algorithmOf, digestOf } from '../pipeline/content-hash.ts';
-import { readManifest, type Manifest } from '../repository/index.ts';
+import { entriesFromRegions, readEntries, readManifest, type Manifest, type ManifestEntry } from '../repository/index.ts';
 import { fsPath } from '../sources/files/names.ts';
 import { hashFile } from '../sources/files/read-file.ts';
 import { amcheckChecks, checksumsCheck, dataChecksumsOn, fingerprintChecks, operatorChecks, runSql } from '../sources/postgres/drill-checks.ts';
@@ -134,11 +134,11 @@ function chooseRegion(ctx: JobContext, args: DrillArgs): string {
   return ctx.regions[ctx.catalog.drillCount(args.source) % ctx.regions.length]!.region;
 }
 
-/** Every restored file hashed again against the manifest. */
-async function fileChecks(manifest: Manifest, tree: string): Promise<DrillCheck[]> {
+/** Every restored file hashed again against the manifest's entries (read one entries object at a time). */
+async function fileChecks(entries: AsyncIterable<ManifestEntry>, tree: string): Promise<DrillCheck[]> {
   const wrong: string[] = [];
   let checked = 0;
-  for (const e of manifest.entries) {
+  for await (const e of entries) {
     const digest = digestOf(e);
     if (e.type !== 'file' || !digest) continue;
     const path = join(tree, e.path);
@@ -198,7 +198,8 @@ export async function runDrill(ctx: JobContext, args: DrillArgs): Promise<DrillR
       const tree = join(work, 'tree');
       await timed('restore', () => runRestore(ctx, { source: args.source, to: tree, backupId: backup.id, region }));
       rtoSeconds = phases.restore!;
-      checks.push(...(await timed('checks', () => fileChecks(manifest, tree))));
+      const entries = readEntries(manifest, entriesFromRegions(ctx.envelope, regionsFor(ctx, backup.id, region), manifest));
+      checks.push(...(await timed('checks', () => fileChecks(entries, tree))));
     } else if (manifest.method === 'logical') {
       const scratch = await timed('scratch', () => startScratchCluster(binDir, work));
       pgdata = scratch.pgdata;

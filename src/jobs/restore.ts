@@ -4,7 +4,7 @@ import type { Readable } from 'node:stream';
 import { isWithin, ownStatePaths, physicalPath } from '../config/index.ts';
 import { CofreError } from '../errors/index.ts';
 import { readObjectWithFallback, type RegionProblem } from '../pipeline/index.ts';
-import { objectKey, packIdentity, readManifest } from '../repository/index.ts';
+import { allEntries, entriesFromRegions, objectKey, packIdentity, readManifest } from '../repository/index.ts';
 import { restoreTree, type RestoreTreeResult } from '../sources/files/extract.ts';
 import { normalisePath, selectEntries } from '../sources/files/select.ts';
 import { parseConnUrl } from '../sources/postgres/libpq.ts';
@@ -112,7 +112,7 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
   };
   const manifestRead = await readManifest(ctx.envelope, regionsFor(ctx, backup.id, args.region), repoId, args.source, backup.id, onProblem);
   used.add(manifestRead.region);
-  const manifest = manifestRead.value;
+  const manifest = await allEntries(manifestRead.value, entriesFromRegions(ctx.envelope, regionsFor(ctx, backup.id, args.region), manifestRead.value, onProblem));
   // What the backup is, from its manifest; the source's config only says where PostgreSQL's programs are (and a
   // source no longer configured takes them from PATH).
   const configured = ctx.config.sources[args.source];

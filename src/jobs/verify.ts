@@ -5,7 +5,7 @@ import tar from 'tar-stream';
 import { isCofreError, messageOf } from '../errors/index.ts';
 import { ContentTap, digestOf, type ContentDigest } from '../pipeline/content-hash.ts';
 import { HashTap, readObjectFrom } from '../pipeline/index.ts';
-import { MANIFEST_NAME, objectKey, packIdentity, parseBackupKey, readManifestFrom, type Manifest } from '../repository/index.ts';
+import { allEntries, entriesFromRegion, MANIFEST_NAME, objectKey, packIdentity, parseBackupKey, readManifestFrom, type Manifest } from '../repository/index.ts';
 import { memberName } from '../sources/files/tar-header.ts';
 import { walIdentity, walKey } from '../sources/postgres/wal-names.ts';
 import type { StorageDriver } from '../storage/index.ts';
@@ -95,6 +95,16 @@ async function verifyCopy(
   const problem = (kind: ProblemKind, object: string, message: string): void => {
     report.problems.push({ kind, region: region.region, source: manifest.source, backupId: manifest.backupId, object, message });
   };
+  const entryObjects = new Set(manifest.entryObjects ?? []);
+  let tree: Manifest | null = null;
+  if (deep && manifest.method !== 'logical') {
+    try {
+      tree = await allEntries(manifest, entriesFromRegion(ctx.envelope, region, manifest));
+    } catch (err) {
+      // The object that failed is reported below, as it is read again.
+      problem(kindOf(err), 'entries', `the backup's entries cannot be read from this region, so its packs' content is not checked: ${messageOf(err)}`);
+    }
+  }
   for (const obj of manifest.objects) {
     report.objectsChecked++;
     const key = objectKey(manifest.source, manifest.backupId, obj.name);
@@ -103,8 +113,9 @@ async function verifyCopy(
       if (!info) { problem('missing', obj.name, `${key} is missing`); continue; }
       if (info.size !== obj.size) { problem('wrong-size', obj.name, `${key} has ${info.size} bytes, manifest says ${obj.size}`); continue; }
       if (!deep) continue;
-      // Packs are re-hashed member by member; other objects (dumps) are read whole: authenticated and decompressed.
-      const consume = manifest.method === 'logical' ? drain : (plain: Readable) => checkPackContent(plain, packMembers(manifest, obj.name));
+      // Packs are re-hashed member by member; other objects (dumps, entries) are read whole: authenticated and
+      // decompressed.
+      const consume = tree && !entryObjects.has(obj.name) ? (plain: Readable) => checkPackContent(plain, packMembers(tree, obj.name)) : drain;
       const contentProblems = await readObjectFrom(ctx.envelope, region, {
         key, identity: packIdentity(repoId, manifest.source, manifest.backupId, obj.name), size: obj.size, sha256: obj.sha256,
       }, consume);

@@ -8,10 +8,14 @@ import type { StorageDriver } from '../storage/index.ts';
 import { manifestKey, MANIFEST_NAME } from './layout.ts';
 
 /**
- * The format new manifests are written in. 2: a file's content hash may be `xxh128` (pipeline/content-hash.ts), which
- * a cofre reading format 1 only would not know; 1: `sha256` only. Both are read.
+ * The newest manifest format this cofre reads (and writes). 3: the entries may be kept in objects of their own
+ * (`entryObjects`, see entries.ts), which a cofre reading format 2 would take for an empty tree; a manifest whose
+ * entries are inline is still written as 2. 2: a file's content hash may be `xxh128` (pipeline/content-hash.ts),
+ * which a cofre reading format 1 only would not know; 1: `sha256` only. All three are read.
  */
-export const MANIFEST_FORMAT_VERSION = 2;
+export const MANIFEST_FORMAT_VERSION = 3;
+/** The format of a manifest whose entries are inline: what a cofre of format 2 reads. */
+export const INLINE_MANIFEST_FORMAT = 2;
 
 const SHA256 = z.string().length(64);
 const XXH128 = z.string().length(32);
@@ -20,7 +24,7 @@ const DIGEST_MISSING = { message: 'a content hash (xxh128 or sha256) is required
 
 const objectSchema = z.object({ name: z.string(), size: z.number().int().nonnegative(), sha256: z.string().length(64), plainBytes: z.number().int().nonnegative() });
 
-const entrySchema = z.object({
+export const entrySchema = z.object({
   path: z.string(),
   type: z.enum(['file', 'dir', 'symlink']),
   mode: z.number().int(),
@@ -80,7 +84,7 @@ const physicalSchema = z.object({
 });
 
 export const manifestSchema = z.object({
-  format: z.union([z.literal(1), z.literal(MANIFEST_FORMAT_VERSION)]),
+  format: z.union([z.literal(1), z.literal(INLINE_MANIFEST_FORMAT), z.literal(MANIFEST_FORMAT_VERSION)]),
   repo: z.string(),
   source: z.string(),
   backupId: z.string(),
@@ -92,7 +96,13 @@ export const manifestSchema = z.object({
   finishedAt: z.string(),
   keyIds: z.array(z.string()),
   objects: z.array(objectSchema),
+  /** The tree, in walk order (see entries.ts); empty here when `entryObjects` holds it. */
   entries: z.array(entrySchema),
+  /**
+   * Format 3, a large tree: the objects (each also in `objects`) that hold the entries, in order, one JSON entry per
+   * line. Read with readEntries, one object at a time, so that no reader needs the whole tree in memory.
+   */
+  entryObjects: z.array(z.string()).optional(),
   logical: logicalSchema.optional(),
   physical: physicalSchema.optional(),
   /** The retention policy that governs it, its compliance tags and its expiry, as decided when it was taken. */
@@ -129,6 +139,9 @@ export function parseManifest(text: string, key: string): Manifest {
     });
   }
   const parsed = manifestSchema.safeParse(json);
+  if (parsed.success && parsed.data.entryObjects && parsed.data.format < MANIFEST_FORMAT_VERSION) {
+    throw new CofreError('MANIFEST_INVALID', `${key} keeps its entries in objects of their own, which format ${parsed.data.format} does not`, { op: 'manifest.parse', path: key });
+  }
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     throw new CofreError('MANIFEST_INVALID', `${key} does not match manifest format ${MANIFEST_FORMAT_VERSION}: ${issue?.path.join('.')}: ${issue?.message}`, {

@@ -37,12 +37,15 @@ export interface SourceCaptureInput {
   onSkip: (path: string, reason: string) => void;
   /** cofre's own files (regions, catalog, keys), never taken into a backup from a source's tree. */
   ownState: OwnState[];
+  /** Where the backup's entries go, in walk order (repository/entries.ts EntryLog). */
+  entries: { add(entry: ManifestEntry): Promise<void> | undefined };
+  /** The parent manifest's entries in walk order (read one entries object at a time), for a diff or incr. */
+  parentEntries: AsyncIterable<ManifestEntry> | null;
 }
 
 export interface SourceCapture {
   method: Manifest['method'];
   objects: ManifestObject[];
-  entries: ManifestEntry[];
   stats: Manifest['stats'];
   logical?: Manifest['logical'];
   physical?: Manifest['physical'];

@@ -8,6 +8,8 @@ export interface TestConfigOptions {
   regions?: Record<string, unknown>[];
   quorum?: number | 'all';
   packSizeBytes?: number;
+  /** Entries objects of this size instead of the default 4 MiB (repository/entries.ts). */
+  manifestChunkBytes?: number;
   sources?: Record<string, unknown>;
 }
 
@@ -15,7 +17,10 @@ export function rawTestConfig(dir: string, opts: TestConfigOptions = {}): Record
   return {
     catalog: { path: join(dir, 'catalog.db') },
     encryption: { provider: 'local', keyFile: join(dir, 'keys', 'cofre.key') },
-    pipeline: { quorum: opts.quorum ?? 'all', ...(opts.packSizeBytes ? { packSizeBytes: opts.packSizeBytes } : {}) },
+    pipeline: {
+      quorum: opts.quorum ?? 'all', ...(opts.packSizeBytes ? { packSizeBytes: opts.packSizeBytes } : {}),
+      ...(opts.manifestChunkBytes ? { manifestChunkBytes: opts.manifestChunkBytes } : {}),
+    },
     regions: opts.regions ?? ['eu-west-1', 'us-east-1', 'ap-southeast-1'].map((name) => ({
       name, driver: 'fs', path: join(dir, 'regions', name), retry: { attempts: 2, baseDelayMs: 10, maxDelayMs: 20 },
     })),

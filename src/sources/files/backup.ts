@@ -35,10 +35,10 @@ export async function captureFiles(src: FilesSourceConfig, input: SourceCaptureI
   try {
     const captured = await captureTree({
       root: src.path, exclude: src.exclude, ownState: input.ownState, backupId: input.backupId, packs, signal: input.signal, onSkip: input.onSkip,
-      parent: parent ? { entries: parent.entries, startedAtMs: Date.parse(parent.startedAt) } : null,
+      parent: parent && input.parentEntries ? { entries: input.parentEntries, startedAtMs: Date.parse(parent.startedAt) } : null, entries: input.entries,
     });
     await packs.close();
-    return { method: 'files', objects: packs.objects, entries: captured.entries, stats: captured.stats };
+    return { method: 'files', objects: packs.objects, stats: captured.stats };
   } catch (err) {
     await packs.abort(err as Error);
     throw err;

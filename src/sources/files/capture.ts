@@ -2,7 +2,7 @@
 import type { OwnState } from '../../config/index.ts';
 import { CofreError } from '../../errors/index.ts';
 import { algorithmOf, digestFields, digestOf } from '../../pipeline/content-hash.ts';
-import type { ManifestEntry } from '../../repository/index.ts';
+import { compareWalkOrder, type ManifestEntry } from '../../repository/index.ts';
 import { hashFile, readSmallFile, SMALL_FILE_BYTES, type SmallFile } from './read-file.ts';
 import type { PackBuilder } from './pack-builder.ts';
 import { walkTree, type WalkEntry } from './walk.ts';
@@ -20,8 +20,13 @@ export interface CaptureInput {
   /** cofre's own files, left out wherever they are in the tree (config/own-state.ts). */
   ownState?: OwnState[];
   backupId: string;
-  /** The manifest this backup is compared with (the last full for diff, the last backup for incr). */
-  parent: { entries: ManifestEntry[]; startedAtMs: number } | null;
+  /**
+   * The manifest this backup is compared with (the last full for diff, the last backup for incr): its entries in
+   * walk order, read alongside the walk (see ParentCursor).
+   */
+  parent: { entries: AsyncIterable<ManifestEntry> | Iterable<ManifestEntry>; startedAtMs: number } | null;
+  /** Where each entry goes, in walk order (repository/entries.ts); a returned promise is awaited before the next. */
+  entries: { add(entry: ManifestEntry): Promise<void> | undefined };
   packs: PackBuilder;
   /** Symlinks walked as the directories they point to (see walk.ts). */
   follow?: (path: string) => boolean;
@@ -69,9 +74,43 @@ function verdictOf(entry: WalkEntry, old: ManifestEntry | undefined, parentStart
   return metaSame && !racy ? 'same' : 'doubt';
 }
 
-async function plan(entry: WalkEntry, previous: Map<string, ManifestEntry>, parentStartedAtMs: number, pages?: PageLevel): Promise<Planned> {
-  if (entry.type !== 'file') return { entry, verdict: 'changed' };
-  const old = previous.get(entry.path);
+/**
+ * The parent's entries, read in step with the walk: both are in walk order (compareWalkOrder), so the parent's entry
+ * for a path is found by reading on to it, and memory holds one entries object of the parent instead of its tree.
+ * A parent out of that order would only make files look new (stored again), never wrongly unchanged.
+ */
+class ParentCursor {
+  private head: ManifestEntry | null | undefined;
+  private readonly source: AsyncIterator<ManifestEntry> | Iterator<ManifestEntry>;
+
+  constructor(entries: AsyncIterable<ManifestEntry> | Iterable<ManifestEntry>) {
+    this.source = Symbol.asyncIterator in entries ? entries[Symbol.asyncIterator]() : entries[Symbol.iterator]();
+  }
+
+  /** The parent's entry for `path`, called with paths in walk order. */
+  async find(path: string): Promise<ManifestEntry | undefined> {
+    for (;;) {
+      if (this.head === undefined) {
+        const next = await this.source.next();
+        this.head = next.done ? null : next.value;
+      }
+      if (this.head === null) return undefined;
+      const order = compareWalkOrder(this.head.path, path);
+      if (order > 0) return undefined;
+      const head = this.head;
+      this.head = undefined;
+      if (order === 0) return head;
+    }
+  }
+}
+
+/** The walk's entries, each with the parent's entry for its path. */
+async function* withParent(walk: AsyncIterable<WalkEntry>, cursor: ParentCursor | null): AsyncGenerator<{ entry: WalkEntry; old: ManifestEntry | undefined }> {
+  for await (const entry of walk) yield { entry, old: cursor ? await cursor.find(entry.path) : undefined };
+}
+
+async function plan(entry: WalkEntry, old: ManifestEntry | undefined, parentStartedAtMs: number, pages?: PageLevel): Promise<Planned> {
+  if (entry.type !== 'file') return { entry, verdict: 'changed', old };
   let verdict = verdictOf(entry, old, parentStartedAtMs);
   // A relation file in doubt is settled page by page in the main loop, not by a whole-file hash.
   if (verdict !== 'same' && pages?.applies(entry, old)) return { entry, verdict, old };
@@ -116,17 +155,17 @@ function baseEntry(e: WalkEntry): ManifestEntry {
   return { path: e.path, type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, mtimeNs: String(e.mtimeNs), ctimeNs: String(e.ctimeNs), ino: String(e.ino) };
 }
 
-export async function captureTree(input: CaptureInput): Promise<{ entries: ManifestEntry[]; stats: CaptureStats }> {
-  const previous = new Map((input.parent?.entries ?? []).map((e) => [e.path, e]));
+export async function captureTree(input: CaptureInput): Promise<{ stats: CaptureStats }> {
+  const cursor = input.parent ? new ParentCursor(input.parent.entries) : null;
   const parentStartedAtMs = input.parent?.startedAtMs ?? 0;
-  const entries: ManifestEntry[] = [];
+  const entries = input.entries;
   const stats: CaptureStats = { files: 0, dirs: 0, symlinks: 0, bytes: 0, newBytes: 0, newFiles: 0 };
   const walk = walkTree(input.root, {
     exclude: input.exclude, onSkip: input.onSkip, ...(input.ownState ? { ownState: input.ownState } : {}), ...(input.follow ? { follow: input.follow } : {}),
   });
   // plan() never rejects (errors are returned), so promises waiting in the look-ahead are never unhandled.
   const pages = input.pages;
-  for await (const p of mapOrdered(walk, LOOKAHEAD_ENTRIES, (e) => plan(e, previous, parentStartedAtMs, pages))) {
+  for await (const p of mapOrdered(withParent(walk, cursor), LOOKAHEAD_ENTRIES, ({ entry, old }) => plan(entry, old, parentStartedAtMs, pages))) {
     const e = p.entry;
     if (input.signal?.aborted) {
       throw new CofreError('ABORTED', `backup aborted: ${(input.signal.reason as Error)?.message ?? 'stopped'}`, {
@@ -136,8 +175,8 @@ export async function captureTree(input: CaptureInput): Promise<{ entries: Manif
     if (e.type === 'dir' || e.type === 'symlink') {
       if (e.type === 'dir') stats.dirs++;
       else stats.symlinks++;
-      const old = previous.get(e.path);
-      entries.push(old && sameMetadata(old, e) && old.target === e.target ? old : e.type === 'symlink' ? { ...baseEntry(e), target: e.target } : baseEntry(e));
+      const old = p.old;
+      await entries.add(old && sameMetadata(old, e) && old.target === e.target ? old : e.type === 'symlink' ? { ...baseEntry(e), target: e.target } : baseEntry(e));
       await input.packs.addMeta(e);
       continue;
     }
@@ -150,16 +189,15 @@ export async function captureTree(input: CaptureInput): Promise<{ entries: Manif
     stats.bytes += e.size;
     if (p.verdict === 'same') {
       const old = p.old!;
-      // Nothing about the file changed: the parent's entry is this one, shared rather than copied, so an incr of a
-      // large tree holds one set of entries (200k files: peak RSS 585 MB with copies).
-      entries.push(sameMetadata(old, e) && old.size === e.size ? old : { ...baseEntry(e), size: e.size, ...storedAt(old) });
+      // Nothing about the file changed: the parent's entry is this one.
+      await entries.add(sameMetadata(old, e) && old.size === e.size ? old : { ...baseEntry(e), size: e.size, ...storedAt(old) });
       continue;
     }
     const delta = pages?.applies(e, p.old) ? await pages.store(e, p.old!, baseEntry(e)) : null;
     if (delta) {
       if (delta.storedBytes > 0) stats.newFiles++;
       stats.newBytes += delta.storedBytes;
-      entries.push(delta.entry);
+      await entries.add(delta.entry);
       continue;
     }
     // No delta (the file vanished): stored whole or skipped below like any other.
@@ -180,12 +218,12 @@ export async function captureTree(input: CaptureInput): Promise<{ entries: Manif
     if (stored.changed) input.onSkip(e.path, 'changed while being read; stored as read (the next backup takes it again)');
     stats.newFiles++;
     stats.newBytes += e.size;
-    entries.push({
+    await entries.add({
       ...baseEntry(e),
       // A file that changed while read must not look unchanged to the next backup.
       ...(stored.changed ? { ctimeNs: '0' } : {}),
       size: e.size, ...digestFields(stored.digest), loc: { backup: input.backupId, pack: stored.pack },
     });
   }
-  return { entries, stats };
+  return { stats };
 }

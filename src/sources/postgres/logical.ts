@@ -69,7 +69,7 @@ export async function captureLogical(src: PostgresSourceConfig, input: SourceCap
   }
   const bytes = objects.reduce((n, o) => n + o.plainBytes, 0);
   return {
-    method: 'logical', objects, entries: [],
+    method: 'logical', objects,
     stats: { files: databases.length, dirs: 0, symlinks: 0, bytes, newBytes: bytes, newFiles: databases.length },
     logical: { serverVersion, globals: GLOBALS_OBJECT, databases },
   };

@@ -106,7 +106,7 @@ export async function capturePhysical(src: PostgresSourceConfig, pgdata: string,
       root: pgdata, exclude: PGDATA_EXCLUDES, ownState: input.ownState, backupId: input.backupId, packs, signal: input.signal,
       // Tablespaces outside the data directory are taken as if they were inside it, under pg_tblspc/<oid>.
       follow: (path) => TABLESPACE_LINK.test(path),
-      parent: parent ? { entries: parent.entries, startedAtMs: Date.parse(parent.startedAt) } : null,
+      parent: parent && input.parentEntries ? { entries: input.parentEntries, startedAtMs: Date.parse(parent.startedAt) } : null, entries: input.entries,
       ...(parent ? { pages: pageLevel(packs, input.backupId, parseLsn(parent.physical!.startLsn)) } : {}),
       // Files change and vanish under a running server; WAL replay from the start LSN makes them consistent.
       onSkip: (path, reason) => (/changed while being read|vanished/.test(reason) ? undefined : input.onSkip(path, reason)),
@@ -124,7 +124,7 @@ export async function capturePhysical(src: PostgresSourceConfig, pgdata: string,
     const check = src.fingerprints ? await fingerprintAtRestorePoint(conn, client, `cofre-${input.backupId}`, early ?? undefined) : null;
     await archived;
     return {
-      method: 'physical', objects: packs.objects, entries: captured.entries, stats: captured.stats,
+      method: 'physical', objects: packs.objects, stats: captured.stats,
       physical: {
         serverVersion: version, systemIdentifier: id, ...wal,
         backupLabel: stop.labelfile, tablespaceMap: stop.spcmapfile ?? '', tablespaces: await tablespacesOf(pgdata),

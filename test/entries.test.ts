@@ -1,0 +1,222 @@
+// A backup's entries in bounded memory: a tree larger than one chunk keeps its entries in objects of their own
+// (repository/entries.ts), the next backup reads its parent's alongside its walk, and every reader takes them one
+// object at a time. Small chunks here stand for the default 4 MiB.
+import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { readdir, readFile, rename, rm, writeFile, chmod, appendFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runBackup } from '../src/jobs/backup.ts';
+import { repositoryOf } from '../src/jobs/context.ts';
+import { runHeal } from '../src/jobs/heal.ts';
+import { runRestore } from '../src/jobs/restore.ts';
+import { runVerify } from '../src/jobs/verify.ts';
+import {
+  compareWalkOrder, EntryLog, entriesName, parseEntriesObject, readEntries, readManifest, type Manifest, type ManifestEntry, type ManifestObject,
+} from '../src/repository/index.ts';
+import { fsPath } from '../src/sources/files/names.ts';
+import { walkTree } from '../src/sources/files/walk.ts';
+import { testConfig } from './helpers/config.ts';
+import { openTestContext, type TestContext } from './helpers/context.ts';
+import { snapshotTree, type TreeEntry } from './helpers/tree.ts';
+import { removeDir, tempDir } from './helpers/tmp.ts';
+
+let dir: string;
+
+beforeAll(async () => {
+  dir = await tempDir('cofre-entries-');
+});
+
+afterAll(async () => removeDir(dir));
+
+describe('walk order', () => {
+  it('compareWalkOrder sorts paths as the walk gives them, where plain string order does not', async () => {
+    const root = join(dir, 'order');
+    // "a-b" sorts before "a/x" as text, after it in the walk; a name that is not UTF-8 (kept as U+DC00+byte) and one
+    // outside the BMP (a surrogate pair) sort by UTF-16 code unit, as Array.prototype.sort does.
+    for (const d of ['a/x/y', 'a-b', 'a.b', 'ab/c', 'B', 'z']) mkdirSync(join(root, d), { recursive: true });
+    for (const f of ['a/x/y/1', 'a/x0', 'a/x/2', 'a-b/3', 'a.b/4', 'ab/c/5', 'ab0', 'é', '\u{1F600}', 'z/6']) writeFileSync(join(root, f), f);
+    writeFileSync(Buffer.from(`${root}/lat\xe9n`, 'latin1'), 'latin-1 name');
+    symlinkSync('a', join(root, 'a0'));
+    const walked: string[] = [];
+    for await (const e of walkTree(root, { exclude: [], onSkip: () => undefined })) walked.push(e.path);
+    expect(walked.length).toBe(21);
+    expect([...walked].reverse().sort(compareWalkOrder)).toEqual(walked);
+    expect([...walked].sort()).not.toEqual(walked);
+    for (const p of walked) expect(compareWalkOrder(p, p)).toBe(0);
+  });
+});
+
+describe('EntryLog', () => {
+  const entry = (path: string): ManifestEntry => ({ path, type: 'file', mode: 0o644, uid: 0, gid: 0, mtimeNs: '0', size: 1 });
+
+  async function collect(log: EntryLog, stored: Map<string, Buffer>, n: number): Promise<{ inline: string[] | null; objects: ManifestObject[]; read: string[] }> {
+    for (let i = 0; i < n; i++) await log.add(entry(`f${String(i).padStart(4, '0')}`));
+    const written = await log.end();
+    const manifest = {
+      backupId: 'b', entries: written.inline ? written.inline.map((l) => JSON.parse(l) as ManifestEntry) : [],
+      ...(written.inline ? {} : { entryObjects: written.objects.map((o) => o.name) }),
+    } as unknown as Manifest;
+    const read: string[] = [];
+    for await (const e of readEntries(manifest, (name, consume) => consume(Readable.from([stored.get(name)!])))) read.push(e.path);
+    return { ...written, read };
+  }
+
+  it('keeps a small tree inline and a large one in objects, one chunk stored while the next fills, in order', async () => {
+    const stored = new Map<string, Buffer>();
+    let storing = 0;
+    let most = 0;
+    const store = async (name: string, text: Buffer): Promise<ManifestObject> => {
+      most = Math.max(most, ++storing);
+      await new Promise((r) => setTimeout(r, 5));
+      stored.set(name, text);
+      storing--;
+      return { name, size: text.length, sha256: 'ab'.repeat(32), plainBytes: text.length };
+    };
+    const small = await collect(new EntryLog(1 << 20, store), stored, 50);
+    expect(small.inline).toHaveLength(50);
+    expect(small.objects).toEqual([]);
+    expect(stored.size).toBe(0);
+
+    const large = await collect(new EntryLog(2048, store), stored, 1000);
+    expect(large.inline).toBeNull();
+    expect(large.objects.map((o) => o.name)).toEqual([...stored.keys()]);
+    expect(large.objects.length).toBeGreaterThan(10);
+    expect(large.objects[0]!.name).toBe(entriesName(1));
+    expect(large.objects.every((o) => o.size > 0 && o.plainBytes <= 2048 + 200)).toBe(true);
+    expect(large.read).toEqual(Array.from({ length: 1000 }, (_, i) => `f${String(i).padStart(4, '0')}`));
+    expect(most).toBe(1);
+  });
+
+  it('fails the backup when a chunk cannot be stored, and waits for it before the backup removes its objects', async () => {
+    let settled = false;
+    const log = new EntryLog(512, async () => {
+      await new Promise((r) => setTimeout(r, 20));
+      settled = true;
+      throw new Error('quorum lost');
+    });
+    await expect((async () => {
+      for (let i = 0; i < 200; i++) await log.add(entry(`f${i}`));
+      await log.end();
+    })()).rejects.toThrow('quorum lost');
+    await log.abandon();
+    expect(settled).toBe(true);
+  });
+
+  it('names the object and line of an entry that does not parse', async () => {
+    const text = `${JSON.stringify(entry('a'))}\n{"path":"b","type":"fifo"}\n`;
+    await expect(parseEntriesObject(Readable.from([Buffer.from(text)]), 'b1/00001.entries')).rejects.toThrow(/b1\/00001\.entries, line 2: type/);
+  });
+});
+
+describe('a files tree whose entries fill several objects', () => {
+  let ctx: TestContext;
+  let src: string;
+  const snapshots: { id: string; tree: Record<string, TreeEntry> }[] = [];
+
+  beforeAll(async () => {
+    const root = join(dir, 'chain');
+    src = join(root, 'data', 'uploads');
+    ctx = await openTestContext(testConfig(root, { manifestChunkBytes: 4096, packSizeBytes: 64 * 1024 }));
+    for (let d = 0; d < 6; d++) {
+      mkdirSync(join(src, `d${d}`, 'sub'), { recursive: true });
+      for (let f = 0; f < 40; f++) writeFileSync(join(src, `d${d}`, f % 2 ? 'sub' : '', `file-${f}`), `d${d} f${f} ${'x'.repeat(f * 10)}\n`);
+    }
+    mkdirSync(join(src, 'd-1'));
+    writeFileSync(join(src, 'd-1', 'sorts-between'), 'a name that sorts between d and d0 as text');
+    // After d5's files in the walk, before them as text: found in the parent only when the order is the walk's.
+    writeFileSync(join(src, 'd5-after'), 'after d5/');
+    writeFileSync(join(src, 'e-last'), 'last');
+    symlinkSync('d0/file-0', join(src, 'link'));
+  });
+
+  afterAll(async () => ctx.close());
+
+  async function manifestOf(id: string): Promise<Manifest> {
+    const { repoId } = await repositoryOf(ctx, false);
+    return (await readManifest(ctx.envelope, ctx.regions, repoId, 'uploads', id)).value;
+  }
+
+  const objectPath = (region: string, id: string, name: string): string => join(dir, 'chain', 'regions', region, 'uploads', 'backups', id, name);
+
+  async function backup(type: 'full' | 'incr' | 'diff'): Promise<{ id: string; newFiles: number }> {
+    const r = await runBackup(ctx, { source: 'uploads', type });
+    expect(r.status).toBe('completed');
+    snapshots.push({ id: r.backupId, tree: await snapshotTree(src) });
+    return { id: r.backupId, newFiles: r.newFiles };
+  }
+
+  it('writes format 3 manifests that list their entries objects, and an incr stores only what changed', async () => {
+    const full = await backup('full');
+    const m = await manifestOf(full.id);
+    expect(m.format).toBe(3);
+    expect(m.entries).toEqual([]);
+    expect(m.entryObjects!.length).toBeGreaterThan(5);
+    expect(m.objects.map((o) => o.name)).toEqual(expect.arrayContaining(m.entryObjects!));
+    const stored = (await readdir(join(dir, 'chain', 'regions', 'us-east-1', 'uploads', 'backups', full.id))).filter((n) => n.endsWith('.entries'));
+    expect(stored).toEqual(m.entryObjects);
+
+    await appendFile(join(src, 'd3', 'file-4'), 'more\n');
+    await rm(join(src, 'd5', 'sub', 'file-9')); // the last entry under d5 in walk order
+    await writeFile(join(src, 'd-1', 'new'), 'new\n');
+    await chmod(join(src, 'd1', 'file-2'), 0o600);
+    await rename(join(src, 'd2', 'file-6'), join(src, 'd2', 'file-6.moved'));
+    const incr = await backup('incr');
+    // The appended file, the new one and the renamed one (a new path); the chmod changes only metadata. The file
+    // deleted from d5 is read past in the parent's entries (a cursor in text order would stall on it).
+    expect(incr.newFiles).toBe(3);
+    expect((await manifestOf(incr.id)).parent).toBe(full.id);
+
+    await writeFile(join(src, 'd0', 'file-10'), 'rewritten\n');
+    const diff = await backup('diff');
+    expect(diff.newFiles).toBe(4);
+    const again = await backup('incr');
+    expect(again.newFiles).toBe(0);
+  });
+
+  it('restores every backup of the chain as the tree was', async () => {
+    for (const s of snapshots) {
+      const target = join(dir, 'chain', `restore-${s.id}`);
+      await runRestore(ctx, { source: 'uploads', to: target, backupId: s.id });
+      expect(await snapshotTree(target), s.id).toEqual(s.tree);
+    }
+  });
+
+  it('restores part of the tree, verifies every entries object deeply, and lists a damaged one', async () => {
+    const last = snapshots.at(-1)!.id;
+    const part = join(dir, 'chain', 'restore-part');
+    await runRestore(ctx, { source: 'uploads', to: part, backupId: last, paths: ['d3'] });
+    expect(Object.keys(await snapshotTree(part)).every((p) => p === 'd3' || p.startsWith('d3/'))).toBe(true);
+    expect((await runVerify(ctx, { deep: true })).problems).toEqual([]);
+
+    const name = (await manifestOf(last)).entryObjects![1]!;
+    const path = objectPath('eu-west-1', last, name);
+    const original = await readFile(path);
+    const tampered = Buffer.from(original);
+    tampered[Math.floor(tampered.length / 2)]! ^= 0x01;
+    await writeFile(path, tampered);
+    // The restore reads that object from the next region and says so; verify names the damaged copy; heal mends it.
+    const target = join(dir, 'chain', 'restore-fallback');
+    const result = await runRestore(ctx, { source: 'uploads', to: target, backupId: last });
+    expect(await snapshotTree(target)).toEqual(snapshots.at(-1)!.tree);
+    expect(result.problems.map((p) => [p.region, p.code])).toEqual([['eu-west-1', 'AUTHENTICATION_FAILED']]);
+    const deep = await runVerify(ctx, { deep: true });
+    expect(deep.problems.filter((p) => p.object === name).map((p) => [p.kind, p.region, p.backupId])).toEqual([['authentication', 'eu-west-1', last]]);
+    expect((await runHeal(ctx)).ok).toBe(true);
+    expect(await readFile(path)).toEqual(original);
+  });
+
+  it('refuses to restore when no region holds an entries object, and leaves no target behind', async () => {
+    const last = snapshots.at(-1)!.id;
+    const name = (await manifestOf(last)).entryObjects!.at(-1)!;
+    const regions = ['eu-west-1', 'us-east-1', 'ap-southeast-1'];
+    for (const r of regions) await rename(objectPath(r, last, name), `${objectPath(r, last, name)}.aside`);
+    try {
+      const target = join(dir, 'chain', 'restore-missing');
+      await expect(runRestore(ctx, { source: 'uploads', to: target, backupId: last })).rejects.toThrow(new RegExp(`no region holds a sound copy of .*${name.replace('.', '\\.')}`));
+      expect(existsSync(fsPath(target))).toBe(false);
+    } finally {
+      for (const r of regions) await rename(`${objectPath(r, last, name)}.aside`, objectPath(r, last, name));
+    }
+  });
+});
