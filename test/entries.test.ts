@@ -15,6 +15,7 @@ import {
   compareWalkOrder, EntryLog, entriesName, parseEntriesObject, readEntries, readManifest, type Manifest, type ManifestEntry, type ManifestObject,
 } from '../src/repository/index.ts';
 import { fsPath } from '../src/sources/files/names.ts';
+import { TreeCheck } from '../src/sources/files/safe-path.ts';
 import { walkTree } from '../src/sources/files/walk.ts';
 import { testConfig } from './helpers/config.ts';
 import { openTestContext, type TestContext } from './helpers/context.ts';
@@ -44,6 +45,23 @@ describe('walk order', () => {
     expect([...walked].reverse().sort(compareWalkOrder)).toEqual(walked);
     expect([...walked].sort()).not.toEqual(walked);
     for (const p of walked) expect(compareWalkOrder(p, p)).toBe(0);
+  });
+});
+
+describe('TreeCheck', () => {
+  const e = (path: string, type: ManifestEntry['type'] = 'file'): ManifestEntry => ({ path, type, mode: 0o644, uid: 0, gid: 0, mtimeNs: '0' });
+  const check = (entries: ManifestEntry[]): void => {
+    const tree = new TreeCheck('manifest of b');
+    for (const entry of entries) tree.check(entry);
+  };
+
+  it('takes a tree in walk order, and refuses one out of order, a duplicate, or an entry under a symlink or file', () => {
+    expect(() => check([e('a', 'dir'), e('a/x', 'dir'), e('a/x/1'), e('a/y'), e('a-b', 'dir'), e('a-b/2'), e('b')])).not.toThrow();
+    expect(() => check([e('a', 'dir'), e('a-b'), e('a/x')])).toThrow(expect.objectContaining({ code: 'MANIFEST_INVALID', message: expect.stringMatching(/out of the walk's order/) }));
+    expect(() => check([e('a'), e('a')])).toThrow(expect.objectContaining({ code: 'UNSAFE_PATH', message: expect.stringMatching(/appears twice/) }));
+    expect(() => check([e('a', 'symlink'), e('a/x')])).toThrow(expect.objectContaining({ code: 'UNSAFE_PATH', message: expect.stringMatching(/lies under "a", which is not a directory/) }));
+    expect(() => check([e('a', 'dir'), e('a/x', 'dir'), e('b'), e('b/c')])).toThrow(expect.objectContaining({ code: 'UNSAFE_PATH' }));
+    expect(() => check([e('x/../../etc/passwd')])).toThrow(expect.objectContaining({ code: 'UNSAFE_PATH' }));
   });
 });
 

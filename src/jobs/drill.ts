@@ -227,7 +227,8 @@ export async function runDrill(ctx: JobContext, args: DrillArgs): Promise<DrillR
       }
       const port = await freeLoopbackPort();
       pgdata = join(work, 'pgdata');
-      if (process.getuid?.() === 0) execFileSync('chown', [String(ownerOf(manifest).uid), work]);
+      const owner = await ownerOf(manifest, readEntries(manifest, entriesFromRegions(ctx.envelope, regionsFor(ctx, backup.id, region), manifest)));
+      if (process.getuid?.() === 0) execFileSync('chown', [String(owner.uid), work]);
       const restore = (to: RecoveryTarget) => runRestore(ctx, {
         source: args.source, to: pgdata!, backupId: backup.id, recovery: to, startPort: port, region, lowPriority: true,
         restoreCommand: args.restoreCommand ?? 'false',
@@ -248,7 +249,7 @@ export async function runDrill(ctx: JobContext, args: DrillArgs): Promise<DrillR
       phases.restore = restored.durationSeconds - readySeconds;
       phases.recovery = readySeconds;
       rtoSeconds = restored.durationSeconds;
-      const user = userName(ownerOf(manifest).uid);
+      const user = userName(owner.uid);
       let checksumsOn = false;
       await timed('checks', async () => {
         if (args.hookSql) await runSql(port, user, args.hookSql.database, args.hookSql.sql);

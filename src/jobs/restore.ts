@@ -4,9 +4,9 @@ import type { Readable } from 'node:stream';
 import { isWithin, ownStatePaths, physicalPath } from '../config/index.ts';
 import { CofreError } from '../errors/index.ts';
 import { readObjectWithFallback, type RegionProblem } from '../pipeline/index.ts';
-import { allEntries, entriesFromRegions, objectKey, packIdentity, readManifest } from '../repository/index.ts';
+import { entriesFromRegions, objectKey, packIdentity, readEntries, readManifest, runFiles, type ManifestEntry } from '../repository/index.ts';
 import { restoreTree, type RestoreTreeResult } from '../sources/files/extract.ts';
-import { normalisePath, selectEntries } from '../sources/files/select.ts';
+import { normalisePath, requirePaths, selectEntries } from '../sources/files/select.ts';
 import { parseConnUrl } from '../sources/postgres/libpq.ts';
 import type { RecoveryTarget, StartedCluster } from '../sources/postgres/restore-physical.ts';
 import type { StorageDriver } from '../storage/index.ts';
@@ -107,12 +107,16 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
   const problems: RegionProblem[] = [];
   const used = new Set<string>();
   const onProblem = (p: RegionProblem, next: string | null): void => {
+    // Entries are read once per pass: a damaged copy of one is reported once.
+    if (problems.some((q) => q.region === p.region && q.object === p.object && q.code === p.code)) return;
     problems.push(p);
     ctx.bus.emit('restore.fallback', { backupId: backup.id, region: p.region, object: p.object, problem: p.problem, nextRegion: next });
   };
   const manifestRead = await readManifest(ctx.envelope, regionsFor(ctx, backup.id, args.region), repoId, args.source, backup.id, onProblem);
   used.add(manifestRead.region);
-  const manifest = await allEntries(manifestRead.value, entriesFromRegions(ctx.envelope, regionsFor(ctx, backup.id, args.region), manifestRead.value, onProblem));
+  const manifest = manifestRead.value;
+  const readTree = entriesFromRegions(ctx.envelope, regionsFor(ctx, backup.id, args.region), manifest, onProblem);
+  const allEntries = (): AsyncIterable<ManifestEntry> => readEntries(manifest, readTree);
   // What the backup is, from its manifest; the source's config only says where PostgreSQL's programs are (and a
   // source no longer configured takes them from PATH).
   const configured = ctx.config.sources[args.source];
@@ -159,8 +163,8 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
   // Object sizes and hashes come from the manifest of the backup that wrote each pack.
   const packInfo = new Map<string, { size: number; sha256: string }>();
   for (const o of manifest.objects) packInfo.set(`${backup.id}/${o.name}`, o);
-  const chosen = paths.length > 0 ? { ...manifest, entries: selectEntries(manifest.entries, paths, `backup ${backup.id}`, 'restore') } : manifest;
-  const result = await restoreTree(chosen, to, async (loc, consume) => {
+  if (paths.length > 0) await requirePaths(allEntries(), paths, `backup ${backup.id}`, 'restore');
+  const result = await restoreTree(manifest, () => selectEntries(allEntries(), paths), to, async (loc, consume) => {
     let info = packInfo.get(`${loc.backup}/${loc.pack}`);
     if (!info) {
       const older = await readManifest(ctx.envelope, regionsFor(ctx, loc.backup, args.region), repoId, args.source, loc.backup, onProblem);
@@ -169,15 +173,16 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
       if (!info) throw new CofreError('MANIFEST_INVALID', `backup ${loc.backup} has no object ${loc.pack}`, { op: 'restore', path: loc.pack });
     }
     await readBackupObject(loc.backup, loc.pack, info, consume);
-  }, { order: ctx.catalog.usableBackups(args.source).map((b) => b.id), delta: Boolean(args.delta) });
+  }, { order: ctx.catalog.usableBackups(args.source).map((b) => b.id), delta: Boolean(args.delta), runFiles: runFiles(ctx.config.pipeline.manifestChunkBytes) });
   let startedCluster: StartedCluster | undefined;
   if (manifest.method === 'physical') {
-    const { preparePgdata, startRestored } = await import('../sources/postgres/restore-physical.ts');
-    await preparePgdata(manifest, to, {
+    const { ownerOf, preparePgdata, startRestored } = await import('../sources/postgres/restore-physical.ts');
+    const owner = await ownerOf(manifest, allEntries());
+    await preparePgdata(manifest, owner, to, {
       restoreCommand: args.restoreCommand ?? 'false', target: args.standby ? {} : (args.recovery ?? {}), standby: Boolean(args.standby),
     });
     if (args.startPort) {
-      startedCluster = await startRestored(manifest, to, args.startPort, {
+      startedCluster = await startRestored(owner, to, args.startPort, {
         binDir: pg.binDir, standby: Boolean(args.standby), clock: ctx.clock, timeoutMs: 600_000, lowPriority: Boolean(args.lowPriority),
       });
     }

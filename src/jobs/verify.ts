@@ -3,9 +3,12 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { isCofreError, messageOf } from '../errors/index.ts';
-import { ContentTap, digestOf, type ContentDigest } from '../pipeline/content-hash.ts';
+import { algorithmOf, contentHash, digestOf, type ContentDigest } from '../pipeline/content-hash.ts';
 import { HashTap, readObjectFrom } from '../pipeline/index.ts';
-import { allEntries, entriesFromRegion, MANIFEST_NAME, objectKey, packIdentity, parseBackupKey, readManifestFrom, type Manifest } from '../repository/index.ts';
+import {
+  entriesFromRegion, fileRuns, MANIFEST_NAME, runFiles, objectKey, packIdentity, parseBackupKey, readEntries, readManifestFrom,
+  type Manifest, type ManifestEntry, type ManifestObject,
+} from '../repository/index.ts';
 import { memberName } from '../sources/files/tar-header.ts';
 import { walIdentity, walKey } from '../sources/postgres/wal-names.ts';
 import type { StorageDriver } from '../storage/index.ts';
@@ -54,7 +57,7 @@ async function drain(plaintext: Readable): Promise<string[]> {
 }
 
 /** Re-hashes every file a pack holds against the manifest entries that point at it. */
-async function checkPackContent(plaintext: Readable, expected: Map<string, { size: number; digest: ContentDigest | undefined }>): Promise<string[]> {
+async function checkPackContent(plaintext: Readable, expected: Map<string, Expected>): Promise<string[]> {
   const problems: string[] = [];
   const extract = tar.extract();
   const walk = (async () => {
@@ -65,9 +68,14 @@ async function checkPackContent(plaintext: Readable, expected: Map<string, { siz
         item.resume();
         continue;
       }
-      const tap = await ContentTap.like(want.digest);
-      await pipeline(item, tap, async function* (src) { for await (const chunk of src) void chunk; });
-      if (tap.bytes !== want.size || tap.digest() !== want.digest) problems.push(`${name}: content differs from the manifest`);
+      // Hashed as it is read, without a stream per member (a pack may hold 16k small files).
+      const hash = await contentHash(algorithmOf(want.digest));
+      let bytes = 0;
+      for await (const chunk of item as AsyncIterable<Buffer>) {
+        hash.update(chunk);
+        bytes += chunk.length;
+      }
+      if (bytes !== want.size || hash.digest() !== want.digest) problems.push(`${name}: content differs from the manifest`);
       expected.delete(name);
     }
   })();
@@ -76,17 +84,24 @@ async function checkPackContent(plaintext: Readable, expected: Map<string, { siz
   return problems;
 }
 
-/** What the manifest says this backup's pack holds: whole files, and (physical diff/incr) page deltas. */
-function packMembers(manifest: Manifest, pack: string): Map<string, { size: number; digest: ContentDigest | undefined }> {
-  const members = new Map<string, { size: number; digest: ContentDigest | undefined }>();
-  const here = (loc: { backup: string; pack: string }): boolean => loc.backup === manifest.backupId && loc.pack === pack;
-  for (const e of manifest.entries) {
-    if (e.type !== 'file') continue;
-    if (e.loc && here(e.loc)) members.set(e.path, { size: e.size ?? 0, digest: digestOf(e.deltas ? e.base ?? {} : e) });
-    const delta = e.deltas?.find(here);
-    if (delta) members.set(e.path, { size: delta.size, digest: digestOf(delta) });
+/** What a run of the manifest's entries (fileRuns) says each of this backup's packs holds: whole files, page deltas. */
+function packMembers(backupId: string, files: ManifestEntry[]): Map<string, Map<string, Expected>> {
+  const byPack = new Map<string, Map<string, Expected>>();
+  const add = (pack: string, path: string, want: Expected): void => {
+    const members = byPack.get(pack) ?? new Map<string, Expected>();
+    members.set(path, want);
+    byPack.set(pack, members);
+  };
+  for (const e of files) {
+    if (e.loc?.backup === backupId) add(e.loc.pack, e.path, { size: e.size ?? 0, digest: digestOf(e.deltas ? e.base ?? {} : e) });
+    for (const d of e.deltas ?? []) if (d.backup === backupId) add(d.pack, e.path, { size: d.size, digest: digestOf(d) });
   }
-  return members;
+  return byPack;
+}
+
+interface Expected {
+  size: number;
+  digest: ContentDigest | undefined;
 }
 
 async function verifyCopy(
@@ -95,35 +110,69 @@ async function verifyCopy(
   const problem = (kind: ProblemKind, object: string, message: string): void => {
     report.problems.push({ kind, region: region.region, source: manifest.source, backupId: manifest.backupId, object, message });
   };
-  const entryObjects = new Set(manifest.entryObjects ?? []);
-  let tree: Manifest | null = null;
-  if (deep && manifest.method !== 'logical') {
-    try {
-      tree = await allEntries(manifest, entriesFromRegion(ctx.envelope, region, manifest));
-    } catch (err) {
-      // The object that failed is reported below, as it is read again.
-      problem(kindOf(err), 'entries', `the backup's entries cannot be read from this region, so its packs' content is not checked: ${messageOf(err)}`);
-    }
-  }
+  // Every object is there at its recorded size; only those are read.
+  const present = new Map<string, ManifestObject>();
   for (const obj of manifest.objects) {
     report.objectsChecked++;
     const key = objectKey(manifest.source, manifest.backupId, obj.name);
     try {
       const info = await region.stat(key);
-      if (!info) { problem('missing', obj.name, `${key} is missing`); continue; }
-      if (info.size !== obj.size) { problem('wrong-size', obj.name, `${key} has ${info.size} bytes, manifest says ${obj.size}`); continue; }
-      if (!deep) continue;
-      // Packs are re-hashed member by member; other objects (dumps, entries) are read whole: authenticated and
-      // decompressed.
-      const consume = tree && !entryObjects.has(obj.name) ? (plain: Readable) => checkPackContent(plain, packMembers(tree, obj.name)) : drain;
-      const contentProblems = await readObjectFrom(ctx.envelope, region, {
-        key, identity: packIdentity(repoId, manifest.source, manifest.backupId, obj.name), size: obj.size, sha256: obj.sha256,
-      }, consume);
-      for (const message of contentProblems) problem('content', obj.name, message);
+      if (!info) problem('missing', obj.name, `${key} is missing`);
+      else if (info.size !== obj.size) problem('wrong-size', obj.name, `${key} has ${info.size} bytes, manifest says ${obj.size}`);
+      else present.set(obj.name, obj);
     } catch (err) {
       problem(kindOf(err), obj.name, messageOf(err));
     }
   }
+  if (!deep) return;
+  const read = async <T>(obj: ManifestObject, consume: (plain: Readable) => Promise<T>): Promise<T | null> => {
+    try {
+      return await readObjectFrom(ctx.envelope, region, {
+        key: objectKey(manifest.source, manifest.backupId, obj.name), identity: packIdentity(repoId, manifest.source, manifest.backupId, obj.name),
+        size: obj.size, sha256: obj.sha256,
+      }, consume);
+    } catch (err) {
+      problem(kindOf(err), obj.name, messageOf(err));
+      return null;
+    }
+  };
+  // Entries objects first: read whole (authenticated, decompressed); the packs' content is checked against them.
+  let entriesSound = manifest.method !== 'logical';
+  for (const name of manifest.entryObjects ?? []) {
+    const obj = present.get(name);
+    present.delete(name);
+    if (!obj || (await read(obj, drain)) === null) entriesSound = false;
+  }
+  // Packs are re-hashed member by member, one run of entries at a time (a pack a run ends in is read again for the
+  // next); a pack that failed is not read again; the rest (dumps, or packs when the entries are unreadable) are read
+  // whole: authenticated and decompressed.
+  const checked = new Set<string>();
+  if (entriesSound) {
+    const failed = new Set<string>();
+    const entries = readEntries(manifest, entriesFromRegion(ctx.envelope, region, manifest));
+    // Files checked against the packs per run: what a deep verify holds in memory (see fileRuns).
+    for await (const files of fileRuns(entries, runFiles(ctx.config.pipeline.manifestChunkBytes))) {
+      for (const [pack, members] of packMembers(manifest.backupId, files)) {
+        const obj = present.get(pack);
+        if (!obj) {
+          if (!failed.has(pack) && !manifest.objects.some((o) => o.name === pack)) {
+            failed.add(pack);
+            problem('content', pack, `the manifest places ${members.size} file(s) in ${pack}, which it does not list as an object`);
+          }
+          continue;
+        }
+        const contentProblems = await read(obj, (plain) => checkPackContent(plain, members));
+        if (contentProblems === null) {
+          present.delete(pack);
+          failed.add(pack);
+          continue;
+        }
+        for (const message of contentProblems) problem('content', pack, message);
+        checked.add(pack);
+      }
+    }
+  }
+  for (const obj of present.values()) if (!checked.has(obj.name)) await read(obj, drain);
 }
 
 /** Every archived WAL file in every region: present; with deep, decrypted and hashed against what was archived. */

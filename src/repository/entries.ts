@@ -169,10 +169,22 @@ export async function parseEntriesObject(plaintext: Readable, label: string): Pr
   return entries;
 }
 
-/** A backup's entries in walk order, one entries object in memory at a time. */
+/** Entries in walk order: as they are when a cofre's walk wrote them, sorted otherwise (a crafted manifest). */
+function inWalkOrder(entries: ManifestEntry[]): ManifestEntry[] {
+  for (let i = 1; i < entries.length; i++) {
+    if (compareWalkOrder(entries[i - 1]!.path, entries[i]!.path) >= 0) return [...entries].sort((a, b) => compareWalkOrder(a.path, b.path));
+  }
+  return entries;
+}
+
+/**
+ * A backup's entries in walk order, one entries object in memory at a time. Inline entries (format 1 and 2, and
+ * small trees) are in memory anyway and are sorted if need be; those of entries objects come as stored, and a
+ * reader that relies on the order checks it (sources/files/safe-path.ts TreeCheck).
+ */
 export async function* readEntries(manifest: Manifest, read: EntriesObjectReader): AsyncGenerator<ManifestEntry> {
   if (!manifest.entryObjects) {
-    yield* manifest.entries;
+    yield* inWalkOrder(manifest.entries);
     return;
   }
   for (const name of manifest.entryObjects) {
@@ -180,10 +192,39 @@ export async function* readEntries(manifest: Manifest, read: EntriesObjectReader
   }
 }
 
-/** Every entry at once (for readers not yet streaming: a tree's size in memory). */
-export async function allEntries(manifest: Manifest, read: EntriesObjectReader): Promise<Manifest> {
-  if (!manifest.entryObjects) return manifest;
-  const entries: ManifestEntry[] = [];
-  for await (const e of readEntries(manifest, read)) entries.push(e);
-  return { ...manifest, entries };
+/** A run goes on past `size` to the end of its pack, up to this many times `size` (see fileRuns). */
+const RUN_CUT_FACTOR = 4;
+
+/** Bytes of JSON an entry takes, about (a files tree's are 150-300): how many entries one chunk's worth is. */
+const ENTRY_BYTES = 256;
+
+/**
+ * How many file entries a reader takes at once (restore, verify --deep): one chunk's worth (pipeline.
+ * manifestChunkBytes), so that one setting bounds what any reader of the entries holds; 16384 by default.
+ */
+export function runFiles(chunkBytes: number): number {
+  return Math.max(1, Math.floor(chunkBytes / ENTRY_BYTES));
+}
+
+/**
+ * A backup's file entries in runs of at least `size` cut where the pack changes, so that a reader holds one run at
+ * a time and reads a pack again only where a run ends inside it (an incr's new files interleave with its parents'
+ * packs; a full's packs follow the walk, each of at most 16384 files: PackBuilder). A run is cut inside a pack at
+ * 4 x `size` (packs of older backups may hold any number of files). `each` sees every entry, in order, as it is read.
+ */
+export async function* fileRuns(entries: AsyncIterable<ManifestEntry>, size: number, each?: (entry: ManifestEntry) => void): AsyncGenerator<ManifestEntry[]> {
+  let run: ManifestEntry[] = [];
+  let last = '';
+  for await (const e of entries) {
+    each?.(e);
+    if (e.type !== 'file') continue;
+    const at = e.loc ? `${e.loc.backup}/${e.loc.pack}` : '';
+    if (run.length >= size && (at !== last || run.length >= RUN_CUT_FACTOR * size)) {
+      yield run;
+      run = [];
+    }
+    run.push(e);
+    last = at;
+  }
+  if (run.length > 0) yield run;
 }

@@ -12,11 +12,12 @@ import tar from 'tar-stream';
 import { CofreError, isCofreError } from '../../errors/index.ts';
 import { algorithmOf, contentHash, ContentTap, digestOf, type ContentDigest } from '../../pipeline/content-hash.ts';
 import { fsyncPath } from '../../storage/index.ts';
-import type { Manifest, ManifestEntry } from '../../repository/index.ts';
+import { DEFAULT_MANIFEST_CHUNK_BYTES } from '../../config/index.ts';
+import { fileRuns, runFiles, type Manifest, type ManifestEntry } from '../../repository/index.ts';
 import { decodeBlocks, PAGE_BYTES } from '../postgres/pages.ts';
 import { bytesOfName, fsPath, nameFromBytes } from './names.ts';
 import { hashFile, SMALL_FILE_BYTES } from './read-file.ts';
-import { assertSafePath, assertSafeTree } from './safe-path.ts';
+import { assertSafePath, TreeCheck } from './safe-path.ts';
 import { syncTree } from './sync-tree.ts';
 import { memberName } from './tar-header.ts';
 
@@ -44,6 +45,11 @@ export interface RestoreTreeOptions {
   order?: string[];
   /** Restore over an earlier restore: files whose content matches are kept, everything else is replaced. */
   delta?: boolean;
+  /**
+   * Files restored per run (see fileRuns): their entries and what is read of each pack for them are what a restore
+   * holds in memory, whatever the size of the tree. Default: runFiles of the default manifestChunkBytes.
+   */
+  runFiles?: number;
 }
 
 /**
@@ -394,12 +400,52 @@ async function reuseMatching(files: ManifestEntry[], target: string, staging: st
   return reused;
 }
 
+/** Restores one run of files into staging: from the packs that hold them (or, --delta, from the target). */
+async function restoreFiles(files: ManifestEntry[], staging: string, target: string, readPack: PackReader, opts: RestoreTreeOptions, result: RestoreTreeResult): Promise<void> {
+  const reused = opts.delta ? await reuseMatching(files, target, staging) : new Set<string>();
+  if (opts.delta) result.reused! += reused.size;
+  // Packs of one backup hold disjoint files: they are read RESTORE_PACK_CONCURRENCY at a time. A backup's packs
+  // start only once the older backups' are done, so page deltas land on the copies they patch.
+  const plan = packPlan(files.filter((f) => !reused.has(f.path)), opts.order);
+  for (let i = 0; i < plan.length;) {
+    let j = i;
+    while (j < plan.length && plan[j]!.loc.backup === plan[i]!.loc.backup) j++;
+    await forEachLimited(plan.slice(i, j), RESTORE_PACK_CONCURRENCY, ({ loc, wanted }) =>
+      readPack(loc, (plaintext) => extractPack(plaintext, staging, new Map(wanted), `${loc.backup}/${loc.pack}`)));
+    i = j;
+  }
+  for (const f of files.filter((e) => e.deltas)) {
+    const p = fsPath(join(staging, f.path));
+    if (statSync(p).size < (f.size ?? 0)) {
+      throw new CofreError('RESTORE_FAILED', `${f.path}: the backups of the chain hold ${statSync(p).size} of its ${f.size} bytes`, {
+        op: 'restore', path: f.path, hint: 'a page delta is missing from the chain; verify the backups (cofre verify --deep)',
+      });
+    }
+    truncateSync(p, f.size ?? 0);
+  }
+  // Metadata is set synchronously: per file it costs less than an async round trip.
+  const asRoot = RUNNING_AS_ROOT;
+  for (const f of files) {
+    result.files++;
+    result.bytes += f.size ?? 0;
+    if (metadataAtWrite(f) && !reused.has(f.path)) continue;
+    const p = fsPath(join(staging, f.path));
+    if (asRoot) lchownSync(p, f.uid, f.gid);
+    chmodSync(p, f.mode);
+    utimesSync(p, nsToSeconds(f.mtimeNs), nsToSeconds(f.mtimeNs));
+  }
+}
+
+/** The entries of the tree to restore, in walk order; called once per pass (each call reads them again). */
+export type EntrySource = () => AsyncIterable<ManifestEntry>;
+
 /**
  * Builds the tree in a hidden staging directory inside target, then moves it into place. On any failure
  * the staging directory is removed, so target is left as it was (empty, or with --delta its earlier content).
+ * Two passes over the entries: directories and files (in runs of opts.runFiles, each from the packs that hold it),
+ * then symlinks and each directory's metadata once the walk leaves it.
  */
-export async function restoreTree(manifest: Manifest, target: string, readPack: PackReader, opts: RestoreTreeOptions = {}): Promise<RestoreTreeResult> {
-  assertSafeTree(manifest.entries, `manifest of ${manifest.backupId}`);
+export async function restoreTree(manifest: Manifest, entries: EntrySource, target: string, readPack: PackReader, opts: RestoreTreeOptions = {}): Promise<RestoreTreeResult> {
   const created = opts.delta ? await checkDeltaTarget(target) : await ensureEmptyTarget(target);
   const staging = join(target, `${STAGING_PREFIX}${randomBytes(4).toString('hex')}`);
   try {
@@ -408,60 +454,39 @@ export async function restoreTree(manifest: Manifest, target: string, readPack: 
     await removeCreated(target, created);
     throw asTargetFailure(err, staging);
   }
-  const result: RestoreTreeResult = { files: 0, dirs: 0, symlinks: 0, bytes: 0 };
+  const result: RestoreTreeResult = { files: 0, dirs: 0, symlinks: 0, bytes: 0, ...(opts.delta ? { reused: 0 } : {}) };
   let swapping = false;
   try {
-    const dirs = manifest.entries.filter((e) => e.type === 'dir');
-    for (const d of dirs) mkdirSync(fsPath(join(staging, d.path)), { mode: 0o700 });
-    result.dirs = dirs.length;
-
-    const files = manifest.entries.filter((e) => e.type === 'file');
-    const reused = opts.delta ? await reuseMatching(files, target, staging) : new Set<string>();
-    if (opts.delta) result.reused = reused.size;
-    // Packs of one backup hold disjoint files: they are read RESTORE_PACK_CONCURRENCY at a time. A backup's packs
-    // start only once the older backups' are done, so page deltas land on the copies they patch.
-    const plan = packPlan(files.filter((f) => !reused.has(f.path)), opts.order);
-    for (let i = 0; i < plan.length;) {
-      let j = i;
-      while (j < plan.length && plan[j]!.loc.backup === plan[i]!.loc.backup) j++;
-      await forEachLimited(plan.slice(i, j), RESTORE_PACK_CONCURRENCY, ({ loc, wanted }) =>
-        readPack(loc, (plaintext) => extractPack(plaintext, staging, new Map(wanted), `${loc.backup}/${loc.pack}`)));
-      i = j;
-    }
-    for (const f of files.filter((e) => e.deltas)) {
-      const p = fsPath(join(staging, f.path));
-      if (statSync(p).size < (f.size ?? 0)) {
-        throw new CofreError('RESTORE_FAILED', `${f.path}: the backups of the chain hold ${statSync(p).size} of its ${f.size} bytes`, {
-          op: 'restore', path: f.path, hint: 'a page delta is missing from the chain; verify the backups (cofre verify --deep)',
-        });
-      }
-      truncateSync(p, f.size ?? 0);
-    }
-    // Metadata is set synchronously: per file it costs less than an async round trip.
+    // Each entry is checked before anything is written for it: safe path, walk order, parent a directory.
+    const tree = new TreeCheck(`manifest of ${manifest.backupId}`);
+    const each = (e: ManifestEntry): void => {
+      tree.check(e);
+      if (e.type !== 'dir') return;
+      mkdirSync(fsPath(join(staging, e.path)), { mode: 0o700 });
+      result.dirs++;
+    };
+    for await (const files of fileRuns(entries(), opts.runFiles ?? runFiles(DEFAULT_MANIFEST_CHUNK_BYTES), each)) await restoreFiles(files, staging, target, readPack, opts, result);
+    // Symlinks only once every file is written, and a directory's metadata once the walk has left it (so setting
+    // its mtime is not undone by work inside it).
     const asRoot = RUNNING_AS_ROOT;
-    for (const f of files) {
-      result.files++;
-      result.bytes += f.size ?? 0;
-      if (metadataAtWrite(f) && !reused.has(f.path)) continue;
-      const p = fsPath(join(staging, f.path));
-      if (asRoot) lchownSync(p, f.uid, f.gid);
-      chmodSync(p, f.mode);
-      utimesSync(p, nsToSeconds(f.mtimeNs), nsToSeconds(f.mtimeNs));
-    }
-    for (const s of manifest.entries.filter((e) => e.type === 'symlink')) {
-      const p = fsPath(join(staging, s.path));
-      symlinkSync(bytesOfName(s.target ?? ''), p);
-      if (asRoot) lchownSync(p, s.uid, s.gid);
-      lutimesSync(p, nsToSeconds(s.mtimeNs), nsToSeconds(s.mtimeNs));
-      result.symlinks++;
-    }
-    // Deepest directories first, so setting a parent's mtime is not undone by work inside it.
-    for (const d of [...dirs].sort((a, b) => b.path.split('/').length - a.path.split('/').length)) {
+    const open: ManifestEntry[] = [];
+    const leave = (d: ManifestEntry): void => {
       const p = fsPath(join(staging, d.path));
       if (asRoot) lchownSync(p, d.uid, d.gid);
       chmodSync(p, d.mode);
       utimesSync(p, nsToSeconds(d.mtimeNs), nsToSeconds(d.mtimeNs));
+    };
+    for await (const e of entries()) {
+      while (open.length > 0 && !e.path.startsWith(`${open.at(-1)!.path}/`)) leave(open.pop()!);
+      if (e.type === 'dir') open.push(e);
+      if (e.type !== 'symlink') continue;
+      const p = fsPath(join(staging, e.path));
+      symlinkSync(bytesOfName(e.target ?? ''), p);
+      if (asRoot) lchownSync(p, e.uid, e.gid);
+      lutimesSync(p, nsToSeconds(e.mtimeNs), nsToSeconds(e.mtimeNs));
+      result.symlinks++;
     }
+    while (open.length > 0) leave(open.pop()!);
     // Durable before anything moves into place: a crash from here on leaves whole files or none.
     await syncTree(staging);
     // --delta: what the target held goes (kept files live on through their links in staging), then the swap.

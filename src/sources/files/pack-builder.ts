@@ -18,7 +18,15 @@ interface OpenPack {
   name: string;
   out: OpenObject;
   plainBytes: number;
+  files: number;
 }
+
+/**
+ * Files a pack holds at most, however small: a restore or deep verify takes the entries of about this many files at
+ * once (repository/entries.ts fileRuns, cut where the pack changes), so a pack of 200k empty files would make them
+ * hold 200k entries, or read the pack once per run.
+ */
+export const PACK_MAX_FILES = 16_384;
 
 /**
  * Packs whose last byte is written but that are not yet stored at quorum (their copies are being fsynced) while
@@ -28,7 +36,7 @@ interface OpenPack {
 const PACKS_STORING = 2;
 
 /**
- * Files are never split: a pack closes once it holds packSizeBytes, so a pack is at most
+ * Files are never split: a pack closes once it holds packSizeBytes or PACK_MAX_FILES files, so a pack is at most
  * packSizeBytes plus one file (a file larger than the pack size makes a pack of its own).
  */
 export class PackBuilder {
@@ -53,7 +61,7 @@ export class PackBuilder {
   private open(): OpenPack {
     if (this.current) return this.current;
     const name = this.nameOf(this.index++);
-    this.current = { name, out: this.sink.open(name), plainBytes: 0 };
+    this.current = { name, out: this.sink.open(name), plainBytes: 0, files: 0 };
     return this.current;
   }
 
@@ -116,7 +124,8 @@ export class PackBuilder {
     await fillData(pack.out);
     await pack.out.write(tarPadding(size));
     pack.plainBytes += size;
-    if (pack.plainBytes >= this.packSizeBytes) await this.seal();
+    pack.files++;
+    if (pack.plainBytes >= this.packSizeBytes || pack.files >= PACK_MAX_FILES) await this.seal();
     return pack.name;
   }
 

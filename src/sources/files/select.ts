@@ -18,20 +18,36 @@ export function normalisePath(path: string, op: string): string {
 
 const isUnder = (path: string, root: string): boolean => root === '' || path === root || path.startsWith(`${root}/`);
 
+function pathNotFound(missing: string[], where: string, op: string): CofreError {
+  return new CofreError('PATH_NOT_FOUND', `${where} has nothing at ${missing.map((p) => JSON.stringify(p)).join(', ')}`, {
+    op, hint: '`cofre show <backup-id> --files` lists what a backup holds; paths are relative to the source\'s directory',
+  });
+}
+
+/**
+ * Refuses paths (already normalised) that name nothing in the backup: a typo must not restore an empty tree and
+ * report success. Reads the entries only until every path is found.
+ */
+export async function requirePaths(entries: AsyncIterable<ManifestEntry>, paths: string[], where: string, op: string): Promise<void> {
+  const missing = new Set(paths.filter((p) => p !== ''));
+  if (missing.size === 0) return;
+  for await (const e of entries) {
+    for (const p of missing) if (isUnder(e.path, p)) missing.delete(p);
+    if (missing.size === 0) return;
+  }
+  throw pathNotFound([...missing], where, op);
+}
+
 /**
  * The entries at or under any of `paths` (already normalised; '' is the whole tree), with every directory above
- * them, so the result is a sound tree of its own (see assertSafeTree). A path that names nothing in the backup is
- * an error: a typo must not restore an empty tree and report success.
+ * them, so the result is a sound tree of its own (see TreeCheck). The paths must name something (requirePaths).
  */
-export function selectEntries(entries: ManifestEntry[], paths: string[], where: string, op: string): ManifestEntry[] {
-  if (paths.length === 0 || paths.includes('')) return entries;
-  const missing = paths.filter((p) => !entries.some((e) => isUnder(e.path, p)));
-  if (missing.length > 0) {
-    throw new CofreError('PATH_NOT_FOUND', `${where} has nothing at ${missing.map((p) => JSON.stringify(p)).join(', ')}`, {
-      op, hint: '`cofre show <backup-id> --files` lists what a backup holds; paths are relative to the source\'s directory',
-    });
+export async function* selectEntries(entries: AsyncIterable<ManifestEntry>, paths: string[]): AsyncGenerator<ManifestEntry> {
+  if (paths.length === 0 || paths.includes('')) {
+    yield* entries;
+    return;
   }
   const ancestors = new Set<string>();
   for (const p of paths) for (let i = p.indexOf('/'); i !== -1; i = p.indexOf('/', i + 1)) ancestors.add(p.slice(0, i));
-  return entries.filter((e) => paths.some((p) => isUnder(e.path, p)) || (e.type === 'dir' && ancestors.has(e.path)));
+  for await (const e of entries) if (paths.some((p) => isUnder(e.path, p)) || (e.type === 'dir' && ancestors.has(e.path))) yield e;
 }

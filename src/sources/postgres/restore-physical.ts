@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import type { Clock } from '../../clock.ts';
 import { CofreError } from '../../errors/index.ts';
-import type { Manifest } from '../../repository/index.ts';
+import type { Manifest, ManifestEntry } from '../../repository/index.ts';
 import { asUser, userName } from './child.ts';
 import { binary } from './libpq.ts';
 
@@ -39,16 +39,20 @@ export function pgTimestamp(text: string): string {
   return new Date(ms).toISOString().replace('T', ' ').replace('Z', '+00');
 }
 
-export function ownerOf(manifest: Manifest): { uid: number; gid: number } {
-  const entry = manifest.entries.find((e) => e.path === 'PG_VERSION');
-  if (!entry) throw new CofreError('MANIFEST_INVALID', `${manifest.backupId} has no PG_VERSION: not a PostgreSQL data directory`, { op: 'restore' });
-  return { uid: entry.uid, gid: entry.gid };
+/** Who owned the data directory: the owner of its PG_VERSION (near the start of the entries, read only that far). */
+export async function ownerOf(manifest: Manifest, entries: AsyncIterable<ManifestEntry>): Promise<Owner> {
+  for await (const e of entries) if (e.path === 'PG_VERSION') return { uid: e.uid, gid: e.gid };
+  throw new CofreError('MANIFEST_INVALID', `${manifest.backupId} has no PG_VERSION: not a PostgreSQL data directory`, { op: 'restore' });
 }
 
-export async function preparePgdata(manifest: Manifest, dir: string, opts: PreparePgdataOptions): Promise<void> {
+export interface Owner {
+  uid: number;
+  gid: number;
+}
+
+export async function preparePgdata(manifest: Manifest, owner: Owner, dir: string, opts: PreparePgdataOptions): Promise<void> {
   const physical = manifest.physical;
   if (!physical) throw new CofreError('MANIFEST_INVALID', `${manifest.backupId} is not a physical backup`, { op: 'restore' });
-  const owner = ownerOf(manifest);
   const written: string[] = [];
   const write = async (name: string, text: string, append = false): Promise<void> => {
     const path = join(dir, name);
@@ -107,9 +111,8 @@ export interface StartedCluster {
 }
 
 /** Starts the restored cluster on a loopback port and waits until recovery is over (or, for a standby, it serves). */
-export async function startRestored(manifest: Manifest, dir: string, port: number, opts: { binDir?: string; standby: boolean; clock: Clock; timeoutMs: number; lowPriority?: boolean }): Promise<StartedCluster> {
+export async function startRestored(owner: Owner, dir: string, port: number, opts: { binDir?: string; standby: boolean; clock: Clock; timeoutMs: number; lowPriority?: boolean }): Promise<StartedCluster> {
   const started = opts.clock.nowMs();
-  const owner = ownerOf(manifest);
   const pgCtl = binary(opts.binDir, 'pg_ctl');
   const args = ['-D', dir, '-l', join(dir, 'cofre-restore.log'), '-o', `-p ${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${dir} -c archive_mode=off`, 'start'];
   // A drill's server runs niced (CPU) and in the idle I/O class, beside production.
