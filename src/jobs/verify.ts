@@ -150,26 +150,31 @@ async function verifyCopy(
   if (entriesSound) {
     const failed = new Set<string>();
     const entries = readEntries(manifest, entriesFromRegion(ctx.envelope, region, manifest));
-    // Files checked against the packs per run: what a deep verify holds in memory (see fileRuns).
-    for await (const files of fileRuns(entries, runFiles(ctx.config.pipeline.manifestChunkBytes))) {
-      for (const [pack, members] of packMembers(manifest.backupId, files)) {
-        const obj = present.get(pack);
-        if (!obj) {
-          if (!failed.has(pack) && !manifest.objects.some((o) => o.name === pack)) {
-            failed.add(pack);
-            problem('content', pack, `the manifest places ${members.size} file(s) in ${pack}, which it does not list as an object`);
+    try {
+      // Files checked against the packs per run: what a deep verify holds in memory (see fileRuns).
+      for await (const files of fileRuns(entries, runFiles(ctx.config.pipeline.manifestChunkBytes))) {
+        for (const [pack, members] of packMembers(manifest.backupId, files)) {
+          const obj = present.get(pack);
+          if (!obj) {
+            if (!failed.has(pack) && !manifest.objects.some((o) => o.name === pack)) {
+              failed.add(pack);
+              problem('content', pack, `the manifest places ${members.size} file(s) in ${pack}, which it does not list as an object`);
+            }
+            continue;
           }
-          continue;
+          const contentProblems = await read(obj, (plain) => checkPackContent(plain, members));
+          if (contentProblems === null) {
+            present.delete(pack);
+            failed.add(pack);
+            continue;
+          }
+          for (const message of contentProblems) problem('content', pack, message);
+          checked.add(pack);
         }
-        const contentProblems = await read(obj, (plain) => checkPackContent(plain, members));
-        if (contentProblems === null) {
-          present.delete(pack);
-          failed.add(pack);
-          continue;
-        }
-        for (const message of contentProblems) problem('content', pack, message);
-        checked.add(pack);
       }
+    } catch (err) {
+      // Read whole just before: an entries object that fails now is reported as it is.
+      problem(kindOf(err), 'entries', `the entries could not be read again, so the rest of the packs' content is not checked: ${messageOf(err)}`);
     }
   }
   for (const obj of present.values()) if (!checked.has(obj.name)) await read(obj, drain);
