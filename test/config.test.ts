@@ -60,6 +60,8 @@ describe('cofre config check', () => {
     const raw = rawTestConfig(dir);
     (raw.regions as Record<string, unknown>[])[1]!.driver = 'ftp';
     (raw.pipeline as Record<string, unknown>).packSizeBytes = 'lots';
+    // An entries object per few files would only make every backup slow.
+    (raw.pipeline as Record<string, unknown>).manifestChunkBytes = '1KiB';
     const file = await writeYaml('bad.yaml', raw);
     const out = await runCli(['-c', file, 'config', 'check']);
     expect(out.code).toBe(EXIT_CONFIG);
@@ -67,6 +69,7 @@ describe('cofre config check', () => {
     expect(out.stderr).toContain('"ftp"');
     expect(out.stderr).toContain('pipeline.packSizeBytes');
     expect(out.stderr).toContain('"lots"');
+    expect(out.stderr).toContain('pipeline.manifestChunkBytes: expected at least 4096 bytes (4 KiB) (got "1KiB")');
   });
 
   it('never shows a secret in an error, even in a region refused for its driver', async () => {

@@ -20,13 +20,18 @@ const SOURCE_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 const SIZE_EXPECTED = 'expected a size such as 67108864 or "64MiB"';
 const DURATION_EXPECTED = 'expected a duration such as 3600 or "26h" (s, m, h, d, w)';
 
-const bytes = (fallback: number) =>
+/** A size in bytes; `least` refuses a value that would only make cofre slow (an object per file, say). */
+const bytes = (fallback: number, least = 1) =>
   z
     .union([z.number(), z.string()], { error: SIZE_EXPECTED })
     .transform((v, ctx) => {
       const n = parseBytes(v);
       if (n === undefined || n <= 0) {
         ctx.addIssue({ code: 'custom', message: SIZE_EXPECTED });
+        return z.NEVER;
+      }
+      if (n < least) {
+        ctx.addIssue({ code: 'custom', message: `expected at least ${least} bytes (${least / 1024} KiB)` });
         return z.NEVER;
       }
       return n;
@@ -253,7 +258,7 @@ export const configSchema = z
         /** The hash manifests keep of each file's content (see pipeline/content-hash.ts). */
         contentHash: z.enum(['xxh128', 'sha256']).default('xxh128'),
         /** Entries up to this much JSON stay in the manifest; beyond, they go to objects of this size (repository/entries.ts). */
-        manifestChunkBytes: bytes(DEFAULT_MANIFEST_CHUNK_BYTES),
+        manifestChunkBytes: bytes(DEFAULT_MANIFEST_CHUNK_BYTES, 4096),
       })
       .prefault({}),
     regions: z.array(regionSchema).min(1),
