@@ -200,6 +200,14 @@ describe('a files tree whose entries fill several objects', () => {
     }
   });
 
+  it('restores the last backup over a restore of the first with --delta, keeping the files that match', async () => {
+    const target = join(dir, 'chain', `restore-${snapshots[0]!.id}`);
+    const result = await runRestore(ctx, { source: 'uploads', to: target, backupId: snapshots.at(-1)!.id, delta: true });
+    expect(await snapshotTree(target)).toEqual(snapshots.at(-1)!.tree);
+    // Every file but the few changed since the full is kept from the earlier restore.
+    expect(result.reused).toBeGreaterThan(result.files - 10);
+  });
+
   it('restores part of the tree, verifies every entries object deeply, and lists a damaged one', async () => {
     const last = snapshots.at(-1)!.id;
     const part = join(dir, 'chain', 'restore-part');
