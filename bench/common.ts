@@ -1,7 +1,8 @@
 // What both benchmarks share: where they work, timing with peak RSS from GNU time, medians.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { stringify } from 'yaml';
 
 export const ROOT = resolve(import.meta.dirname, '..');
 export const WORK = resolve(process.env.BENCH_DIR ?? join(ROOT, 'var', 'bench'));
@@ -61,4 +62,15 @@ export function peakRss(t: Timed[]): number {
 export function printRates(rows: readonly (readonly [string, number, number])[]): void {
   console.log('| what | MB/s | peak RSS MB |\n|---|---:|---:|');
   for (const [name, mbps, peak] of rows) console.log(`| ${name} | ${mbps.toFixed(1)} | ${peak.toFixed(0)} |`);
+}
+
+/** Writes a config backing up one files source at `data` into three fs regions under `state`, with the bench's key. */
+export function writeFilesConfig(file: string, state: string, source: string, data: string): void {
+  writeFileSync(file, stringify({
+    catalog: { path: join(state, 'catalog.db') },
+    encryption: { provider: 'local', keyFile: join(WORK, 'bench.key') },
+    regions: ['eu-west-1', 'us-east-1', 'ap-southeast-1'].map((name) => ({ name, driver: 'fs', path: join(state, 'regions', name) })),
+    sources: { [source]: { kind: 'files', path: data, exclude: ['.complete'] } },
+    logging: { level: 'warn' },
+  }));
 }

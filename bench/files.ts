@@ -5,9 +5,8 @@ import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
 import { WRITE_PIECE_BYTES } from '../src/storage/fs/piece-writer.ts';
-import { COFRE, median, need, peakRss, printRates, rateOf, RSS_LIMIT_MB, RUNS, TIME, timed, WORK, type Timed } from './common.ts';
+import { COFRE, median, need, peakRss, printRates, rateOf, RSS_LIMIT_MB, RUNS, TIME, timed, WORK, writeFilesConfig, type Timed } from './common.ts';
 
 const TARGET_BYTES = Number(process.env.BENCH_BYTES ?? 1024 ** 3);
 
@@ -89,13 +88,7 @@ export function benchFiles(): void {
   for (let run = 1; run <= RUNS; run++) {
     const state = join(WORK, 'state');
     rmSync(state, { recursive: true, force: true });
-    writeFileSync(config, stringify({
-      catalog: { path: join(state, 'catalog.db') },
-      encryption: { provider: 'local', keyFile: join(WORK, 'bench.key') },
-      regions: ['eu-west-1', 'us-east-1', 'ap-southeast-1'].map((name) => ({ name, driver: 'fs', path: join(state, 'regions', name) })),
-      sources: { bench: { kind: 'files', path: data, exclude: ['.complete'] } },
-      logging: { level: 'warn' },
-    }));
+    writeFilesConfig(config, state, 'bench', data);
     cofre.backup.push(timed(`@TIME ${COFRE} -c ${config} backup bench --type full`, WORK));
     storedBytes = Number(execFileSync('du', ['-sb', join(state, 'regions', 'eu-west-1')]).toString().split('\t')[0]);
     disk.push(threeDurableCopies(WORK, storedBytes));

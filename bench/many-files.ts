@@ -5,8 +5,7 @@
 import { execFileSync } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { stringify } from 'yaml';
-import { COFRE, need, RSS_LIMIT_MB, TIME, timed, WORK, type Timed } from './common.ts';
+import { COFRE, need, RSS_LIMIT_MB, TIME, timed, WORK, writeFilesConfig, type Timed } from './common.ts';
 
 const FILES = Number(process.env.BENCH_FILES ?? 200_000);
 const PER_DIR = 500;
@@ -38,13 +37,7 @@ function measure(files: number): Peaks {
   const state = join(WORK, 'many-state');
   rmSync(state, { recursive: true, force: true });
   const config = join(WORK, 'many.yaml');
-  writeFileSync(config, stringify({
-    catalog: { path: join(state, 'catalog.db') },
-    encryption: { provider: 'local', keyFile: join(WORK, 'bench.key') },
-    regions: ['eu-west-1', 'us-east-1', 'ap-southeast-1'].map((name) => ({ name, driver: 'fs', path: join(state, 'regions', name) })),
-    sources: { many: { kind: 'files', path: data, exclude: ['.complete'] } },
-    logging: { level: 'warn' },
-  }));
+  writeFilesConfig(config, state, 'many', data);
   const full = timed(`@TIME ${COFRE} -c ${config} backup many --type full`, WORK);
   // One file in a hundred changes: the incr reads the parent's entries alongside its walk.
   for (let i = 0; i < files; i += 100) appendFileSync(join(data, `d${String(Math.floor(i / PER_DIR)).padStart(4, '0')}`, `file-${i % PER_DIR}.txt`), 'more\n');
