@@ -1,6 +1,7 @@
 // A backup's entries in bounded memory: a tree larger than one chunk keeps its entries in objects of their own
 // (repository/entries.ts), the next backup reads its parent's alongside its walk, and every reader takes them one
 // object at a time. Small chunks here stand for the default 4 MiB.
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { readdir, readFile, rename, rm, writeFile, chmod, appendFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -17,7 +18,8 @@ import {
 import { fsPath } from '../src/sources/files/names.ts';
 import { TreeCheck } from '../src/sources/files/safe-path.ts';
 import { walkTree } from '../src/sources/files/walk.ts';
-import { testConfig } from './helpers/config.ts';
+import { COFRE_BIN, runCli } from './helpers/cli.ts';
+import { testConfig, writeTestConfig } from './helpers/config.ts';
 import { openTestContext, type TestContext } from './helpers/context.ts';
 import { snapshotTree, type TreeEntry } from './helpers/tree.ts';
 import { removeDir, tempDir } from './helpers/tmp.ts';
@@ -192,12 +194,29 @@ describe('a files tree whose entries fill several objects', () => {
     expect(again.newFiles).toBe(0);
   });
 
-  it('restores every backup of the chain as the tree was', async () => {
+  it('restores every backup of the chain as the tree was, telling its progress as it goes', async () => {
     for (const s of snapshots) {
       const target = join(dir, 'chain', `restore-${s.id}`);
-      await runRestore(ctx, { source: 'uploads', to: target, backupId: s.id });
+      const before = ctx.events.length;
+      const result = await runRestore(ctx, { source: 'uploads', to: target, backupId: s.id });
       expect(await snapshotTree(target), s.id).toEqual(s.tree);
+      const progress = ctx.events.slice(before).filter((e) => e.name === 'restore.progress').map((e) => e.payload as { files: number; bytes: number });
+      expect(progress.length).toBeGreaterThan(0);
+      expect(progress.at(-1)).toMatchObject({ files: result.files, bytes: result.bytes });
     }
+  });
+
+  it('shows a restore\'s and a deep verify\'s progress on a terminal, and nothing of it otherwise', async () => {
+    const config = await writeTestConfig(join(dir, 'chain'), { manifestChunkBytes: 4096, packSizeBytes: 64 * 1024 });
+    // script(1) gives the command a terminal; its output comes back as the terminal showed it.
+    const onTerminal = (args: string): string =>
+      execFileSync('script', ['-qefc', `sh ${COFRE_BIN} -c ${config} ${args}`, '/dev/null'], { encoding: 'utf8' });
+    const target = join(dir, 'chain', 'restore-tty');
+    expect(onTerminal(`restore uploads --to ${target}`)).toMatch(/\ruploads: \d+ files, [\d.]+ [KM]?i?B restored/);
+    expect(onTerminal('verify --deep')).toMatch(/\rverify: \d+ objects checked, [\d.]+ [KM]?i?B read, 0 problems/);
+    const piped = await runCli(['-c', config, 'verify', '--deep']);
+    expect(piped.code, piped.stderr).toBe(0);
+    expect(piped.stderr).not.toContain('objects checked');
   });
 
   it('restores the last backup over a restore of the first with --delta, keeping the files that match', async () => {

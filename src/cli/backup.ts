@@ -25,9 +25,12 @@ export function register(program: Command): void {
         let bytes = 0;
         const tty = process.stderr.isTTY && !opts.json;
         if (tty) ctx.bus.on('copy.written', (e) => { bytes += e.bytes; process.stderr.write(`\r${source}: ${humanBytes(bytes)} stored`); });
-        const out = await runBackup(ctx, { source, type: opts.type as (typeof TYPES)[number], method: opts.method as 'logical' | 'physical' | undefined });
-        if (tty) process.stderr.write('\n');
-        return out;
+        try {
+          return await runBackup(ctx, { source, type: opts.type as (typeof TYPES)[number], method: opts.method as 'logical' | 'physical' | undefined });
+        } finally {
+          // The error or the result starts on a line of its own.
+          if (tty) process.stderr.write('\n');
+        }
       });
       if (result.type !== result.requestedType) {
         process.stderr.write(`cofre: took a full backup of ${source}: a ${result.requestedType} needs an earlier ${result.requestedType === 'diff' ? 'full ' : ''}backup of the same method to build on (logical dumps are always full)\n`);

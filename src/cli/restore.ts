@@ -51,13 +51,20 @@ export function register(program: Command): void {
       };
       const restoreCommand = walFetchCommand(global, source);
       const { runRestore } = await import('../jobs/restore.ts');
-      const result = await withContext(global, false, (ctx) =>
-        runRestore(ctx, {
-          source, to: opts.to ? resolve(opts.to) : undefined, target, backupId: opts.backup,
-          recovery: { ...recovery, ...(opts.immediate ? { immediate: true } : {}) }, standby: Boolean(opts.standby),
-          startPort: opts.start ? Number(opts.port) : undefined, restoreCommand, delta: Boolean(opts.delta), paths: opts.path, replaceExisting: Boolean(opts.replaceExisting),
-        }),
-      );
+      const result = await withContext(global, false, async (ctx) => {
+        // Progress on a terminal, as backups show theirs.
+        const tty = process.stderr.isTTY && !opts.json;
+        if (tty) ctx.bus.on('restore.progress', (p) => process.stderr.write(`\r${source}: ${p.files} files, ${humanBytes(p.bytes)} restored`));
+        try {
+          return await runRestore(ctx, {
+            source, to: opts.to ? resolve(opts.to) : undefined, target, backupId: opts.backup,
+            recovery: { ...recovery, ...(opts.immediate ? { immediate: true } : {}) }, standby: Boolean(opts.standby),
+            startPort: opts.start ? Number(opts.port) : undefined, restoreCommand, delta: Boolean(opts.delta), paths: opts.path, replaceExisting: Boolean(opts.replaceExisting),
+          });
+        } finally {
+          if (tty) process.stderr.write('\n');
+        }
+      });
       for (const p of result.problems) process.stderr.write(`cofre: ${p.region}: ${p.object}: ${p.problem} (used another region)\n`);
       if (opts.json) return printJson(result);
       if (result.databases) {

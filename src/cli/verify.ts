@@ -1,7 +1,7 @@
 // cofre verify [source] [--deep] [--json]: exit 0 only when every copy is sound; otherwise every problem listed.
 import type { Command } from 'commander';
 import { CofreError, EXIT_PROBLEMS_FOUND } from '../errors/index.ts';
-import { action, printJson, withContext, type GlobalOptions } from './common.ts';
+import { action, humanBytes, printJson, withContext, type GlobalOptions } from './common.ts';
 
 export function register(program: Command): void {
   program
@@ -14,7 +14,16 @@ export function register(program: Command): void {
       const sample = opts.sample === undefined ? undefined : Number(opts.sample);
       if (sample !== undefined && !(sample > 0 && sample <= 1)) throw new CofreError('USAGE', `--sample ${opts.sample}: expected a share in (0, 1]`, { op: 'verify' });
       const { runVerify } = await import('../jobs/verify.ts');
-      const report = await withContext(program.opts<GlobalOptions>(), false, (ctx) => runVerify(ctx, { source, deep: Boolean(opts.deep), ...(sample !== undefined ? { sample } : {}) }));
+      const report = await withContext(program.opts<GlobalOptions>(), false, async (ctx) => {
+        // Progress on a terminal: a deep verify reads every copy back.
+        const tty = process.stderr.isTTY && !opts.json;
+        if (tty) ctx.bus.on('verify.progress', (p) => process.stderr.write(`\rverify: ${p.objectsChecked} objects checked, ${humanBytes(p.bytesRead)} read, ${p.problems} problems`));
+        try {
+          return await runVerify(ctx, { source, deep: Boolean(opts.deep), ...(sample !== undefined ? { sample } : {}) });
+        } finally {
+          if (tty) process.stderr.write('\n');
+        }
+      });
       if (opts.json) printJson(report);
       else {
         for (const p of report.problems) process.stdout.write(`PROBLEM ${p.kind} region=${p.region} backup=${p.backupId} object=${p.object}: ${p.message}\n`);

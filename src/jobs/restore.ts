@@ -173,7 +173,9 @@ export async function runRestore(ctx: JobContext, args: RestoreArgs): Promise<Re
       if (!info) throw new CofreError('MANIFEST_INVALID', `backup ${loc.backup} has no object ${loc.pack}`, { op: 'restore', path: loc.pack });
     }
     await readBackupObject(loc.backup, loc.pack, info, consume);
-  }, { order: ctx.catalog.usableBackups(args.source).map((b) => b.id), delta: Boolean(args.delta), runFiles: runFiles(ctx.config.pipeline.manifestChunkBytes) });
+  }, { order: ctx.catalog.usableBackups(args.source).map((b) => b.id), delta: Boolean(args.delta), runFiles: runFiles(ctx.config.pipeline.manifestChunkBytes),
+    onProgress: (files, bytes) => ctx.bus.emit('restore.progress', { backupId: backup.id, source: args.source, files, bytes }),
+  });
   let startedCluster: StartedCluster | undefined;
   if (manifest.method === 'physical') {
     const { ownerOf, preparePgdata, startRestored } = await import('../sources/postgres/restore-physical.ts');

@@ -17,6 +17,11 @@ import { missingHoldMarkers } from './holds.ts';
 
 export type ProblemKind = 'owed' | 'missing' | 'wrong-size' | 'wrong-hash' | 'authentication' | 'wrong-key' | 'content' | 'unreachable' | 'orphan' | 'wal-gap' | 'region-lost' | 'hold-missing';
 
+/** Tells a progress display how far the verify is. */
+function progress(ctx: JobContext, report: VerifyReport): void {
+  ctx.bus.emit('verify.progress', { objectsChecked: report.objectsChecked, bytesRead: report.bytesRead, problems: report.problems.length });
+}
+
 /** Problems that make a copy owed again, for heal to re-create from a sound region. */
 const BROKEN: ProblemKind[] = ['missing', 'wrong-size', 'wrong-hash', 'authentication', 'content'];
 
@@ -36,6 +41,8 @@ export interface VerifyReport {
   deepChecked: number;
   backupsChecked: number;
   objectsChecked: number;
+  /** Bytes read back whole this run (deep). */
+  bytesRead: number;
   problems: VerifyProblem[];
 }
 
@@ -134,6 +141,9 @@ async function verifyCopy(
     } catch (err) {
       problem(kindOf(err), obj.name, messageOf(err));
       return null;
+    } finally {
+      report.bytesRead += obj.size;
+      progress(ctx, report);
     }
   };
   // Entries objects first: read whole (authenticated, decompressed); the packs' content is checked against them.
@@ -192,7 +202,8 @@ async function verifyWal(ctx: JobContext, repoId: string, source: string, readWh
       const base = { region: region.region, source, backupId: 'wal', object: f.name };
       const key = walKey(source, f.name);
       try {
-        if (!(await region.stat(key))) {
+        const stored = await region.stat(key);
+        if (!stored) {
           report.problems.push({ ...base, kind: 'missing', message: `${key} is missing` });
           continue;
         }
@@ -204,6 +215,8 @@ async function verifyWal(ctx: JobContext, repoId: string, source: string, readWh
           return { size: tap.bytes, sha256: tap.sha256() };
         });
         report.deepChecked++;
+        report.bytesRead += stored.size;
+        progress(ctx, report);
         if (got.size !== f.size || got.sha256 !== f.sha256) report.problems.push({ ...base, kind: 'wrong-hash', message: `${key} decrypts to other bytes than were archived` });
         else ctx.catalog.markDeepChecked(item);
       } catch (err) {
@@ -293,7 +306,7 @@ const walItem = (source: string, name: string, region: string): string => `wal:$
 
 export async function runVerify(ctx: JobContext, args: { source?: string; deep: boolean; sample?: number }): Promise<VerifyReport> {
   if (args.source) requireKnownSource(ctx, args.source, 'verify');
-  const report: VerifyReport = { ok: true, deep: args.deep, deepChecked: 0, backupsChecked: 0, objectsChecked: 0, problems: [] };
+  const report: VerifyReport = { ok: true, deep: args.deep, deepChecked: 0, backupsChecked: 0, objectsChecked: 0, bytesRead: 0, problems: [] };
   const { repoId, statuses } = await repositoryOf(ctx, false);
   // Its copies are reported missing below as well; this says why, and what to do.
   for (const s of statuses) {

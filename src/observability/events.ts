@@ -21,7 +21,11 @@ export interface CofreEvents {
   'copy.written': { region: string; object: string; bytes: number };
   'restore.fallback': { backupId: string; region: string; object: string; problem: string; nextRegion: string | null };
   'restore.finished': { backupId: string; source: string; durationSeconds: number; files: number; bytes: number };
+  /** A files or physical restore's files and bytes written so far (now and then, for a progress display). */
+  'restore.progress': { backupId: string; source: string; files: number; bytes: number };
   'verify.finished': { ok: boolean; deep: boolean; problems: number; objectsChecked: number };
+  /** Objects verified so far (after each one, for a progress display). */
+  'verify.progress': { objectsChecked: number; bytesRead: number; problems: number };
   'storage.request': { region: string; op: string; ok: boolean; durationSeconds: number };
   'storage.retry': { region: string; op: string; attempt: number; error: string };
   'source.skipped': { source: string; path: string; reason: string };
@@ -77,7 +81,7 @@ export class EventBus {
   onAny(listener: (name: EventName, payload: CofreEvents[EventName]) => void): () => void {
     const names: EventName[] = [
       'backup.started', 'backup.finished', 'backup.failed', 'run.interrupted', 'copy.failed', 'copy.written',
-      'restore.fallback', 'restore.finished', 'verify.finished', 'storage.request', 'storage.retry', 'source.skipped',
+      'restore.fallback', 'restore.finished', 'restore.progress', 'verify.finished', 'verify.progress', 'storage.request', 'storage.retry', 'source.skipped',
       'keys.unreachable', 'schedule.fired', 'rpo.breached', 'config.reloaded', 'config.rejected',
       'wal.pushed', 'wal.conflict', 'wal.fetched', 'drill.finished', 'drill.rto_exceeded', 'drill.stale', 'drill.cleaned', 'expire.finished', 'expire.locked', 'repository.rolled_back',
       'region.lost',

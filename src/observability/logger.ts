@@ -13,7 +13,7 @@ export function createLogger(level: string, destination: NodeJS.WritableStream =
   return pino({ level, base: { app: 'cofre' }, redact: { paths: REDACT_PATHS, censor: '**redacted**' } }, destination as pino.DestinationStream);
 }
 
-const QUIET_EVENTS = new Set<EventName>(['storage.request', 'copy.written']);
+const QUIET_EVENTS = new Set<EventName>(['storage.request', 'copy.written', 'restore.progress', 'verify.progress']);
 const WARN_EVENTS = new Set<EventName>(['copy.failed', 'restore.fallback', 'storage.retry', 'run.interrupted', 'source.skipped', 'keys.unreachable', 'rpo.breached', 'config.rejected']);
 const ERROR_EVENTS = new Set<EventName>(['backup.failed', 'wal.conflict', 'region.lost']);
 

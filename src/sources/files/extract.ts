@@ -46,6 +46,11 @@ export interface RestoreTreeOptions {
   /** Restore over an earlier restore: files whose content matches are kept, everything else is replaced. */
   delta?: boolean;
   /**
+   * Called now and then (every 256 files or 16 MiB) with the files and bytes written so far (or kept, --delta), for
+   * a progress display; a pack read again from another region counts again.
+   */
+  onProgress?: (files: number, bytes: number) => void;
+  /**
    * Files restored per run (see fileRuns): their entries and what is read of each pack for them are what a restore
    * holds in memory, whatever the size of the tree. Default: runFiles of the default manifestChunkBytes.
    */
@@ -229,9 +234,9 @@ async function applyPages(member: { pipe<T extends NodeJS.WritableStream>(to: T)
   }
 }
 
-async function extractPack(plaintext: Readable, staging: string, wanted: Map<string, Wanted>, where: string): Promise<void> {
+async function extractPack(plaintext: Readable, staging: string, wanted: Map<string, Wanted>, where: string, written: (bytes: number) => void): Promise<void> {
   try {
-    await extractMembers(plaintext, staging, wanted, where);
+    await extractMembers(plaintext, staging, wanted, where, written);
   } catch (err) {
     throw asTargetFailure(err, staging);
   }
@@ -269,7 +274,7 @@ function writeSmallFile(path: string, body: Buffer, entry: ManifestEntry | undef
   }
 }
 
-async function extractMembers(plaintext: Readable, staging: string, wanted: Map<string, Wanted>, where: string): Promise<void> {
+async function extractMembers(plaintext: Readable, staging: string, wanted: Map<string, Wanted>, where: string, written: (bytes: number) => void): Promise<void> {
   const extract = tar.extract();
   const done = (async () => {
     for await (const item of extract) {
@@ -283,6 +288,7 @@ async function extractMembers(plaintext: Readable, staging: string, wanted: Map<
       if (want.blocks !== undefined) {
         await applyPages(item, join(staging, name), want, name);
         wanted.delete(name);
+        written(want.size);
         continue;
       }
       // Written under its final name: the staging directory is cofre's own (0700, random name, moved into place
@@ -323,6 +329,7 @@ async function extractMembers(plaintext: Readable, staging: string, wanted: Map<
         }
       }
       wanted.delete(name);
+      written(want.size);
     }
   })();
   await Promise.all([pipeline(plaintext, extract), done]);
@@ -401,9 +408,12 @@ async function reuseMatching(files: ManifestEntry[], target: string, staging: st
 }
 
 /** Restores one run of files into staging: from the packs that hold them (or, --delta, from the target). */
-async function restoreFiles(files: ManifestEntry[], staging: string, target: string, readPack: PackReader, opts: RestoreTreeOptions, result: RestoreTreeResult): Promise<void> {
+async function restoreFiles(
+  files: ManifestEntry[], staging: string, target: string, readPack: PackReader, opts: RestoreTreeOptions, result: RestoreTreeResult, written: (bytes: number) => void,
+): Promise<void> {
   const reused = opts.delta ? await reuseMatching(files, target, staging) : new Set<string>();
   if (opts.delta) result.reused! += reused.size;
+  for (const f of files) if (reused.has(f.path)) written(f.size ?? 0);
   // Packs of one backup hold disjoint files: they are read RESTORE_PACK_CONCURRENCY at a time. A backup's packs
   // start only once the older backups' are done, so page deltas land on the copies they patch.
   const plan = packPlan(files.filter((f) => !reused.has(f.path)), opts.order);
@@ -411,7 +421,7 @@ async function restoreFiles(files: ManifestEntry[], staging: string, target: str
     let j = i;
     while (j < plan.length && plan[j]!.loc.backup === plan[i]!.loc.backup) j++;
     await forEachLimited(plan.slice(i, j), RESTORE_PACK_CONCURRENCY, ({ loc, wanted }) =>
-      readPack(loc, (plaintext) => extractPack(plaintext, staging, new Map(wanted), `${loc.backup}/${loc.pack}`)));
+      readPack(loc, (plaintext) => extractPack(plaintext, staging, new Map(wanted), `${loc.backup}/${loc.pack}`, written)));
     i = j;
   }
   for (const f of files.filter((e) => e.deltas)) {
@@ -435,6 +445,10 @@ async function restoreFiles(files: ManifestEntry[], staging: string, target: str
     utimesSync(p, nsToSeconds(f.mtimeNs), nsToSeconds(f.mtimeNs));
   }
 }
+
+/** How often a restore reports its progress (RestoreTreeOptions.onProgress): files, or bytes, since the last time. */
+const PROGRESS_FILES = 256;
+const PROGRESS_BYTES = 16 * 1024 * 1024;
 
 /** The entries of the tree to restore, in walk order; called once per pass (each call reads them again). */
 export type EntrySource = () => AsyncIterable<ManifestEntry>;
@@ -465,7 +479,20 @@ export async function restoreTree(manifest: Manifest, entries: EntrySource, targ
       mkdirSync(fsPath(join(staging, e.path)), { mode: 0o700 });
       result.dirs++;
     };
-    for await (const files of fileRuns(entries(), opts.runFiles ?? runFiles(DEFAULT_MANIFEST_CHUNK_BYTES), each)) await restoreFiles(files, staging, target, readPack, opts, result);
+    const progress = { files: 0, bytes: 0, since: 0, sinceBytes: 0 };
+    const written = (bytes: number): void => {
+      progress.files++;
+      progress.bytes += bytes;
+      progress.sinceBytes += bytes;
+      if (++progress.since < PROGRESS_FILES && progress.sinceBytes < PROGRESS_BYTES) return;
+      progress.since = 0;
+      progress.sinceBytes = 0;
+      opts.onProgress?.(progress.files, progress.bytes);
+    };
+    for await (const files of fileRuns(entries(), opts.runFiles ?? runFiles(DEFAULT_MANIFEST_CHUNK_BYTES), each)) {
+      await restoreFiles(files, staging, target, readPack, opts, result, written);
+    }
+    opts.onProgress?.(progress.files, progress.bytes);
     // Symlinks only once every file is written, and a directory's metadata once the walk has left it (so setting
     // its mtime is not undone by work inside it).
     const asRoot = RUNNING_AS_ROOT;
