@@ -69,7 +69,7 @@ describe('cofre config check', () => {
     expect(out.stderr).toContain('"ftp"');
     expect(out.stderr).toContain('pipeline.packSizeBytes');
     expect(out.stderr).toContain('"lots"');
-    expect(out.stderr).toContain('pipeline.manifestChunkBytes: expected at least 4096 bytes (4 KiB) (got "1KiB")');
+    expect(out.stderr).toContain('pipeline.manifestChunkBytes: expected at least 1048576 bytes (1 MiB) (got "1KiB")');
   });
 
   it('never shows a secret in an error, even in a region refused for its driver', async () => {

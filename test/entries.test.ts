@@ -1,6 +1,6 @@
 // A backup's entries in bounded memory: a tree larger than one chunk keeps its entries in objects of their own
 // (repository/entries.ts), the next backup reads its parent's alongside its walk, and every reader takes them one
-// object at a time. Small chunks here stand for the default 4 MiB.
+// object at a time. Chunks of 1 MiB (the least allowed) and 5.4k files stand for the default 4 MiB and larger trees.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { readdir, readFile, rename, rm, writeFile, chmod, appendFile } from 'node:fs/promises';
@@ -13,7 +13,7 @@ import { runHeal } from '../src/jobs/heal.ts';
 import { runRestore } from '../src/jobs/restore.ts';
 import { runVerify } from '../src/jobs/verify.ts';
 import {
-  compareWalkOrder, EntryLog, entriesName, parseEntriesObject, readEntries, readManifest, type Manifest, type ManifestEntry, type ManifestObject,
+  compareWalkOrder, EntryLog, entriesName, fileRuns, parseEntriesObject, readEntries, readManifest, type Manifest, type ManifestEntry, type ManifestObject,
 } from '../src/repository/index.ts';
 import { fsPath } from '../src/sources/files/names.ts';
 import { TreeCheck } from '../src/sources/files/safe-path.ts';
@@ -64,6 +64,19 @@ describe('TreeCheck', () => {
     expect(() => check([e('a', 'symlink'), e('a/x')])).toThrow(expect.objectContaining({ code: 'UNSAFE_PATH', message: expect.stringMatching(/lies under "a", which is not a directory/) }));
     expect(() => check([e('a', 'dir'), e('a/x', 'dir'), e('b'), e('b/c')])).toThrow(expect.objectContaining({ code: 'UNSAFE_PATH' }));
     expect(() => check([e('x/../../etc/passwd')])).toThrow(expect.objectContaining({ code: 'UNSAFE_PATH' }));
+  });
+});
+
+describe('fileRuns', () => {
+  it('cuts runs of at least `size` files where the pack changes, inside a pack only at 4x, and sees every entry', async () => {
+    const file = (path: string, pack: string): ManifestEntry => ({ path, type: 'file', mode: 0o644, uid: 0, gid: 0, mtimeNs: '0', size: 1, loc: { backup: 'b', pack } });
+    const dirEntry: ManifestEntry = { path: 'd', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtimeNs: '0' };
+    const entries = [dirEntry, file('a', 'p0'), file('b', 'p0'), file('c', 'p0'), file('d/e', 'p1'), ...Array.from({ length: 10 }, (_, i) => file(`f${i}`, 'p2')), file('z', 'p3')];
+    const seen: string[] = [];
+    const runs: string[][] = [];
+    for await (const run of fileRuns((async function* () { yield* entries; })(), 2, (e) => seen.push(e.path))) runs.push(run.map((e) => e.path));
+    expect(seen).toEqual(entries.map((e) => e.path));
+    expect(runs).toEqual([['a', 'b', 'c'], ['d/e', 'f0', 'f1', 'f2', 'f3', 'f4', 'f5', 'f6'], ['f7', 'f8', 'f9'], ['z']]);
   });
 });
 
@@ -129,6 +142,8 @@ describe('EntryLog', () => {
   });
 });
 
+const CHAIN_OPTIONS = { manifestChunkBytes: 1024 * 1024, packSizeBytes: 64 * 1024 };
+
 describe('a files tree whose entries fill several objects', () => {
   let ctx: TestContext;
   let src: string;
@@ -137,10 +152,11 @@ describe('a files tree whose entries fill several objects', () => {
   beforeAll(async () => {
     const root = join(dir, 'chain');
     src = join(root, 'data', 'uploads');
-    ctx = await openTestContext(testConfig(root, { manifestChunkBytes: 4096, packSizeBytes: 64 * 1024 }));
+    ctx = await openTestContext(testConfig(root, CHAIN_OPTIONS));
+    // Entries of ~1.2 MB in two objects; ~20 packs, so restores and verify go in two runs of files.
     for (let d = 0; d < 6; d++) {
       mkdirSync(join(src, `d${d}`, 'sub'), { recursive: true });
-      for (let f = 0; f < 40; f++) writeFileSync(join(src, `d${d}`, f % 2 ? 'sub' : '', `file-${f}`), `d${d} f${f} ${'x'.repeat(f * 10)}\n`);
+      for (let f = 0; f < 900; f++) writeFileSync(join(src, `d${d}`, f % 2 ? 'sub' : '', `file-${f}`), `d${d} f${f} ${'x'.repeat((f % 50) * 10)}\n`);
     }
     mkdirSync(join(src, 'd-1'));
     writeFileSync(join(src, 'd-1', 'sorts-between'), 'a name that sorts between d and d0 as text');
@@ -171,13 +187,13 @@ describe('a files tree whose entries fill several objects', () => {
     const m = await manifestOf(full.id);
     expect(m.format).toBe(3);
     expect(m.entries).toEqual([]);
-    expect(m.entryObjects!.length).toBeGreaterThan(5);
+    expect(m.entryObjects!.length).toBe(2);
     expect(m.objects.map((o) => o.name)).toEqual(expect.arrayContaining(m.entryObjects!));
     const stored = (await readdir(join(dir, 'chain', 'regions', 'us-east-1', 'uploads', 'backups', full.id))).filter((n) => n.endsWith('.entries'));
     expect(stored).toEqual(m.entryObjects);
 
     await appendFile(join(src, 'd3', 'file-4'), 'more\n');
-    await rm(join(src, 'd5', 'sub', 'file-9')); // the last entry under d5 in walk order
+    await rm(join(src, 'd5', 'sub', 'file-99')); // the last entry under d5 in walk order
     await writeFile(join(src, 'd-1', 'new'), 'new\n');
     await chmod(join(src, 'd1', 'file-2'), 0o600);
     await rename(join(src, 'd2', 'file-6'), join(src, 'd2', 'file-6.moved'));
@@ -207,7 +223,7 @@ describe('a files tree whose entries fill several objects', () => {
   });
 
   it('shows a restore\'s and a deep verify\'s progress on a terminal, and nothing of it otherwise', async () => {
-    const config = await writeTestConfig(join(dir, 'chain'), { manifestChunkBytes: 4096, packSizeBytes: 64 * 1024 });
+    const config = await writeTestConfig(join(dir, 'chain'), CHAIN_OPTIONS);
     // script(1) gives the command a terminal; its output comes back as the terminal showed it.
     const onTerminal = (args: string): string =>
       execFileSync('script', ['-qefc', `sh ${COFRE_BIN} -c ${config} ${args}`, '/dev/null'], { encoding: 'utf8' });

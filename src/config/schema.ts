@@ -31,7 +31,7 @@ const bytes = (fallback: number, least = 1) =>
         return z.NEVER;
       }
       if (n < least) {
-        ctx.addIssue({ code: 'custom', message: `expected at least ${least} bytes (${least / 1024} KiB)` });
+        ctx.addIssue({ code: 'custom', message: `expected at least ${least} bytes (${least / 1024 / 1024} MiB)` });
         return z.NEVER;
       }
       return n;
@@ -258,7 +258,8 @@ export const configSchema = z
         /** The hash manifests keep of each file's content (see pipeline/content-hash.ts). */
         contentHash: z.enum(['xxh128', 'sha256']).default('xxh128'),
         /** Entries up to this much JSON stay in the manifest; beyond, they go to objects of this size (repository/entries.ts). */
-        manifestChunkBytes: bytes(DEFAULT_MANIFEST_CHUNK_BYTES, 4096),
+        /** At least 1 MiB: a run of files (runFiles) is then at least a quarter of a pack's PACK_MAX_FILES. */
+        manifestChunkBytes: bytes(DEFAULT_MANIFEST_CHUNK_BYTES, 1024 * 1024),
       })
       .prefault({}),
     regions: z.array(regionSchema).min(1),
