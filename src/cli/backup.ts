@@ -1,7 +1,7 @@
 // cofre backup <source> [--type full|diff|incr] [--json]: prints the backup id.
 import type { Command } from 'commander';
 import { CofreError } from '../errors/index.ts';
-import { action, humanBytes, printJson, withContext, type GlobalOptions } from './common.ts';
+import { action, humanBytes, printJson, progressLine, withContext, type GlobalOptions } from './common.ts';
 
 const TYPES = ['full', 'diff', 'incr'] as const;
 
@@ -24,7 +24,7 @@ export function register(program: Command): void {
       const result = await withContext(global, true, async (ctx) => {
         let bytes = 0;
         const tty = process.stderr.isTTY && !opts.json;
-        if (tty) ctx.bus.on('copy.written', (e) => { bytes += e.bytes; process.stderr.write(`\r${source}: ${humanBytes(bytes)} stored`); });
+        if (tty) ctx.bus.on('copy.written', (e) => { bytes += e.bytes; progressLine(`${source}: ${humanBytes(bytes)} stored`); });
         try {
           return await runBackup(ctx, { source, type: opts.type as (typeof TYPES)[number], method: opts.method as 'logical' | 'physical' | undefined });
         } finally {

@@ -45,6 +45,11 @@ export function walFetchCommand(opts: GlobalOptions, source: string): string {
   return `${COFRE_BIN} -c ${configFileFor({ file: opts.config })} wal-fetch --source ${source} %f %p`;
 }
 
+/** Rewrites the progress line on a terminal (stderr): back to its start, the text, the rest of the old line erased. */
+export function progressLine(text: string): void {
+  process.stderr.write(`\r${text}\x1b[K`);
+}
+
 export function printJson(value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, 2) + '\n');
 }

@@ -2,7 +2,7 @@
 // default), or the part of it at the given paths.
 import type { Command } from 'commander';
 import { resolve } from 'node:path';
-import { action, humanBytes, printJson, walFetchCommand, withContext, type GlobalOptions } from './common.ts';
+import { action, humanBytes, printJson, progressLine, walFetchCommand, withContext, type GlobalOptions } from './common.ts';
 
 interface RestoreOptions {
   to?: string;
@@ -54,7 +54,7 @@ export function register(program: Command): void {
       const result = await withContext(global, false, async (ctx) => {
         // Progress on a terminal, as backups show theirs.
         const tty = process.stderr.isTTY && !opts.json;
-        if (tty) ctx.bus.on('restore.progress', (p) => process.stderr.write(`\r${source}: ${p.files} files, ${humanBytes(p.bytes)} restored`));
+        if (tty) ctx.bus.on('restore.progress', (p) => progressLine(`${source}: ${p.files} files, ${humanBytes(p.bytes)} restored`));
         try {
           return await runRestore(ctx, {
             source, to: opts.to ? resolve(opts.to) : undefined, target, backupId: opts.backup,

@@ -1,7 +1,7 @@
 // cofre verify [source] [--deep] [--json]: exit 0 only when every copy is sound; otherwise every problem listed.
 import type { Command } from 'commander';
 import { CofreError, EXIT_PROBLEMS_FOUND } from '../errors/index.ts';
-import { action, humanBytes, printJson, withContext, type GlobalOptions } from './common.ts';
+import { action, humanBytes, printJson, progressLine, withContext, type GlobalOptions } from './common.ts';
 
 export function register(program: Command): void {
   program
@@ -17,7 +17,7 @@ export function register(program: Command): void {
       const report = await withContext(program.opts<GlobalOptions>(), false, async (ctx) => {
         // Progress on a terminal: a deep verify reads every copy back.
         const tty = process.stderr.isTTY && !opts.json;
-        if (tty) ctx.bus.on('verify.progress', (p) => process.stderr.write(`\rverify: ${p.objectsChecked} objects checked, ${humanBytes(p.bytesRead)} read, ${p.problems} problems`));
+        if (tty) ctx.bus.on('verify.progress', (p) => progressLine(`verify: ${p.objectsChecked} objects checked, ${humanBytes(p.bytesRead)} read, ${p.problems} problems`));
         try {
           return await runVerify(ctx, { source, deep: Boolean(opts.deep), ...(sample !== undefined ? { sample } : {}) });
         } finally {
