@@ -257,8 +257,10 @@ export const configSchema = z
         regionStallTimeoutSeconds: z.number().positive().default(300),
         /** The hash manifests keep of each file's content (see pipeline/content-hash.ts). */
         contentHash: z.enum(['xxh128', 'sha256']).default('xxh128'),
-        /** Entries up to this much JSON stay in the manifest; beyond, they go to objects of this size (repository/entries.ts). */
-        /** At least 1 MiB: a run of files (runFiles) is then at least a quarter of a pack's PACK_MAX_FILES. */
+        /**
+         * Entries up to this much JSON stay in the manifest; beyond, they go to objects of this size (repository/
+         * entries.ts). At least 1 MiB: a run of files (runFiles) is then at least a quarter of a pack's PACK_MAX_FILES.
+         */
         manifestChunkBytes: bytes(DEFAULT_MANIFEST_CHUNK_BYTES, 1024 * 1024),
       })
       .prefault({}),
