@@ -59,12 +59,12 @@ export function benchManyFiles(): void {
   const half = measure(Math.floor(FILES / 2));
   const all = measure(FILES);
   const row = (p: Peaks, step: 'full' | 'incr' | 'restore' | 'verify'): string => `${p[step].seconds.toFixed(1)} s, ${p[step].rssMb.toFixed(0)} MB`;
-  console.log(`\nmany small files: peak RSS (one run each; RSS is noisy by ~10-30 MB)`);
+  console.log(`\nmany small files: peak RSS (one run each; the same step varies by up to ~80 MB from run to run)`);
   console.log(`| step | ${half.files} files | ${all.files} files | growth |\n|---|---:|---:|---:|`);
   let worst = 0;
   for (const step of ['full', 'incr', 'restore', 'verify'] as const) {
-    worst = Math.max(worst, all[step].rssMb);
+    worst = Math.max(worst, half[step].rssMb, all[step].rssMb);
     console.log(`| ${step === 'verify' ? 'verify --deep' : step} | ${row(half, step)} | ${row(all, step)} | ${(all[step].rssMb - half[step].rssMb).toFixed(0)} MB |`);
   }
-  console.log(`peak RSS with ${all.files} files: ${worst.toFixed(0)} MB  target < ${RSS_LIMIT_MB}  ${worst < RSS_LIMIT_MB ? 'MET' : 'NOT MET'}`);
+  console.log(`peak RSS over both trees: ${worst.toFixed(0)} MB  target < ${RSS_LIMIT_MB}  ${worst < RSS_LIMIT_MB ? 'MET' : 'NOT MET'}`);
 }
