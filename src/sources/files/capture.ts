@@ -24,7 +24,7 @@ export interface CaptureInput {
    * The manifest this backup is compared with (the last full for diff, the last backup for incr): its entries in
    * walk order, read alongside the walk (see ParentCursor).
    */
-  parent: { entries: AsyncIterable<ManifestEntry> | Iterable<ManifestEntry>; startedAtMs: number } | null;
+  parent: { entries: AsyncIterable<ManifestEntry>; startedAtMs: number } | null;
   /** Where each entry goes, in walk order (repository/entries.ts); a returned promise is awaited before the next. */
   entries: { add(entry: ManifestEntry): Promise<void> | undefined };
   packs: PackBuilder;
@@ -81,10 +81,10 @@ function verdictOf(entry: WalkEntry, old: ManifestEntry | undefined, parentStart
  */
 class ParentCursor {
   private head: ManifestEntry | null | undefined;
-  private readonly source: AsyncIterator<ManifestEntry> | Iterator<ManifestEntry>;
+  private readonly source: AsyncIterator<ManifestEntry>;
 
-  constructor(entries: AsyncIterable<ManifestEntry> | Iterable<ManifestEntry>) {
-    this.source = Symbol.asyncIterator in entries ? entries[Symbol.asyncIterator]() : entries[Symbol.iterator]();
+  constructor(entries: AsyncIterable<ManifestEntry>) {
+    this.source = entries[Symbol.asyncIterator]();
   }
 
   /** The parent's entry for `path`, called with paths in walk order. */

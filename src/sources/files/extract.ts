@@ -12,8 +12,7 @@ import tar from 'tar-stream';
 import { CofreError, isCofreError } from '../../errors/index.ts';
 import { algorithmOf, contentHash, ContentTap, digestOf, type ContentDigest } from '../../pipeline/content-hash.ts';
 import { fsyncPath } from '../../storage/index.ts';
-import { DEFAULT_MANIFEST_CHUNK_BYTES } from '../../config/index.ts';
-import { fileRuns, runFiles, type Manifest, type ManifestEntry } from '../../repository/index.ts';
+import { fileRuns, type Manifest, type ManifestEntry } from '../../repository/index.ts';
 import { decodeBlocks, PAGE_BYTES } from '../postgres/pages.ts';
 import { bytesOfName, fsPath, nameFromBytes } from './names.ts';
 import { hashFile, SMALL_FILE_BYTES } from './read-file.ts';
@@ -51,10 +50,10 @@ export interface RestoreTreeOptions {
    */
   onProgress?: (files: number, bytes: number) => void;
   /**
-   * Files restored per run (see fileRuns): their entries and what is read of each pack for them are what a restore
-   * holds in memory, whatever the size of the tree. Default: runFiles of the default manifestChunkBytes.
+   * Files restored per run (see fileRuns; repository/entries.ts runFiles): their entries and what is read of each
+   * pack for them are what a restore holds in memory, whatever the size of the tree.
    */
-  runFiles?: number;
+  runFiles: number;
 }
 
 /**
@@ -459,7 +458,7 @@ export type EntrySource = () => AsyncIterable<ManifestEntry>;
  * Two passes over the entries: directories and files (in runs of opts.runFiles, each from the packs that hold it),
  * then symlinks and each directory's metadata once the walk leaves it.
  */
-export async function restoreTree(manifest: Manifest, entries: EntrySource, target: string, readPack: PackReader, opts: RestoreTreeOptions = {}): Promise<RestoreTreeResult> {
+export async function restoreTree(manifest: Manifest, entries: EntrySource, target: string, readPack: PackReader, opts: RestoreTreeOptions): Promise<RestoreTreeResult> {
   const created = opts.delta ? await checkDeltaTarget(target) : await ensureEmptyTarget(target);
   const staging = join(target, `${STAGING_PREFIX}${randomBytes(4).toString('hex')}`);
   try {
@@ -489,7 +488,7 @@ export async function restoreTree(manifest: Manifest, entries: EntrySource, targ
       progress.sinceBytes = 0;
       opts.onProgress?.(progress.files, progress.bytes);
     };
-    for await (const files of fileRuns(entries(), opts.runFiles ?? runFiles(DEFAULT_MANIFEST_CHUNK_BYTES), each)) {
+    for await (const files of fileRuns(entries(), opts.runFiles, each)) {
       await restoreFiles(files, staging, target, readPack, opts, result, written);
     }
     opts.onProgress?.(progress.files, progress.bytes);
