@@ -432,17 +432,22 @@ async function restoreFiles(
     }
     truncateSync(p, f.size ?? 0);
   }
-  // Metadata is set synchronously: per file it costs less than an async round trip.
-  const asRoot = RUNNING_AS_ROOT;
   for (const f of files) {
     result.files++;
     result.bytes += f.size ?? 0;
-    if (metadataAtWrite(f) && !reused.has(f.path)) continue;
-    const p = fsPath(join(staging, f.path));
-    if (asRoot) lchownSync(p, f.uid, f.gid);
-    chmodSync(p, f.mode);
-    utimesSync(p, nsToSeconds(f.mtimeNs), nsToSeconds(f.mtimeNs));
+    if (!metadataAtWrite(f) || reused.has(f.path)) setMetadata(staging, f);
   }
+}
+
+/**
+ * Gives a staged file or directory its owner (as root), mode and mtime. Synchronous: per file it costs less than an
+ * async round trip.
+ */
+function setMetadata(staging: string, e: ManifestEntry): void {
+  const p = fsPath(join(staging, e.path));
+  if (RUNNING_AS_ROOT) lchownSync(p, e.uid, e.gid);
+  chmodSync(p, e.mode);
+  utimesSync(p, nsToSeconds(e.mtimeNs), nsToSeconds(e.mtimeNs));
 }
 
 /** How often a restore reports its progress (RestoreTreeOptions.onProgress): files, or bytes, since the last time. */
@@ -494,25 +499,18 @@ export async function restoreTree(manifest: Manifest, entries: EntrySource, targ
     opts.onProgress?.(progress.files, progress.bytes);
     // Symlinks only once every file is written, and a directory's metadata once the walk has left it (so setting
     // its mtime is not undone by work inside it).
-    const asRoot = RUNNING_AS_ROOT;
     const open: ManifestEntry[] = [];
-    const leave = (d: ManifestEntry): void => {
-      const p = fsPath(join(staging, d.path));
-      if (asRoot) lchownSync(p, d.uid, d.gid);
-      chmodSync(p, d.mode);
-      utimesSync(p, nsToSeconds(d.mtimeNs), nsToSeconds(d.mtimeNs));
-    };
     for await (const e of entries()) {
-      while (open.length > 0 && !e.path.startsWith(`${open.at(-1)!.path}/`)) leave(open.pop()!);
+      while (open.length > 0 && !e.path.startsWith(`${open.at(-1)!.path}/`)) setMetadata(staging, open.pop()!);
       if (e.type === 'dir') open.push(e);
       if (e.type !== 'symlink') continue;
       const p = fsPath(join(staging, e.path));
       symlinkSync(bytesOfName(e.target ?? ''), p);
-      if (asRoot) lchownSync(p, e.uid, e.gid);
+      if (RUNNING_AS_ROOT) lchownSync(p, e.uid, e.gid);
       lutimesSync(p, nsToSeconds(e.mtimeNs), nsToSeconds(e.mtimeNs));
       result.symlinks++;
     }
-    while (open.length > 0) leave(open.pop()!);
+    while (open.length > 0) setMetadata(staging, open.pop()!);
     // Durable before anything moves into place: a crash from here on leaves whole files or none.
     await syncTree(staging);
     // --delta: what the target held goes (kept files live on through their links in staging), then the swap.
