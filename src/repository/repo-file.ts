@@ -92,26 +92,29 @@ async function ensureRepositoryOnce(
     });
   }
   const repoId = [...ids][0] ?? randomUUID();
-  let lostRace = false;
   if (opts.create) {
     const file: RepoFile = { format: REPO_FORMAT_VERSION, repoId, createdAt: opts.clock.now().toISOString(), keyIds: opts.keyIds };
     const body = Buffer.from(JSON.stringify(file, null, 2) + '\n');
-    await Promise.all(
-      statuses.map(async (s, i) => {
-        if (s.repo || s.error) return;
-        try {
-          await createOrMatch(regions[i]!, REPO_FILE_KEY, body);
-          s.repo = file;
-          s.created = true;
-        } catch (err) {
-          // Another writer may have created it first with its own timestamp: accept it if the id matches.
-          const existing = await readRepoFile(regions[i]!).catch(() => null);
-          if (existing?.repoId === repoId) s.repo = existing;
-          else if (existing && ids.size === 0) lostRace = true;
-          else s.error = messageOf(err);
-        }
-      }),
-    );
+    // One region at a time, in the configured order: two writers starting on an empty repository (a backup and
+    // archive_command's wal-push, say) race for the first region, and the loser adopts the winner's id there before
+    // it has written anywhere. Written all at once, each could win some regions and the repository was split for
+    // good (REPOSITORY_MISMATCH at every later start).
+    let wroteAny = false;
+    for (const [i, s] of statuses.entries()) {
+      if (s.repo || s.error) continue;
+      try {
+        await createOrMatch(regions[i]!, REPO_FILE_KEY, body);
+        s.repo = file;
+        s.created = true;
+        wroteAny = true;
+      } catch (err) {
+        // Another writer may have created it first with its own timestamp: accept it if the id matches.
+        const existing = await readRepoFile(regions[i]!).catch(() => null);
+        if (existing?.repoId === repoId) s.repo = existing;
+        else if (existing && ids.size === 0 && !wroteAny) return { repoId, statuses, lostRace: true };
+        else s.error = messageOf(err);
+      }
+    }
   }
-  return { repoId, statuses, lostRace };
+  return { repoId, statuses, lostRace: false };
 }
