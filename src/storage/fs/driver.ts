@@ -6,7 +6,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { CofreError } from '../../errors/index.ts';
 import { checkKey, type CreateOptions, type ObjectInfo, type StorageDriver } from '../driver.ts';
-import { PieceWriter } from './piece-writer.ts';
+import { DirectWriter } from './direct-writer.ts';
 
 const TEMP_MARK = '.cofre-tmp-';
 
@@ -88,8 +88,8 @@ export class FsDriver implements StorageDriver {
     const temp = `${final}${TEMP_MARK}${randomBytes(6).toString('hex')}`;
     try {
       await mkdir(dirname(final), { recursive: true });
-      // Written in pieces, fsynced, closed (see PieceWriter).
-      const out = new PieceWriter(temp, 0o640);
+      // Written around the page cache, fsynced, closed (see DirectWriter).
+      const out = new DirectWriter(temp, 0o640);
       await pipeline(Buffer.isBuffer(body) ? Readable.from([body]) : body, out, { signal: opts.signal });
       const size = out.size;
       // link(2) fails if the final name exists: an atomic create that can never overwrite.
