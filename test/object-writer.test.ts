@@ -132,14 +132,14 @@ describe('PackBuilder', () => {
     writeFileSync(join(dir, 'kept.bin'), body);
     await expect(packs.addFile(file('gone.bin', 2 * 1024 * 1024))).rejects.toMatchObject({ code: 'ENOENT' });
     const kept = await packs.addFile(file('kept.bin', body.length));
-    expect(kept.digest).toBe(await xxh128Of(body));
     await packs.close();
+    expect((await kept.read).digest).toBe(await xxh128Of(body));
     const members = await readMembers('packs/p0', 'p0');
     expect(members.map((m) => m.name)).toEqual(['kept.bin']);
     expect(members[0]!.body.equals(body)).toBe(true);
   });
 
-  it('reads small files straight into the blocks, across block ends, telling files that grew or shrank', async () => {
+  it('reads files straight into the blocks on the worker, across block ends, telling files that grew or shrank', async () => {
     const packs = packBuilder('small', 's');
     mkdirSync(join(dir, 'small'), { recursive: true });
     const file = (name: string, size: number): WalkEntry => ({
@@ -148,24 +148,27 @@ describe('PackBuilder', () => {
     // 40 files of 100-900 KiB cross several 2 MiB block ends, some exactly at their last byte.
     const bodies = Array.from({ length: 40 }, (_, i) => randomBytes(100 * 1024 + ((i * 37_813) % (800 * 1024))));
     const want: { name: string; body: Buffer }[] = [];
+    // A file's read ends once the block holding its last byte is filled: awaited after the pack is closed.
+    const reads: [Promise<unknown>, unknown][] = [];
     for (const [i, body] of bodies.entries()) {
       writeFileSync(join(dir, 'small', `f${i}`), body);
       const got = await packs.addFile(file(`f${i}`, body.length));
-      expect(got).toMatchObject({ digest: await xxh128Of(body), changed: false });
+      reads.push([got.read, { digest: await xxh128Of(body), changed: false }]);
       want.push({ name: `small/f${i}`, body });
     }
     // Walked at another size than it has when read: stored at the walked size (cut, or padded with zeros), flagged.
     const grown = randomBytes(5000);
     writeFileSync(join(dir, 'small', 'grown'), grown);
-    expect(await packs.addFile(file('grown', 4000))).toMatchObject({ digest: await xxh128Of(grown.subarray(0, 4000)), changed: true });
+    reads.push([(await packs.addFile(file('grown', 4000))).read, { digest: await xxh128Of(grown.subarray(0, 4000)), changed: true }]);
     const shrunk = randomBytes(3000);
     writeFileSync(join(dir, 'small', 'shrunk'), shrunk);
     const padded = Buffer.concat([shrunk, Buffer.alloc(1000)]);
-    expect(await packs.addFile(file('shrunk', 4000))).toMatchObject({ digest: await xxh128Of(padded), changed: true });
+    reads.push([(await packs.addFile(file('shrunk', 4000))).read, { digest: await xxh128Of(padded), changed: true }]);
     await expect(packs.addFile(file('gone', 10))).rejects.toMatchObject({ code: 'ENOENT' });
     const empty = await packs.addFile((writeFileSync(join(dir, 'small', 'empty'), ''), file('empty', 0)));
-    expect(empty).toMatchObject({ digest: await xxh128Of(Buffer.alloc(0)), changed: false });
+    reads.push([empty.read, { digest: await xxh128Of(Buffer.alloc(0)), changed: false }]);
     await packs.close();
+    for (const [read, want] of reads) expect(await read).toEqual(want);
     want.push({ name: 'small/grown', body: grown.subarray(0, 4000) }, { name: 'small/shrunk', body: padded }, { name: 'small/empty', body: Buffer.alloc(0) });
     const members = await readMembers('small/s0', 's0');
     expect(members.map((m) => m.name)).toEqual(want.map((w) => w.name));

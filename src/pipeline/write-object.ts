@@ -79,12 +79,32 @@ const SPARE_OUTPUTS = BLOCKS_IN_FLIGHT + 4;
 const SMALL_OUTPUT_BYTES = FRAME_LENGTH_BYTES;
 const spareOutputs: SharedArrayBuffer[] = [];
 
-/** Where plaintext goes: filled in place (a file read straight into the block) or copied in. */
+/**
+ * Bytes of a block that something else fills (a source file read on a worker, see sources/files/file-reader.ts):
+ * the block is compressed only once its filler says they are there.
+ */
+export interface LateFill {
+  length: number;
+  /** Where in the block, set by the sink. */
+  offset?: number;
+  filler: LateFiller;
+}
+
+export interface LateFiller {
+  /** Fills each of `fills` (all its own) in `block`; the block is compressed once this resolves. */
+  fill(block: SharedArrayBuffer, fills: LateFill[]): Promise<void>;
+}
+
+/** Where plaintext goes: filled in place (a file read straight into the block), copied in, or filled later. */
 export interface PlainSink {
   /** Free room in the current block (at least one byte), to fill and then report with filled(). */
   space(): Promise<Buffer>;
   /** Marks the first n bytes of the last space() as plaintext. */
   filled(n: number): void;
+  /** Marks the first fill.length bytes of the last space() as plaintext that fill.filler puts there before compression. */
+  fillLater(fill: LateFill): void;
+  /** Sends the block being filled on now, as a shorter frame, so its late fills happen without waiting for more. */
+  flush(): void;
   write(bytes: Buffer): Promise<void>;
 }
 
@@ -215,6 +235,8 @@ export class ObjectWriter implements PlainSink {
   private compressedBytes = 0;
   private block: SharedArrayBuffer | null = null;
   private fill = 0;
+  /** The current block's bytes that others fill (see LateFill). */
+  private lateFills: LateFill[] = [];
   private plainBytes = 0;
   private readonly compressing: Promise<Compressed<SharedArrayBuffer, SharedArrayBuffer>>[] = [];
 
@@ -238,6 +260,16 @@ export class ObjectWriter implements PlainSink {
     if (this.fill === BLOCK_BYTES) this.submit();
   }
 
+  fillLater(fill: LateFill): void {
+    fill.offset = this.fill;
+    this.lateFills.push(fill);
+    this.filled(fill.length);
+  }
+
+  flush(): void {
+    if (this.block && (this.fill > 0 || this.lateFills.length > 0) && !this.upload.failure) this.submit();
+  }
+
   async write(bytes: Buffer): Promise<void> {
     for (let at = 0; at < bytes.length;) {
       const room = await this.space();
@@ -250,7 +282,7 @@ export class ObjectWriter implements PlainSink {
   /** Writes the last block and waits until the object is stored at quorum. */
   async end(): Promise<WrittenObject> {
     // An empty object is one empty frame, so it still decompresses.
-    if (this.fill > 0 || this.plainBytes === 0) {
+    if (this.fill > 0 || this.plainBytes === 0 || this.lateFills.length > 0) {
       this.block ??= spareBlocks.pop() ?? new SharedArrayBuffer(BLOCK_BYTES);
       this.submit();
     }
@@ -272,7 +304,12 @@ export class ObjectWriter implements PlainSink {
   }
 
   private submit(): void {
-    const compressing = zstdCompressWhole(this.block!, this.fill, this.level, spareOutputs.pop() ?? new SharedArrayBuffer(OUTPUT_BYTES));
+    const [block, length, level, fills] = [this.block!, this.fill, this.level, this.lateFills];
+    const output = spareOutputs.pop() ?? new SharedArrayBuffer(OUTPUT_BYTES);
+    this.lateFills = [];
+    const compressing = fills.length === 0
+      ? zstdCompressWhole(block, length, level, output)
+      : fillAll(block, fills).then(() => zstdCompressWhole(block, length, level, output));
     // Observed here; a failure is raised where the frame is awaited, in order.
     compressing.catch(() => undefined);
     this.compressing.push(compressing);
@@ -299,11 +336,24 @@ export class ObjectWriter implements PlainSink {
   }
 }
 
+/** Has every filler fill its part of the block (one filler in practice: the file reader). */
+function fillAll(block: SharedArrayBuffer, fills: LateFill[]): Promise<unknown> {
+  const byFiller = new Map<LateFiller, LateFill[]>();
+  for (const f of fills) {
+    const own = byFiller.get(f.filler);
+    if (own) own.push(f);
+    else byFiller.set(f.filler, [f]);
+  }
+  return Promise.all([...byFiller].map(([filler, own]) => filler.fill(block, own)));
+}
+
 /** An object being written, as its source sees it: a PlainSink whose end() reports what `done` makes of it. */
 export function openObject<T>(writer: ObjectWriter, done: (written: WrittenObject) => T): PlainSink & { end(): Promise<T>; abort(err: Error): void } {
   return {
     space: () => writer.space(),
     filled: (n) => writer.filled(n),
+    fillLater: (fill) => writer.fillLater(fill),
+    flush: () => writer.flush(),
     write: (bytes) => writer.write(bytes),
     abort: (err) => writer.abort(err),
     end: async () => done(await writer.end()),

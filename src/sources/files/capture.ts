@@ -139,6 +139,58 @@ async function* mapOrdered<T, R>(source: AsyncIterable<T>, limit: number, fn: (i
   while (queue.length > 0) yield await queue.shift()!;
 }
 
+/**
+ * Entries waiting for their file's read (at most this many): a packed file's digest comes once the worker has read
+ * the block holding its end (FileReader), and every entry after it in walk order waits with it. Past this, the open
+ * pack's block is sent on unfilled, so the entries waiting are bounded (an incr of a million unchanged files after
+ * one changed file would otherwise queue them all).
+ */
+const ENTRIES_WAITING = 8192;
+
+/** Adds entries in walk order, some of them once their file is read. */
+class InOrder {
+  /** Entries not yet added, in walk order: the first is a read still running. */
+  private readonly queue: (ManifestEntry | Promise<ManifestEntry>)[] = [];
+  private draining: Promise<void> | null = null;
+  private readonly entries: CaptureInput['entries'];
+  private readonly packs: PackBuilder;
+
+  constructor(entries: CaptureInput['entries'], packs: PackBuilder) {
+    this.entries = entries;
+    this.packs = packs;
+  }
+
+  /** Adds the entry after those before it; a returned promise is awaited before the next (a failure shows there or in done()). */
+  add(entry: ManifestEntry | Promise<ManifestEntry>): Promise<void> | undefined {
+    if (this.queue.length === 0 && !(entry instanceof Promise)) return this.entries.add(entry);
+    // Observed by the drain; a failed read stops the entries after it.
+    if (entry instanceof Promise) entry.catch(() => undefined);
+    this.queue.push(entry);
+    if (!this.draining) {
+      this.draining = this.drain();
+      this.draining.catch(() => undefined);
+    }
+    return this.queue.length >= ENTRIES_WAITING ? this.done() : undefined;
+  }
+
+  /** Waits until every entry is added: the open pack's block is sent on, so the reads it waits for happen. */
+  async done(): Promise<void> {
+    this.packs.flushReads();
+    await this.draining;
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queue.length > 0) {
+      const head = this.queue[0]!;
+      const entry = head instanceof Promise ? await head : head;
+      this.queue.shift();
+      const stored = this.entries.add(entry);
+      if (stored) await stored;
+    }
+    this.draining = null;
+  }
+}
+
 /** What the manifest keeps of where an unchanged file's bytes already are. */
 function storedAt(old: ManifestEntry): Pick<ManifestEntry, 'sha256' | 'xxh128' | 'loc' | 'base' | 'deltas'> {
   const digest = digestOf(old);
@@ -158,7 +210,7 @@ function baseEntry(e: WalkEntry): ManifestEntry {
 export async function captureTree(input: CaptureInput): Promise<{ stats: CaptureStats }> {
   const cursor = input.parent ? new ParentCursor(input.parent.entries) : null;
   const parentStartedAtMs = input.parent?.startedAtMs ?? 0;
-  const entries = input.entries;
+  const entries = new InOrder(input.entries, input.packs);
   const stats: CaptureStats = { files: 0, dirs: 0, symlinks: 0, bytes: 0, newBytes: 0, newFiles: 0 };
   const walk = walkTree(input.root, {
     exclude: input.exclude, onSkip: input.onSkip, ...(input.ownState ? { ownState: input.ownState } : {}), ...(input.follow ? { follow: input.follow } : {}),
@@ -215,15 +267,19 @@ export async function captureTree(input: CaptureInput): Promise<{ stats: Capture
       }
       throw err;
     }
-    if (stored.changed) input.onSkip(e.path, 'changed while being read; stored as read (the next backup takes it again)');
     stats.newFiles++;
     stats.newBytes += e.size;
-    await entries.add({
-      ...baseEntry(e),
-      // A file that changed while read must not look unchanged to the next backup.
-      ...(stored.changed ? { ctimeNs: '0' } : {}),
-      size: e.size, ...digestFields(stored.digest), loc: { backup: input.backupId, pack: stored.pack },
-    });
+    const pack = stored.pack;
+    await entries.add(stored.read.then(({ digest, changed }) => {
+      if (changed) input.onSkip(e.path, 'changed while being read; stored as read (the next backup takes it again)');
+      return {
+        ...baseEntry(e),
+        // A file that changed while read must not look unchanged to the next backup.
+        ...(changed ? { ctimeNs: '0' } : {}),
+        size: e.size, ...digestFields(digest), loc: { backup: input.backupId, pack },
+      };
+    }));
   }
+  await entries.done();
   return { stats };
 }

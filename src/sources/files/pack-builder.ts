@@ -5,7 +5,8 @@ import { CONTENT_ALGORITHM, contentHash, type ContentAlgorithm, type ContentDige
 import type { ManifestObject } from '../../repository/index.ts';
 import type { OpenObject } from '../capture.ts';
 import { fsPath } from './names.ts';
-import { readFileInto, type SmallFile } from './read-file.ts';
+import { FileReader, type FileRead } from './file-reader.ts';
+import type { SmallFile } from './read-file.ts';
 import { TAR_END, tarHeader, tarPadding } from './tar-header.ts';
 import type { WalkEntry } from './walk.ts';
 
@@ -48,6 +49,7 @@ export class PackBuilder {
   /** Sealed packs still being stored, oldest first. */
   private readonly storing: { out: OpenObject; stored: Promise<ManifestObject> }[] = [];
   private index = 0;
+  private readonly reader = new FileReader();
   readonly objects: ManifestObject[] = [];
 
   /** `algorithm` hashes what is stored (pipeline.contentHash). */
@@ -71,28 +73,32 @@ export class PackBuilder {
   }
 
   /** Adds a small file already read into memory. */
-  async addBuffer(entry: WalkEntry, file: SmallFile): Promise<{ pack: string; digest: ContentDigest; changed: boolean }> {
+  async addBuffer(entry: WalkEntry, file: SmallFile): Promise<{ pack: string; read: Promise<FileRead> }> {
     const pack = await this.member(entry, entry.size, async (out) => {
       await out.write(file.body);
     });
-    return { pack, digest: file.digest, changed: file.changed };
+    return { pack, read: Promise.resolve({ digest: file.digest, changed: file.changed }) };
   }
 
   /**
-   * Reads a file straight into the pack; returns the hash of what was stored and the pack holding it. The file is
-   * opened before its header is written: one that vanished or cannot be opened is refused (ENOENT, EACCES) with the
-   * pack still whole.
+   * Packs a file: its bytes are read straight into the pack's blocks on the file reader's worker, and `read` says,
+   * once they are, the hash of what was stored and whether the file changed meanwhile. The file is opened before
+   * its header is written: one that vanished or cannot be opened is refused (ENOENT, EACCES) with the pack still
+   * whole.
    */
-  async addFile(entry: WalkEntry): Promise<{ pack: string; digest: ContentDigest; changed: boolean }> {
+  async addFile(entry: WalkEntry): Promise<{ pack: string; read: Promise<FileRead> }> {
     const fd = openSync(fsPath(entry.abs), 'r');
+    let taken = false;
     try {
-      let read: { digest: ContentDigest; changed: boolean } | null = null;
+      let read: Promise<FileRead> | null = null;
       const pack = await this.member(entry, entry.size, async (out) => {
-        read = await readFileInto(fd, entry.size, out, this.algorithm);
+        taken = true;
+        read = (await this.reader.readInto(fd, entry.size, out, this.algorithm)).read;
       });
-      return { pack, ...read! };
+      return { pack, read: read! };
     } finally {
-      closeSync(fd);
+      // From readInto on, the descriptor is the reader's.
+      if (!taken) closeSync(fd);
     }
   }
 
@@ -129,6 +135,11 @@ export class PackBuilder {
     return pack.name;
   }
 
+  /** Has the files added so far read now, without waiting for the open pack's block to fill (see FileReader). */
+  flushReads(): void {
+    this.current?.out.flush();
+  }
+
   /** Ends the open pack (if any); waits only while more than PACKS_STORING packs are still being stored. */
   private async seal(): Promise<void> {
     const pack = this.current;
@@ -157,6 +168,7 @@ export class PackBuilder {
     const unsettled = [...this.storing.splice(0), ...(this.current ? [{ out: this.current.out, stored: Promise.resolve() }] : [])];
     this.current = null;
     for (const p of unsettled) p.out.abort(err);
+    this.reader.abandon(err);
     await Promise.allSettled(unsettled.map((p) => p.stored));
   }
 }

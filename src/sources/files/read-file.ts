@@ -1,11 +1,10 @@
 // Reads exactly the size a file had when walked, hashing it; a file that shrank is padded and reported.
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { contentHash, type ContentAlgorithm, type ContentDigest } from '../../pipeline/content-hash.ts';
-import type { PlainSink } from '../../pipeline/index.ts';
 import { fsPath } from './names.ts';
 
-/** Reads go in pieces of this size, each hashed while it is in cache. */
+/** Large files are hashed in pieces of this size, each while it is in cache (as the file reader's worker does). */
 const READ_PIECE_BYTES = 512 * 1024;
 /** Files up to this size are held whole: read in one go when in doubt (readSmallFile), written in one go on restore. */
 export const SMALL_FILE_BYTES = 1024 * 1024;
@@ -62,39 +61,6 @@ async function fillFrom(handle: FileHandle, buf: Buffer, pos: number): Promise<b
   if (got === buf.length) return false;
   buf.fill(0, got);
   return true;
-}
-
-/**
- * Reads exactly `size` bytes of a file open as `fd` straight into the room the sink hands out (no buffer of its own:
- * a fresh buffer per small file was 224 MB of new memory for the bench tree's 13.4k documents, and V8 runs a full GC
- * for every ~64 MB of it), hashing them a piece at a time while the piece is in cache; a file that shrank while
- * read is padded with zeros, and one whose size is not the walk's any more is reported as changed. Synchronous
- * reads: for small files the async APIs cost more than the read; for large ones, through libuv's pool with one piece
- * read ahead, the main thread still waited ~0.43 s per 1.5 s of compressible input for reads queued behind the
- * compression workers on 2 cores (the bench tree's logs alone: 1.54-1.65 s sync against 1.65-1.85 s).
- */
-export async function readFileInto(
-  fd: number, size: number, sink: Pick<PlainSink, 'space' | 'filled'>, algorithm?: ContentAlgorithm,
-): Promise<{ digest: ContentDigest; changed: boolean }> {
-  const hash = await contentHash(algorithm);
-  let changed = false;
-  for (let pos = 0; pos < size;) {
-    const room = await sink.space();
-    const take = Math.min(room.length, size - pos);
-    for (let at = 0; at < take; at += READ_PIECE_BYTES) {
-      const piece = room.subarray(at, Math.min(at + READ_PIECE_BYTES, take));
-      const got = changed ? 0 : readFullySync(fd, piece, pos + at);
-      if (got < piece.length) {
-        piece.fill(0, got);
-        changed = true;
-      }
-      hash.update(piece);
-    }
-    sink.filled(take);
-    pos += take;
-  }
-  if (fstatSync(fd).size !== size) changed = true;
-  return { digest: hash.digest(), changed };
 }
 
 /** Room a large file is hashed through (see hashFile): one buffer, in pieces. */

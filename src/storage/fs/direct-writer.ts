@@ -56,8 +56,8 @@ export class DirectWriter extends Writable {
   private fill = 0;
   /** Bytes handed to write(2) so far: where the next slab goes. */
   private offset = 0;
-  /** The write in flight (at most one), resolving to its error. */
-  private inFlight: Promise<Error | null> | null = null;
+  /** The writes in flight, oldest first (one per slab but the one filling), each resolving to its error. */
+  private inFlight: Promise<Error | null>[] = [];
   /** An operation on the descriptor is in flight: a destroy then closes it once that returns, never under it. */
   private busy = 0;
   private onIdle: (() => void) | null = null;
@@ -103,13 +103,14 @@ export class DirectWriter extends Writable {
 
   /** Sends the current slab's first `length` bytes (aligned) and moves to the next slab once it is free. */
   private async flush(length: number): Promise<void> {
-    const previous = this.inFlight;
-    this.inFlight = this.writeSlab(this.slabs[this.slab]!, length, this.offset);
+    this.inFlight.push(this.writeSlab(this.slabs[this.slab]!, length, this.offset));
     this.offset += length;
     this.slab = (this.slab + 1) % SLABS_PER_FILE;
     this.fill = 0;
-    // The next slab is the one the previous write used.
-    const err = await previous;
+    // The next slab is the one the oldest write in flight uses. The first write goes alone: it tells whether the
+    // file takes O_DIRECT at all (see reopenBuffered).
+    if (this.inFlight.length < SLABS_PER_FILE && this.offset !== length) return;
+    const err = await this.inFlight.shift()!;
     if (err) throw err;
   }
 
@@ -155,9 +156,11 @@ export class DirectWriter extends Writable {
       this.slabs[this.slab]!.fill(0, this.fill, length);
       await this.flush(length);
     }
-    const err = await this.inFlight;
-    this.inFlight = null;
+    const errs = await Promise.all(this.inFlight.splice(0));
+    const err = errs.find((e) => e !== null);
     if (err) throw err;
+    // Every byte is written: the slabs go back for other files while this one is synced.
+    this.releaseSlabs();
     if (this.offset !== size) await this.onFd((fd, done) => ftruncate(fd, size, done));
     await this.onFd((fd, done) => fsync(fd, done));
     await this.onFd((fd, done) => fstat(fd, (statErr, st) => {
@@ -179,8 +182,7 @@ export class DirectWriter extends Writable {
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
     const finish = (): void => {
-      freeSlabs.push(...this.slabs);
-      this.slabs = [];
+      this.releaseSlabs();
       const fd = this.fd;
       this.fd = null;
       if (fd === null) return callback(err);
@@ -188,6 +190,11 @@ export class DirectWriter extends Writable {
     };
     if (this.busy > 0) this.onIdle = finish;
     else finish();
+  }
+
+  private releaseSlabs(): void {
+    freeSlabs.push(...this.slabs);
+    this.slabs = [];
   }
 
   /** Ends an operation; true when the stream was destroyed meanwhile and this was the last one in flight. */

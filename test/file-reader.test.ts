@@ -1,0 +1,113 @@
+// The file reader: changed files are read into the pipeline's blocks, and hashed, on a worker thread; the entries
+// that wait for those reads stay bounded, and descriptors are closed whatever happens.
+import { createHash } from 'node:crypto';
+import { openSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdir, utimes, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runBackup } from '../src/jobs/backup.ts';
+import { runRestore } from '../src/jobs/restore.ts';
+import type { LateFill } from '../src/pipeline/index.ts';
+import { FileReader } from '../src/sources/files/file-reader.ts';
+import { testConfig } from './helpers/config.ts';
+import { openTestContext, type TestContext } from './helpers/context.ts';
+import { snapshotTree } from './helpers/tree.ts';
+import { removeDir, tempDir } from './helpers/tmp.ts';
+
+let dir: string;
+let ctx: TestContext;
+
+beforeAll(async () => {
+  dir = await tempDir();
+  ctx = await openTestContext(testConfig(dir));
+});
+
+afterAll(async () => {
+  await ctx.close();
+  await removeDir(dir);
+});
+
+const openFds = (): number => readdirSync('/proc/self/fd').length;
+
+/**
+ * A sink of one block that the test hands to the reader itself (the ObjectWriter does this in a backup): the worker,
+ * the files and their descriptors are real.
+ */
+function oneBlock(bytes: number): { block: SharedArrayBuffer; fills: LateFill[]; sink: { space(): Promise<Buffer>; fillLater(f: LateFill): void } } {
+  const block = new SharedArrayBuffer(bytes);
+  const fills: LateFill[] = [];
+  let used = 0;
+  return {
+    block, fills,
+    sink: {
+      space: () => Promise.resolve(Buffer.from(block, used)),
+      fillLater: (f) => {
+        f.offset = used;
+        used += f.length;
+        fills.push(f);
+      },
+    },
+  };
+}
+
+describe('FileReader', () => {
+  it('reads and hashes on its worker, and closes each file once read', async () => {
+    const path = join(dir, 'plain.bin');
+    writeFileSync(path, 'twelve bytes');
+    const reader = new FileReader();
+    const readOnce = async (): Promise<{ block: SharedArrayBuffer; read: Promise<unknown> }> => {
+      const { block, fills, sink } = oneBlock(64);
+      const { read } = await reader.readInto(openSync(path, 'r'), 12, sink, 'sha256');
+      await reader.fill(block, fills);
+      return { block, read };
+    };
+    // The worker's own descriptors (its event loop) come with its start.
+    await readOnce();
+    const before = openFds();
+    const { block, read } = await readOnce();
+    expect(await read).toEqual({ digest: `sha256:${createHash('sha256').update('twelve bytes').digest('hex')}`, changed: false });
+    expect(Buffer.from(block, 0, 12).toString()).toBe('twelve bytes');
+    expect(openFds()).toBe(before);
+  });
+
+  it('fails the block with the read error, and still closes the file', async () => {
+    const before = openFds();
+    const { block, fills, sink } = oneBlock(64);
+    const reader = new FileReader();
+    // A directory opens for reading and fails at read(2) with EISDIR, on the worker.
+    const { read } = await reader.readInto(openSync(dir, 'r'), 10, sink, 'xxh128');
+    await expect(reader.fill(block, fills)).rejects.toMatchObject({ code: 'EISDIR' });
+    await expect(read).rejects.toMatchObject({ code: 'EISDIR' });
+    expect(openFds()).toBe(before);
+  });
+
+  it('closes the files it still holds when the backup is abandoned, and never reads them after', async () => {
+    const path = join(dir, 'plain.bin');
+    const before = openFds();
+    const { block, fills, sink } = oneBlock(64);
+    const reader = new FileReader();
+    const { read } = await reader.readInto(openSync(path, 'r'), 12, sink, 'xxh128');
+    reader.abandon(new Error('backup failed'));
+    await expect(read).rejects.toThrow('backup failed');
+    expect(openFds()).toBe(before);
+    await expect(reader.fill(block, fills)).rejects.toThrow('abandoned');
+  });
+});
+
+describe('entries waiting for reads', () => {
+  it('stay bounded: an incr with one changed file before 9000 unchanged ones sends the block on, and restores exactly', async () => {
+    const src = join(dir, 'data', 'uploads');
+    await mkdir(join(src, 'many'), { recursive: true });
+    await writeFile(join(src, 'a-changed.txt'), 'first');
+    for (let i = 0; i < 9000; i++) writeFileSync(join(src, 'many', `f${String(i).padStart(5, '0')}`), `file ${i}\n`);
+    expect((await runBackup(ctx, { source: 'uploads', type: 'full' })).status).toBe('completed');
+    // Changed, and older than the full (so not racy): read into a pack whose block then stays far from full.
+    await writeFile(join(src, 'a-changed.txt'), 'second');
+    await utimes(join(src, 'a-changed.txt'), new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
+    const incr = await runBackup(ctx, { source: 'uploads', type: 'incr' });
+    expect(incr.status).toBe('completed');
+    const target = join(dir, 'restored');
+    await runRestore(ctx, { source: 'uploads', to: target, backupId: incr.backupId });
+    expect(await snapshotTree(target)).toEqual(await snapshotTree(src));
+  });
+});
