@@ -4,88 +4,15 @@
 // cache), hashed it (~0.27 s of XXH3 per GiB, with hash-wasm copying the bytes into its memory) and did everything
 // else (walk, tar, encryption, the ciphertext's sha256, the regions' writes), while the two zstd workers idled
 // ~1.5 s each of a ~3 s backup. Here the main thread only opens each file (so one that vanished is still refused
-// before its tar header is written) and reserves its bytes in the blocks (ObjectWriter.fillLater); the worker reads
-// them straight into the block, in place (blocks are SharedArrayBuffers), and hashes them, right before the block
-// goes to zstd. Jobs are run in the order they are sent, so a file spanning blocks is hashed in order by one thread.
+// before its tar header is written) and reserves its bytes in the blocks (ObjectWriter.fillLater); the side worker
+// (pipeline/side-worker.ts) reads them straight into the block, in place (blocks are SharedArrayBuffers), and
+// hashes them, right before the block goes to zstd. It runs jobs in the order they are sent, so a file spanning
+// blocks is hashed in order by one thread.
 import { closeSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { Worker } from 'node:worker_threads';
 import { CofreError } from '../../errors/index.ts';
 import type { ContentAlgorithm, ContentDigest } from '../../pipeline/content-hash.ts';
 import type { LateFill, LateFiller, PlainSink } from '../../pipeline/index.ts';
-
-/**
- * The worker: for each fill of a job, reads the file's bytes at their position into the block (a file that
- * shrank leaves zeros, and is reported changed), hashes them while they are in cache and, at the file's last fill,
- * checks its size once more, closes it and reports its digest. A failing job still closes the files whose last fill
- * it held; their hashes are dropped.
- */
-const WORKER_SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads');
-const { closeSync, fstatSync, readSync } = require('node:fs');
-const { createHash } = require('node:crypto');
-const { createXXHash128 } = require(workerData.xxhashPath);
-const PIECE = 512 * 1024;
-const idle = [];
-const files = new Map();
-async function hasherFor(algorithm) {
-  if (algorithm === 'sha256') {
-    const h = createHash('sha256');
-    return { update: (b) => h.update(b), digest: () => h.digest('hex'), release() {} };
-  }
-  const x = idle.pop() ?? (await createXXHash128());
-  x.init();
-  return { update: (b) => x.update(b), digest: () => x.digest('hex'), release: () => { if (idle.length < 4) idle.push(x); } };
-}
-async function run({ id, block, fills }) {
-  const view = Buffer.from(block);
-  const results = [];
-  let at = 0;
-  try {
-    for (; at < fills.length; at++) {
-      const f = fills[at];
-      let file = files.get(f.file);
-      if (!file) {
-        file = { hash: await hasherFor(f.algorithm), changed: false };
-        files.set(f.file, file);
-      }
-      for (let done = 0; done < f.length; done += PIECE) {
-        const piece = view.subarray(f.offset + done, f.offset + Math.min(done + PIECE, f.length));
-        let got = 0;
-        while (!file.changed && got < piece.length) {
-          const n = readSync(f.fd, piece, got, piece.length - got, f.pos + done + got);
-          if (n === 0) break;
-          got += n;
-        }
-        if (got < piece.length) {
-          piece.fill(0, got);
-          file.changed = true;
-        }
-        file.hash.update(piece);
-      }
-      if (f.last) {
-        if (fstatSync(f.fd).size !== f.size) file.changed = true;
-        files.delete(f.file);
-        // Closed once only, even if close fails: the number may be another file's at once.
-        f.closed = true;
-        closeSync(f.fd);
-        results.push({ file: f.file, digest: file.hash.digest(), changed: file.changed });
-        file.hash.release();
-      }
-    }
-    parentPort.postMessage({ id, results });
-  } catch (err) {
-    for (const f of fills.slice(at)) {
-      if (!f.last || f.closed) continue;
-      files.delete(f.file);
-      try { closeSync(f.fd); } catch {}
-    }
-    parentPort.postMessage({ id, results, error: String((err && err.message) || err), code: err && err.code });
-  }
-}
-let queue = Promise.resolve();
-parentPort.on('message', (job) => { queue = queue.then(() => run(job)); });
-`;
+import { sideJob, type SideReply } from '../../pipeline/side-worker.ts';
 
 export interface FileRead {
   digest: ContentDigest;
@@ -103,6 +30,10 @@ interface FileRecord {
   reject: (err: Error) => void;
 }
 
+interface FillReply extends SideReply {
+  results?: { file: number; digest: string; changed: boolean }[];
+}
+
 interface FileFill extends LateFill {
   file: number;
   fd: number;
@@ -113,58 +44,7 @@ interface FileFill extends LateFill {
   last: boolean;
 }
 
-interface Job {
-  resolve: () => void;
-  reject: (err: Error) => void;
-  /** The files whose last fill this job holds. */
-  ending: FileRecord[];
-}
-
-let worker: Worker | null = null;
-const jobs = new Map<number, Job>();
-let nextJob = 0;
 let nextFile = 0;
-
-function workerFor(): Worker {
-  if (worker) return worker;
-  const w = new Worker(WORKER_SOURCE, {
-    eval: true,
-    workerData: { xxhashPath: createRequire(import.meta.url).resolve('hash-wasm/dist/xxhash128.umd.min.js') },
-    // The descriptors are the main thread's (opened there): the worker closes them without owning them, which Node
-    // would otherwise warn about once per file, and would close on the worker's exit.
-    trackUnmanagedFds: false,
-  });
-  w.unref();
-  w.on('message', (m: { id: number; results: { file: number; digest: string; changed: boolean }[]; error?: string; code?: string }) => {
-    const job = jobs.get(m.id);
-    jobs.delete(m.id);
-    if (jobs.size === 0) w.unref();
-    if (!job) return;
-    const byId = new Map(job.ending.map((r) => [r.id, r]));
-    for (const r of m.results) {
-      const rec = byId.get(r.file)!;
-      byId.delete(r.file);
-      rec.resolve({ digest: `${rec.algorithm}:${r.digest}`, changed: r.changed });
-    }
-    if (m.error === undefined) return job.resolve();
-    const err = Object.assign(new Error(m.error), m.code ? { code: m.code } : {});
-    for (const rec of byId.values()) rec.reject(err);
-    job.reject(err);
-  });
-  // A worker that died fails what it held (the backup fails with it); the next job starts another.
-  const fail = (err: Error): void => {
-    if (worker === w) worker = null;
-    for (const [id, job] of jobs) {
-      jobs.delete(id);
-      for (const rec of job.ending) rec.reject(err);
-      job.reject(err);
-    }
-  };
-  w.on('error', fail);
-  w.on('exit', (code) => fail(new CofreError('INTERNAL', `the file reader's worker exited (code ${code})`, { op: 'backup' })));
-  worker = w;
-  return w;
-}
 
 /**
  * Reads files into an object's blocks on the worker (one per process, shared by every backup). Each PackBuilder
@@ -205,23 +85,32 @@ export class FileReader implements LateFiller {
     return { read };
   }
 
-  fill(block: SharedArrayBuffer, fills: LateFill[]): Promise<void> {
+  async fill(block: SharedArrayBuffer, fills: LateFill[]): Promise<void> {
     const own = fills as FileFill[];
     // A file abandoned meanwhile has its descriptor closed (its number may be another file's by now): never read.
     const gone = own.find((f) => !this.open.has(f.file));
-    if (gone) return Promise.reject(new CofreError('INTERNAL', `file ${gone.file} was abandoned before its bytes were read`, { op: 'backup' }));
-    const ending = own.filter((f) => f.last).map((f) => this.open.get(f.file)!);
-    for (const rec of ending) this.open.delete(rec.id);
-    const w = workerFor();
-    const id = nextJob++;
-    return new Promise<void>((resolve, reject) => {
-      jobs.set(id, { resolve, reject, ending });
-      w.ref();
-      w.postMessage({
-        id, block,
+    if (gone) throw new CofreError('INTERNAL', `file ${gone.file} was abandoned before its bytes were read`, { op: 'backup' });
+    const ending = new Map(own.filter((f) => f.last).map((f) => [f.file, this.open.get(f.file)!]));
+    for (const id of ending.keys()) this.open.delete(id);
+    let reply: FillReply;
+    try {
+      reply = await sideJob<FillReply>({
+        op: 'fill', block,
         fills: own.map((f) => ({ offset: f.offset, length: f.length, file: f.file, fd: f.fd, pos: f.pos, size: f.size, algorithm: f.algorithm, last: f.last })),
       });
-    });
+    } catch (err) {
+      for (const rec of ending.values()) rec.reject(err as Error);
+      throw err;
+    }
+    for (const r of reply.results ?? []) {
+      const rec = ending.get(r.file)!;
+      ending.delete(r.file);
+      rec.resolve({ digest: `${rec.algorithm}:${r.digest}`, changed: r.changed });
+    }
+    if (reply.error === undefined) return;
+    const err = Object.assign(new Error(reply.error), reply.code ? { code: reply.code } : {});
+    for (const rec of ending.values()) rec.reject(err);
+    throw err;
   }
 
   /** Closes every file whose reading was not handed to the worker (the backup failed); their reads reject. */
