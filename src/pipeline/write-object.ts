@@ -73,8 +73,10 @@ const OUTPUT_BYTES = BLOCK_BYTES + (BLOCK_BYTES >> 7) + 65536;
  * Compressed frames are reused too, once the encryption has read them: it holds its input by reference until the
  * 1 MiB message frame that input belongs to is encrypted, and says how much it has let go of (`consumed`). Without
  * this, every compressed frame was a fresh buffer: ~550 MB of garbage per GiB of backup, a full GC every ~64 MB.
+ * Four kept: with seven, the bench tree's backups peaked at 293-315 MB RSS, with four 275-289 MB (with three, 299-311:
+ * incompressible frames, lent until encrypted, then needed fresh ones).
  */
-const SPARE_OUTPUTS = BLOCKS_IN_FLIGHT + 4;
+const SPARE_OUTPUTS = BLOCKS_IN_FLIGHT + 1;
 /** Frames up to this size are copied rather than lent (see emitOldest). */
 const SMALL_OUTPUT_BYTES = FRAME_LENGTH_BYTES;
 const spareOutputs: SharedArrayBuffer[] = [];
@@ -147,7 +149,7 @@ class CiphertextHash {
     this.slab = null;
     this.fill = 0;
     const job = sideJob<SideReply & { digest?: string }>({ op: 'sha256', stream: this.stream, slab: slab?.sab, length, end }).then((reply) => {
-      if (slab && spareShaSlabs.length < SHA_SLABS_IN_FLIGHT * 2) spareShaSlabs.push(slab);
+      if (slab && spareShaSlabs.length < SHA_SLABS_IN_FLIGHT) spareShaSlabs.push(slab);
       if (reply.error !== undefined) throw new Error(`sha256 of the ciphertext: ${reply.error}`);
       return reply;
     });
