@@ -12,7 +12,7 @@ import { closeSync } from 'node:fs';
 import { CofreError } from '../../errors/index.ts';
 import type { ContentAlgorithm, ContentDigest } from '../../pipeline/content-hash.ts';
 import type { LateFill, LateFiller, PlainSink } from '../../pipeline/index.ts';
-import { sideJob, type SideReply } from '../../pipeline/side-worker.ts';
+import { FILL_FIELDS, FILL_LAST, FILL_SHA256, sideJob, type SideReply } from '../../pipeline/side-worker.ts';
 
 export interface FileRead {
   digest: ContentDigest;
@@ -31,7 +31,8 @@ interface FileRecord {
 }
 
 interface FillReply extends SideReply {
-  results?: { file: number; digest: string; changed: boolean }[];
+  ended: Float64Array;
+  digests: string;
 }
 
 interface FileFill extends LateFill {
@@ -92,20 +93,33 @@ export class FileReader implements LateFiller {
     if (gone) throw new CofreError('INTERNAL', `file ${gone.file} was abandoned before its bytes were read`, { op: 'backup' });
     const ending = new Map(own.filter((f) => f.last).map((f) => [f.file, this.open.get(f.file)!]));
     for (const id of ending.keys()) this.open.delete(id);
+    // As numbers, not objects (see FILL_FIELDS).
+    const numbers = new Float64Array(own.length * FILL_FIELDS);
+    let o = 0;
+    for (const f of own) {
+      numbers[o++] = f.file;
+      numbers[o++] = f.fd;
+      numbers[o++] = f.pos;
+      numbers[o++] = f.offset!;
+      numbers[o++] = f.length;
+      numbers[o++] = f.size;
+      numbers[o++] = (f.last ? FILL_LAST : 0) | (f.algorithm === 'sha256' ? FILL_SHA256 : 0);
+    }
     let reply: FillReply;
     try {
-      reply = await sideJob<FillReply>({
-        op: 'fill', block,
-        fills: own.map((f) => ({ offset: f.offset, length: f.length, file: f.file, fd: f.fd, pos: f.pos, size: f.size, algorithm: f.algorithm, last: f.last })),
-      });
+      reply = await sideJob<FillReply>({ op: 'fill', block, fills: numbers });
     } catch (err) {
       for (const rec of ending.values()) rec.reject(err as Error);
       throw err;
     }
-    for (const r of reply.results ?? []) {
-      const rec = ending.get(r.file)!;
-      ending.delete(r.file);
-      rec.resolve({ digest: `${rec.algorithm}:${r.digest}`, changed: r.changed });
+    // Pairs of file id and changed (1 or 0), in order; each file's digest follows the last in one string.
+    let at = 0;
+    for (let i = 0; i < reply.ended.length; i += 2) {
+      const rec = ending.get(reply.ended[i]!)!;
+      ending.delete(rec.id);
+      const hexLength = rec.algorithm === 'sha256' ? 64 : 32;
+      rec.resolve({ digest: `${rec.algorithm}:${reply.digests.slice(at, at + hexLength)}`, changed: reply.ended[i + 1] === 1 });
+      at += hexLength;
     }
     if (reply.error === undefined) return;
     const err = Object.assign(new Error(reply.error), reply.code ? { code: reply.code } : {});
