@@ -2,7 +2,8 @@
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { CofreError, messageOf } from '../errors/index.ts';
-import { ObjectWriter, openObject, sealBuffer, sha256Hex, writeObjectStream, writeSealed, type ObjectTarget, type WrittenObject } from '../pipeline/index.ts';
+import { ObjectWriter, openObject, sealBuffer, sha256Hex, startZstdWorkers, writeObjectStream, writeSealed, type ObjectTarget, type WrittenObject } from '../pipeline/index.ts';
+import { startSideWorker } from '../pipeline/side-worker.ts';
 import {
   backupIdFor,
   EntryLog,
@@ -133,6 +134,9 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
   if (src.kind === 'files') await prepareFiles(src);
   const method = methodOf(src, args.method);
   const pgdata = src.kind === 'postgres' && method === 'physical' ? (await import('../sources/postgres/physical.ts')).pgdataOf(src, args.source) : null;
+  // The workers start on the other core while this one checks the catalog and the regions.
+  startZstdWorkers();
+  startSideWorker();
   const runId = randomUUID();
   ctx.catalog.startRun(runId, 'backup', args.source, true);
   const startedAt = ctx.clock.now();
