@@ -126,7 +126,6 @@ function workerFor(): Worker {
     // would otherwise warn about once per file, and would close on the worker's exit.
     trackUnmanagedFds: false,
   });
-  w.unref();
   w.on('message', (m: SideReply) => {
     const job = jobs.get(m.id);
     jobs.delete(m.id);
@@ -143,6 +142,8 @@ function workerFor(): Worker {
   };
   w.on('error', fail);
   w.on('exit', (code) => fail(new CofreError('INTERNAL', `the pipeline's side worker exited (code ${code})`, { op: 'backup' })));
+  // Idle, it never keeps the process alive. After the listeners: adding a 'message' listener refs its port again.
+  w.unref();
   worker = w;
   return w;
 }

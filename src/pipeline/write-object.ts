@@ -114,6 +114,8 @@ class CiphertextHash {
   private slab: { sab: SharedArrayBuffer; view: Buffer } | null = null;
   private fill = 0;
   private readonly inFlight: Promise<SideReply & { digest?: string }>[] = [];
+  /** A slab the worker could not hash: the digest is refused whichever wait saw it. */
+  private failure: Error | null = null;
 
   /** Adds ciphertext; a returned promise is awaited before more (the worker is SHA_SLABS_IN_FLIGHT slabs behind). */
   update(chunk: Buffer): Promise<void> | undefined {
@@ -126,7 +128,11 @@ class CiphertextHash {
       const n = chunk.copy(this.slab.view, this.fill, at);
       this.fill += n;
       at += n;
-      if (this.fill === SHA_SLAB_BYTES) wait = this.send(false);
+      if (this.fill === SHA_SLAB_BYTES) {
+        // A chunk filling two slabs returns the second wait only; the first is observed here (see `failure`).
+        wait = this.send(false);
+        wait.catch(() => undefined);
+      }
     }
     return wait;
   }
@@ -134,6 +140,7 @@ class CiphertextHash {
   async digest(): Promise<string> {
     await this.send(true);
     const replies = await Promise.all(this.inFlight.splice(0));
+    if (this.failure) throw this.failure;
     return replies.at(-1)!.digest!;
   }
 
@@ -153,8 +160,10 @@ class CiphertextHash {
       if (reply.error !== undefined) throw new Error(`sha256 of the ciphertext: ${reply.error}`);
       return reply;
     });
-    // Observed when awaited below or in digest().
-    job.catch(() => undefined);
+    // Observed here, and raised when awaited below or in digest().
+    job.catch((err: unknown) => {
+      this.failure ??= err as Error;
+    });
     this.inFlight.push(job);
     while (this.inFlight.length >= SHA_SLABS_IN_FLIGHT) await this.inFlight.shift()!;
   }

@@ -120,8 +120,6 @@ export function startZstdWorkers(): void {
 
 function startWorker(): Slot {
   const worker = new Worker(WORKER_SOURCE, { eval: true });
-  // Idle workers never keep the process alive.
-  worker.unref();
   const s: Slot = { worker, busy: 0 };
   worker.on('message', (m: { id: number; input?: ArrayBuffer; output?: ArrayBuffer; outputLength?: number; error?: string }) => {
     s.busy--;
@@ -145,6 +143,9 @@ function startWorker(): Slot {
   };
   worker.on('error', fail);
   worker.on('exit', (code) => fail(new Error(`zstd worker exited (code ${code})`)));
+  // Idle workers never keep the process alive. After the listeners: adding a 'message' listener refs the worker's
+  // port again (a worker started ahead and never used kept the process from exiting).
+  worker.unref();
   slots.push(s);
   return s;
 }

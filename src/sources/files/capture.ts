@@ -162,7 +162,9 @@ class InOrder {
 
   /** Adds the entry after those before it; a returned promise is awaited before the next (a failure shows there or in done()). */
   add(entry: ManifestEntry | Promise<ManifestEntry>): Promise<void> | undefined {
-    if (this.queue.length === 0 && !(entry instanceof Promise)) return this.entries.add(entry);
+    // Straight through only when no drain runs: one may be waiting on the entry log for the last entry it added,
+    // and the log takes the next entry only once that wait is over.
+    if (!this.draining && !(entry instanceof Promise)) return this.entries.add(entry);
     // Observed by the drain; a failed read stops the entries after it.
     if (entry instanceof Promise) entry.catch(() => undefined);
     this.queue.push(entry);

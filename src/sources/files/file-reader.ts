@@ -24,7 +24,6 @@ export interface FileRead {
 interface FileRecord {
   id: number;
   fd: number;
-  size: number;
   algorithm: ContentAlgorithm;
   resolve: (read: FileRead) => void;
   reject: (err: Error) => void;
@@ -64,7 +63,7 @@ export class FileReader implements LateFiller {
   async readInto(fd: number, size: number, sink: Pick<PlainSink, 'space' | 'fillLater'>, algorithm: ContentAlgorithm): Promise<{ read: Promise<FileRead> }> {
     let rec!: FileRecord;
     const read = new Promise<FileRead>((resolve, reject) => {
-      rec = { id: nextFile++, fd, size, algorithm, resolve, reject };
+      rec = { id: nextFile++, fd, algorithm, resolve, reject };
     });
     // Awaited by the caller later, or never when the backup failed first.
     read.catch(() => undefined);
