@@ -30,8 +30,8 @@ interface FileRecord {
 }
 
 interface FillReply extends SideReply {
-  ended: Float64Array;
-  digests: string;
+  ended?: Float64Array;
+  digests?: string;
 }
 
 interface FileFill extends LateFill {
@@ -112,12 +112,14 @@ export class FileReader implements LateFiller {
       throw err;
     }
     // Pairs of file id and changed (1 or 0), in order; each file's digest follows the last in one string.
+    // (A job the worker failed outside its fills answers with an error only.)
+    const ended = reply.ended ?? new Float64Array(0);
     let at = 0;
-    for (let i = 0; i < reply.ended.length; i += 2) {
-      const rec = ending.get(reply.ended[i]!)!;
+    for (let i = 0; i < ended.length; i += 2) {
+      const rec = ending.get(ended[i]!)!;
       ending.delete(rec.id);
       const hexLength = rec.algorithm === 'sha256' ? 64 : 32;
-      rec.resolve({ digest: `${rec.algorithm}:${reply.digests.slice(at, at + hexLength)}`, changed: reply.ended[i + 1] === 1 });
+      rec.resolve({ digest: `${rec.algorithm}:${reply.digests!.slice(at, at + hexLength)}`, changed: ended[i + 1] === 1 });
       at += hexLength;
     }
     if (reply.error === undefined) return;
