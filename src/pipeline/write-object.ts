@@ -179,7 +179,8 @@ export interface PlainSink {
   fillLater(fill: LateFill): void;
   /** Sends the block being filled on now, as a shorter frame, so its late fills happen without waiting for more. */
   flush(): void;
-  write(bytes: Buffer): Promise<void>;
+  /** Copies bytes in; a returned promise is awaited before more (a block had to be waited for). */
+  write(bytes: Buffer): Promise<void> | undefined;
 }
 
 /**
@@ -312,6 +313,7 @@ export class ObjectWriter implements PlainSink {
   private readonly lent: { end: number; output: ArrayBuffer | SharedArrayBuffer }[] = [];
   private compressedBytes = 0;
   private block: SharedArrayBuffer | null = null;
+  private blockView: Buffer | null = null;
   private fill = 0;
   /** The current block's bytes that others fill (see LateFill). */
   private lateFills: LateFill[] = [];
@@ -328,8 +330,9 @@ export class ObjectWriter implements PlainSink {
     if (!this.block) {
       while (this.compressing.length >= BLOCKS_IN_FLIGHT) await this.emitOldest();
       this.block = spareBlocks.pop() ?? new SharedArrayBuffer(BLOCK_BYTES);
+      this.blockView = Buffer.from(this.block);
     }
-    return Buffer.from(this.block, this.fill, BLOCK_BYTES - this.fill);
+    return this.blockView!.subarray(this.fill);
   }
 
   filled(n: number): void {
@@ -348,7 +351,18 @@ export class ObjectWriter implements PlainSink {
     if (this.block && (this.fill > 0 || this.lateFills.length > 0) && !this.upload.failure) this.submit();
   }
 
-  async write(bytes: Buffer): Promise<void> {
+  write(bytes: Buffer): Promise<void> | undefined {
+    // What fits in the current block is copied at once: a tar header and its padding per file, which as async calls
+    // were two promises and two async frames per file on the main thread of a tree of small files.
+    if (this.block && !this.upload.failure && bytes.length <= BLOCK_BYTES - this.fill) {
+      bytes.copy(this.blockView!, this.fill);
+      this.filled(bytes.length);
+      return undefined;
+    }
+    return this.writeInBlocks(bytes);
+  }
+
+  private async writeInBlocks(bytes: Buffer): Promise<void> {
     for (let at = 0; at < bytes.length;) {
       const room = await this.space();
       const n = bytes.copy(room, 0, at);
@@ -392,6 +406,7 @@ export class ObjectWriter implements PlainSink {
     compressing.catch(() => undefined);
     this.compressing.push(compressing);
     this.block = null;
+    this.blockView = null;
     this.fill = 0;
   }
 

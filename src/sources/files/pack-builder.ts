@@ -126,9 +126,11 @@ export class PackBuilder {
   /** Writes one member: header, `size` bytes from fillData, padding; seals the pack once it is full. */
   private async member(entry: WalkEntry, size: number, fillData: (out: OpenObject) => Promise<void>): Promise<string> {
     const pack = this.open();
-    await pack.out.write(tarHeader(entry, size));
+    const header = pack.out.write(tarHeader(entry, size));
+    if (header) await header;
     await fillData(pack.out);
-    await pack.out.write(tarPadding(size));
+    const padding = pack.out.write(tarPadding(size));
+    if (padding) await padding;
     pack.plainBytes += size;
     pack.files++;
     if (pack.plainBytes >= this.packSizeBytes || pack.files >= PACK_MAX_FILES) await this.seal();
