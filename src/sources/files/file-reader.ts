@@ -24,6 +24,7 @@ export interface FileRead {
 interface FileRecord {
   id: number;
   fd: number;
+  size: number;
   algorithm: ContentAlgorithm;
   resolve: (read: FileRead) => void;
   reject: (err: Error) => void;
@@ -35,12 +36,9 @@ interface FillReply extends SideReply {
 }
 
 interface FileFill extends LateFill {
-  file: number;
-  fd: number;
+  rec: FileRecord;
   /** Where in the file. */
   pos: number;
-  size: number;
-  algorithm: ContentAlgorithm;
   last: boolean;
 }
 
@@ -63,7 +61,7 @@ export class FileReader implements LateFiller {
   async readInto(fd: number, size: number, sink: Pick<PlainSink, 'space' | 'fillLater'>, algorithm: ContentAlgorithm): Promise<{ read: Promise<FileRead> }> {
     let rec!: FileRecord;
     const read = new Promise<FileRead>((resolve, reject) => {
-      rec = { id: nextFile++, fd, algorithm, resolve, reject };
+      rec = { id: nextFile++, fd, size, algorithm, resolve, reject };
     });
     // Awaited by the caller later, or never when the backup failed first.
     read.catch(() => undefined);
@@ -73,7 +71,7 @@ export class FileReader implements LateFiller {
       for (let pos = 0; ;) {
         const room = await sink.space();
         const take = Math.min(room.length, size - pos);
-        const fill: FileFill = { length: take, filler: this, file: rec.id, fd, pos, size, algorithm, last: pos + take === size };
+        const fill: FileFill = { length: take, filler: this, rec, pos, last: pos + take === size };
         sink.fillLater(fill);
         pos += take;
         if (pos >= size) break;
@@ -88,21 +86,21 @@ export class FileReader implements LateFiller {
   async fill(block: SharedArrayBuffer, fills: LateFill[]): Promise<void> {
     const own = fills as FileFill[];
     // A file abandoned meanwhile has its descriptor closed (its number may be another file's by now): never read.
-    const gone = own.find((f) => !this.open.has(f.file));
-    if (gone) throw new CofreError('INTERNAL', `file ${gone.file} was abandoned before its bytes were read`, { op: 'backup' });
-    const ending = new Map(own.filter((f) => f.last).map((f) => [f.file, this.open.get(f.file)!]));
+    const gone = own.find((f) => !this.open.has(f.rec.id));
+    if (gone) throw new CofreError('INTERNAL', `file ${gone.rec.id} was abandoned before its bytes were read`, { op: 'backup' });
+    const ending = new Map(own.filter((f) => f.last).map((f) => [f.rec.id, f.rec]));
     for (const id of ending.keys()) this.open.delete(id);
     // As numbers, not objects (see FILL_FIELDS).
     const numbers = new Float64Array(own.length * FILL_FIELDS);
     let o = 0;
     for (const f of own) {
-      numbers[o++] = f.file;
-      numbers[o++] = f.fd;
+      numbers[o++] = f.rec.id;
+      numbers[o++] = f.rec.fd;
       numbers[o++] = f.pos;
       numbers[o++] = f.offset!;
       numbers[o++] = f.length;
-      numbers[o++] = f.size;
-      numbers[o++] = (f.last ? FILL_LAST : 0) | (f.algorithm === 'sha256' ? FILL_SHA256 : 0);
+      numbers[o++] = f.rec.size;
+      numbers[o++] = (f.last ? FILL_LAST : 0) | (f.rec.algorithm === 'sha256' ? FILL_SHA256 : 0);
     }
     let reply: FillReply;
     try {

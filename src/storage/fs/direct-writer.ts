@@ -11,7 +11,7 @@ const SLABS_PER_FILE = 2;
 /** Slabs come from WebAssembly memories of this many (a 64 KiB wasm page each). */
 const SLABS_PER_MEMORY = 16;
 /** Written without O_DIRECT (where the filesystem refuses it), a slab goes to the page cache in pieces this big. */
-export const BUFFERED_PIECE_BYTES = 256 * 1024;
+const BUFFERED_PIECE_BYTES = 256 * 1024;
 
 /**
  * Aligned memory for O_DIRECT. Node's Buffers come from malloc (16-byte aligned); a WebAssembly memory is mapped
