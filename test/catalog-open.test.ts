@@ -16,6 +16,28 @@ beforeAll(async () => {
 });
 afterAll(() => removeDir(dir));
 
+/** Opens the catalog at path in another process, as `cofre` does; resolves once that process is about to open it. */
+async function openInChild(path: string): Promise<{ exited: Promise<{ code: number | null; out: string; err: string }> }> {
+  const catalogTs = resolve(import.meta.dirname, '../src/catalog/catalog.ts');
+  const clockTs = resolve(import.meta.dirname, '../src/clock.ts');
+  const child = spawn(process.execPath, ['--input-type=module', '-e', `
+    import { Catalog } from ${JSON.stringify(catalogTs)};
+    import { systemClock } from ${JSON.stringify(clockTs)};
+    console.log('opening');
+    new Catalog(${JSON.stringify(path)}, systemClock);
+    console.log('opened');
+  `], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<{ code: number | null; out: string; err: string }>((r) => child.on('exit', (code) => r({ code, out, err })));
+  await new Promise<void>((r) => child.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+    if (out.includes('opening')) r();
+  }));
+  return { exited };
+}
+
 describe('opening a new catalog', () => {
   it('does not run a migration again that another process applied while it waited for the write lock', async () => {
     const path = join(dir, 'catalog.db');
@@ -24,34 +46,38 @@ describe('opening a new catalog', () => {
     const first = new DatabaseSync(path);
     first.exec('PRAGMA journal_mode = WAL');
     first.exec('BEGIN IMMEDIATE');
-    const catalogTs = resolve(import.meta.dirname, '../src/catalog/catalog.ts');
-    const clockTs = resolve(import.meta.dirname, '../src/clock.ts');
-    const child = spawn(process.execPath, ['--input-type=module', '-e', `
-      import { Catalog } from ${JSON.stringify(catalogTs)};
-      import { systemClock } from ${JSON.stringify(clockTs)};
-      console.log('opening');
-      new Catalog(${JSON.stringify(path)}, systemClock);
-      console.log('opened');
-    `], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-    await new Promise<void>((r) => child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('opening')) r();
-    }));
+    const { exited } = await openInChild(path);
     // Time for the other process to read the version and block on BEGIN IMMEDIATE (busy_timeout: 10 s).
     await new Promise((r) => setTimeout(r, 500));
     first.exec(MIGRATIONS[0]!);
     first.exec('PRAGMA user_version = 1');
     first.exec('COMMIT');
     first.close();
-    expect(await exited, err).toBe(0);
+    const { code, out, err } = await exited;
+    expect(code, err).toBe(0);
     expect(out).toContain('opened');
     const catalog = new Catalog(path, new TestClock());
     expect((catalog.db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version).toBe(MIGRATIONS.length);
     catalog.db.close();
+  });
+
+  it('waits to switch a file another process is still writing to WAL mode, instead of failing as SQLite would at once', async () => {
+    // SQLite answers the switch to WAL with "database is locked" at once, busy timeout or not, while another
+    // connection holds the file's write lock in rollback mode: the CI once failed a backup that opened the catalog
+    // as archive_command's wal-push created it.
+    const path = join(dir, 'switching.db');
+    const first = new DatabaseSync(path);
+    first.exec('BEGIN IMMEDIATE');
+    const { exited } = await openInChild(path);
+    await new Promise((r) => setTimeout(r, 500));
+    first.exec('COMMIT');
+    first.close();
+    const { code, out, err } = await exited;
+    expect(code, err).toBe(0);
+    expect(out).toContain('opened');
+    const catalog = new Catalog(path, new TestClock());
+    expect((catalog.db.prepare('PRAGMA journal_mode').get() as { journal_mode: string }).journal_mode).toBe('wal');
+    catalog.close();
   });
 });
 

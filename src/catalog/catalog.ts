@@ -117,6 +117,32 @@ export function processAlive(pid: number): boolean {
   }
 }
 
+/** How long a statement waits for another process's lock on the catalog before it fails. */
+const BUSY_TIMEOUT_MS = 10_000;
+const SQLITE_BUSY = 5;
+
+/**
+ * Puts the catalog in WAL mode. The switch needs the file to itself and SQLite returns "database is locked" at once
+ * for it, without waiting on the busy timeout, so two processes opening a new catalog together (a backup and
+ * archive_command's wal-push) could fail one of them. A read first waits for any switch under way and tells the
+ * file's mode: WAL is a property of the file, so after the first open nothing is switched and no lock is taken.
+ * A switch that finds the file busy is tried again, for as long as the busy timeout.
+ */
+function useWal(db: DatabaseSync): void {
+  for (let waitedMs = 0, waitMs = 2; ; waitedMs += waitMs, waitMs = Math.min(waitMs * 2, 100)) {
+    db.prepare('PRAGMA user_version').get();
+    if ((db.prepare('PRAGMA journal_mode').get() as { journal_mode: string }).journal_mode === 'wal') return;
+    try {
+      if ((db.prepare('PRAGMA journal_mode = WAL').get() as { journal_mode: string }).journal_mode === 'wal') return;
+    } catch (err) {
+      if (((err as { errcode?: number }).errcode ?? 0) % 256 !== SQLITE_BUSY || waitedMs >= BUSY_TIMEOUT_MS) throw err;
+    }
+    if (waitedMs >= BUSY_TIMEOUT_MS) throw new Error(`the catalog stayed out of WAL mode for ${BUSY_TIMEOUT_MS} ms`);
+    // A sleep that blocks: the constructor is synchronous, as every statement of node:sqlite is.
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, waitMs);
+  }
+}
+
 export class Catalog {
   readonly db: DatabaseSync;
   readonly path: string;
@@ -129,8 +155,9 @@ export class Catalog {
     try {
       if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
       this.db = new DatabaseSync(path);
-      // busy_timeout first: switching to WAL mode needs a lock that a concurrent wal-push may hold for a moment.
-      this.db.exec('PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;');
+      this.db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      if (path !== ':memory:') useWal(this.db);
+      this.db.exec('PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;');
       this.migrate();
     } catch (err) {
       // SQLITE_CORRUPT, SQLITE_NOTADB: the file is there and readable, but not a whole catalog.
