@@ -1,4 +1,5 @@
 // Captures a tree as a complete manifest: unchanged files point at the parent's bytes, changed ones are packed.
+import { setImmediate } from 'node:timers/promises';
 import type { OwnState } from '../../config/index.ts';
 import { CofreError } from '../../errors/index.ts';
 import { algorithmOf, digestFields, digestOf } from '../../pipeline/content-hash.ts';
@@ -147,6 +148,16 @@ async function* mapOrdered<T, R>(source: AsyncIterable<T>, limit: number, fn: (i
  */
 const ENTRIES_WAITING = 8192;
 
+/**
+ * Entries handled between two turns of the event loop. The loop below runs on promises that are already settled
+ * (a tree of small files rarely waits), so it never lets the event loop run, and with it the workers' answers
+ * waited: a block the side worker had filled went to zstd only once the main thread next needed a block, and the
+ * regions' writes were not acknowledged either. Measured on the bench's documents (13.4k files, 94 waits for a
+ * block): 300-380 ms of those waits were for compression and 70-170 ms for the regions; with a turn every 32
+ * entries, 50-100 ms and none.
+ */
+const ENTRIES_PER_TURN = 32;
+
 /** Adds entries in walk order, some of them once their file is read. */
 class InOrder {
   /** Entries not yet added, in walk order: the first is a read still running. */
@@ -228,7 +239,12 @@ export async function captureTree(input: CaptureInput): Promise<{ stats: Capture
   const planned = cursor || pages
     ? mapOrdered(withParent(walk, cursor), LOOKAHEAD_ENTRIES, ({ entry, old }) => plan(entry, old, parentStartedAtMs, pages))
     : allChanged(walk);
+  let sinceTurn = 0;
   for await (const p of planned) {
+    if (++sinceTurn === ENTRIES_PER_TURN) {
+      sinceTurn = 0;
+      await setImmediate();
+    }
     const e = p.entry;
     if (input.signal?.aborted) {
       throw new CofreError('ABORTED', `backup aborted: ${(input.signal.reason as Error)?.message ?? 'stopped'}`, {
