@@ -7,6 +7,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DirectWriter, SLAB_BYTES } from '../src/storage/fs/direct-writer.ts';
+import { lentSlabsOut, takeLentSlab } from '../src/storage/lent-slabs.ts';
 import { removeDir, tempDir } from './helpers/tmp.ts';
 
 describe('DirectWriter', () => {
@@ -43,6 +44,27 @@ describe('DirectWriter', () => {
         expect(out.direct).toBe(direct);
       });
     }
+  }
+
+  for (const direct of [true, false]) {
+    it(`${direct ? 'O_DIRECT' : 'page cache'}: writes lent slabs as they are, copies the rest, and releases every lent one`, async () => {
+      const out0 = lentSlabsOut();
+      // Whole lent slabs where a slab of the file starts, a lent slab's part, a lent slab after an odd chunk (copied).
+      const lent = (n: number): Buffer => {
+        const slab = takeLentSlab();
+        randomBytes(n).copy(slab);
+        return slab.subarray(0, n);
+      };
+      const chunks = [lent(SLAB_BYTES), lent(SLAB_BYTES), randomBytes(5000), lent(SLAB_BYTES), lent(SLAB_BYTES - 5000), lent(SLAB_BYTES), lent(300)];
+      // Kept before the writer can release (and so reuse) a slab.
+      const want = Buffer.concat(chunks);
+      const path = join(dir, 'object');
+      const out = new DirectWriter(path, 0o640, { direct });
+      await pipeline(Readable.from(chunks), out);
+      expect(readFileSync(path).equals(want)).toBe(true);
+      expect(out.size).toBe(want.length);
+      expect(lentSlabsOut()).toBe(out0);
+    });
   }
 
   it('writes many files at once, each its own bytes (slabs are shared by all writers)', async () => {

@@ -13,6 +13,8 @@ import { DELTA_BUFFER_BYTES, PAGE_BYTES, pageLevel } from '../src/sources/postgr
 import type { WalkEntry } from '../src/sources/files/walk.ts';
 import { ObjectWriter, openObject, readObjectFrom, sha256Hex, writeObjectStream } from '../src/pipeline/index.ts';
 import { writeSettings } from '../src/jobs/context.ts';
+import { MemoryDriver, readAll } from '../src/storage/index.ts';
+import { lentSlabsOut } from '../src/storage/lent-slabs.ts';
 import { testConfig } from './helpers/config.ts';
 import { openTestContext, type TestContext } from './helpers/context.ts';
 import { removeDir, tempDir } from './helpers/tmp.ts';
@@ -60,6 +62,24 @@ describe('ObjectWriter', () => {
       expect(back.length).toBe(body.length);
       expect(sha256Hex(back)).toBe(sha256Hex(body));
     }
+  });
+
+  it('shares one copy of the ciphertext among the fs regions and the hash, a copy of its own for a memory region, and takes every slab back', async () => {
+    const out0 = lentSlabsOut();
+    const memory = new MemoryDriver('memory');
+    const regions = [...ctx.regions, memory];
+    const bodies = [randomBytes(6 * 1024 * 1024 + 4321), randomBytes(3 * 1024 * 1024 + 17)];
+    // Two objects at once: a slab taken back by one may be lent at once to the other.
+    const written = await Promise.all(bodies.map((body, i) =>
+      writeObjectStream(writeSettings(ctx), { key: `objects/shared-${i}`, identity: identity(`shared-${i}`), regions }, Readable.from([body]))));
+    for (const [i, w] of written.entries()) {
+      expect(w.regions.every((r) => r.ok)).toBe(true);
+      const copies = await Promise.all(regions.map(async (r) => readAll(await r.read(`objects/shared-${i}`))));
+      // Every copy is the ciphertext the writer hashed.
+      for (const copy of copies) expect(sha256Hex(copy)).toBe(w.sha256);
+      expect(sha256Hex(await readBack(`objects/shared-${i}`, `shared-${i}`))).toBe(sha256Hex(bodies[i]!));
+    }
+    expect(lentSlabsOut()).toBe(out0);
   });
 
   it('aborts mid-object with no uncaught error and leaves no copy', async () => {

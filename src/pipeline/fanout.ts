@@ -3,6 +3,7 @@ import { PassThrough, Writable } from 'node:stream';
 import type { Clock } from '../clock.ts';
 import { CofreError, messageOf } from '../errors/index.ts';
 import type { ObjectInfo, StorageDriver } from '../storage/index.ts';
+import { holdLent, isLent, releaseLent } from '../storage/lent-slabs.ts';
 
 export interface RegionOutcome {
   region: string;
@@ -76,11 +77,21 @@ export class Fanout extends Writable {
     });
   }
 
+  /**
+   * A lent chunk (storage/lent-slabs.ts) is held once more for each region whose driver takes lent chunks, and
+   * copied once for the others; the writer's own hold passes to the fan-out with the write and ends here.
+   */
   override _write(chunk: Buffer, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
     const waits: Promise<void>[] = [];
+    const lent = isLent(chunk);
+    let copy: Buffer | null = null;
     for (const lane of this.live()) {
-      if (!lane.pass.write(chunk)) waits.push(this.drainOrDrop(lane));
+      let out = chunk;
+      if (lent && lane.driver.features.lentChunks) holdLent(chunk);
+      else if (lent) out = copy ??= Buffer.from(chunk);
+      if (!lane.pass.write(out)) waits.push(this.drainOrDrop(lane));
     }
+    if (lent) releaseLent(chunk);
     if (waits.length === 0) return callback(this.checkQuorum());
     Promise.all(waits).then(() => callback(this.checkQuorum()), callback);
   }

@@ -22,7 +22,7 @@ export const FILL_SHA256 = 2;
  * one string of digests: as objects, a job of ~1600 small files left ~1 MB of them in the worker's heap, promoted
  * by its 1 MiB young generation, and its old generation grew to ~55 MB before a full GC (a 200k-file backup
  * peaked at 403 MB RSS).
- * sha256: adds `length` bytes of `slab` to the sha256 of `stream`; with `end`, replies with its digest.
+ * sha256: adds `length` bytes of `slab` from `offset` to the sha256 of `stream`; with `end`, replies with its digest.
  */
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -89,13 +89,13 @@ async function fill({ id, block, fills }) {
   }
 }
 const streams = new Map();
-function sha256({ id, stream, slab, length, end }) {
+function sha256({ id, stream, slab, offset, length, end }) {
   let h = streams.get(stream);
   if (!h) {
     h = createHash('sha256');
     streams.set(stream, h);
   }
-  if (length > 0) h.update(Buffer.from(slab, 0, length));
+  if (length > 0) h.update(Buffer.from(slab, offset, length));
   if (!end) return parentPort.postMessage({ id });
   streams.delete(stream);
   parentPort.postMessage({ id, digest: h.digest('hex') });

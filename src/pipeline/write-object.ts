@@ -5,6 +5,7 @@ import type { Clock } from '../clock.ts';
 import { FRAME_LENGTH_BYTES, type Envelope, type MessageEncryptor, type ObjectIdentity } from '../crypto/index.ts';
 import { messageOf } from '../errors/index.ts';
 import { createOrMatch, type StorageDriver } from '../storage/index.ts';
+import { holdLent, LENT_SLAB_BYTES, releaseLent, takeLentSlab } from '../storage/lent-slabs.ts';
 import { Fanout, type RegionOutcome } from './fanout.ts';
 import { sideJob, type SideReply } from './side-worker.ts';
 import { zstdCompressWhole, type Compressed } from './zstd-workers.ts';
@@ -97,48 +98,30 @@ export interface LateFiller {
   fill(block: SharedArrayBuffer, fills: LateFill[]): Promise<void>;
 }
 
-/** Ciphertext per message to the side worker: the cipher's own output buffers are not shared, so it is copied. */
-const SHA_SLAB_BYTES = 1024 * 1024;
 /** Slabs an object has at the side worker before its writes wait (the worker is behind). */
 const SHA_SLABS_IN_FLIGHT = 4;
-const spareShaSlabs: { sab: SharedArrayBuffer; view: Buffer }[] = [];
 let nextShaStream = 0;
 
 /**
- * The sha256 of an object's ciphertext, computed on the side worker (side-worker.ts): it cost the main thread
- * ~0.33 s per GiB backed up (575 MB stored, OpenSSL's sha256 at ~1.75 GB/s with SHA extensions), which the main
- * thread, the files backup's bottleneck, now spends copying it into slabs instead (~0.05 s).
+ * The sha256 of an object's ciphertext, computed on the side worker (side-worker.ts) from the lent slabs the
+ * ciphertext is in (storage/lent-slabs.ts), in place: it cost the main thread ~0.33 s per GiB backed up (575 MB
+ * stored, OpenSSL's sha256 at ~1.75 GB/s with SHA extensions).
  */
 class CiphertextHash {
   private readonly stream = nextShaStream++;
-  private slab: { sab: SharedArrayBuffer; view: Buffer } | null = null;
-  private fill = 0;
   private readonly inFlight: Promise<SideReply & { digest?: string }>[] = [];
   /** A slab the worker could not hash: the digest is refused whichever wait saw it. */
   private failure: Error | null = null;
 
-  /** Adds ciphertext; a returned promise is awaited before more (the worker is SHA_SLABS_IN_FLIGHT slabs behind). */
-  update(chunk: Buffer): Promise<void> | undefined {
-    let wait: Promise<void> | undefined;
-    for (let at = 0; at < chunk.length;) {
-      if (!this.slab) {
-        const sab = spareShaSlabs.pop()?.sab ?? new SharedArrayBuffer(SHA_SLAB_BYTES);
-        this.slab = { sab, view: Buffer.from(sab) };
-      }
-      const n = chunk.copy(this.slab.view, this.fill, at);
-      this.fill += n;
-      at += n;
-      if (this.fill === SHA_SLAB_BYTES) {
-        // A chunk filling two slabs returns the second wait only; the first is observed here (see `failure`).
-        wait = this.send(false);
-        wait.catch(() => undefined);
-      }
-    }
-    return wait;
+  /** Adds a slab of ciphertext, held until hashed; a returned promise is awaited before more (the worker is behind). */
+  update(slab: Buffer): Promise<void> | undefined {
+    holdLent(slab);
+    this.send({ slab: slab.buffer, offset: slab.byteOffset, length: slab.length, end: false }, () => releaseLent(slab));
+    return this.inFlight.length >= SHA_SLABS_IN_FLIGHT ? this.oldest() : undefined;
   }
 
   async digest(): Promise<string> {
-    await this.send(true);
+    this.send({ length: 0, end: true });
     const replies = await Promise.all(this.inFlight.splice(0));
     if (this.failure) throw this.failure;
     return replies.at(-1)!.digest!;
@@ -146,25 +129,24 @@ class CiphertextHash {
 
   /** Drops the hash on the worker (the object failed). */
   discard(): void {
-    this.slab = null;
-    void this.send(true).then(() => Promise.all(this.inFlight.splice(0))).catch(() => undefined);
+    this.send({ length: 0, end: true });
+    void Promise.all(this.inFlight.splice(0)).catch(() => undefined);
   }
 
-  private async send(end: boolean): Promise<void> {
-    const slab = this.slab;
-    const length = this.fill;
-    this.slab = null;
-    this.fill = 0;
-    const job = sideJob<SideReply & { digest?: string }>({ op: 'sha256', stream: this.stream, slab: slab?.sab, length, end }).then((reply) => {
-      if (slab && spareShaSlabs.length < SHA_SLABS_IN_FLIGHT) spareShaSlabs.push(slab);
+  private send(job: { slab?: ArrayBufferLike; offset?: number; length: number; end: boolean }, done?: () => void): void {
+    const sent = sideJob<SideReply & { digest?: string }>({ op: 'sha256', stream: this.stream, ...job }).then((reply) => {
       if (reply.error !== undefined) throw new Error(`sha256 of the ciphertext: ${reply.error}`);
       return reply;
     });
-    // Observed here, and raised when awaited below or in digest().
-    job.catch((err: unknown) => {
+    if (done) void sent.then(done, done);
+    // Observed here, and raised when awaited in oldest() or digest().
+    sent.catch((err: unknown) => {
       this.failure ??= err as Error;
     });
-    this.inFlight.push(job);
+    this.inFlight.push(sent);
+  }
+
+  private async oldest(): Promise<void> {
     while (this.inFlight.length >= SHA_SLABS_IN_FLIGHT) await this.inFlight.shift()!;
   }
 }
@@ -185,8 +167,9 @@ export interface PlainSink {
 
 /**
  * The encrypted half of a write: compressed bytes → encryption (MessageEncryptor, synchronous) → sha256 → every
- * region at once. The ciphertext is handed to the fan-out as it comes, waiting only when the regions push back.
- * On a failure the regions' uploads are aborted (no region keeps the object) and the data key is wiped.
+ * region at once. The ciphertext is copied once, into lent slabs (storage/lent-slabs.ts) that the hash and the
+ * regions share, each handed on once full, waiting only when the regions push back. On a failure the regions'
+ * uploads are aborted (no region keeps the object) and the data key is wiped.
  */
 class EncryptedUpload {
   readonly stored: Promise<void>;
@@ -199,6 +182,9 @@ class EncryptedUpload {
   /** The ciphertext's sha256, for objects whose record keeps it (not WAL: its catalog row keeps the plaintext's). */
   private readonly hash: CiphertextHash | null;
   private bytes = 0;
+  /** The slab the ciphertext is copied into, and how full it is. */
+  private slab: Buffer | null = null;
+  private fill = 0;
   private readonly fanout: Fanout;
   /** Wakes a write waiting for the regions to drain, when the upload fails instead. */
   private wake: (() => void) | null = null;
@@ -259,6 +245,7 @@ class EncryptedUpload {
     if (this.failure) throw this.failure;
     const encryptor = await this.started();
     await this.send(encryptor.final());
+    if (this.slab) await this.handOn();
     this.consumed = Infinity;
     this.fanout.end();
     await this.stored;
@@ -270,6 +257,8 @@ class EncryptedUpload {
   stop(err: Error): void {
     if (this.failure) return;
     this.failure = err;
+    if (this.slab) releaseLent(this.slab);
+    this.slab = null;
     this.hash?.discard();
     this.fanout.destroy(err);
     // Also when the data key arrives after the failure.
@@ -277,15 +266,31 @@ class EncryptedUpload {
     this.wake?.();
   }
 
+  /** Copies ciphertext into slabs, handing each on once full. */
   private async send(ciphertext: Buffer[]): Promise<void> {
     for (const chunk of ciphertext) {
-      const hashing = this.hash?.update(chunk);
-      if (hashing) await hashing;
-      this.bytes += chunk.length;
-      this.fanout.write(chunk);
+      for (let at = 0; at < chunk.length;) {
+        this.slab ??= takeLentSlab();
+        const n = chunk.copy(this.slab, this.fill, at);
+        this.fill += n;
+        at += n;
+        if (this.fill === LENT_SLAB_BYTES) await this.handOn();
+      }
     }
-    // Asked now, not from write()'s answer: the fan-out may have drained while a later chunk waited for its hash,
-    // and a 'drain' already emitted never comes again (that hung a backup in 3 runs of 4).
+  }
+
+  /** Hands the slab (as far as it is filled) to the hash and the regions; waits while either pushes back. */
+  private async handOn(): Promise<void> {
+    const slab = this.slab!.subarray(0, this.fill);
+    this.slab = null;
+    this.fill = 0;
+    this.bytes += slab.length;
+    // The hash holds the slab for itself; this upload's own hold passes to the fan-out with the write.
+    const hashing = this.hash?.update(slab);
+    this.fanout.write(slab);
+    if (hashing) await hashing;
+    // Asked now, not from write()'s answer: the fan-out may have drained while the hash was waited for, and a
+    // 'drain' already emitted never comes again (that hung a backup in 3 runs of 4).
     if (this.fanout.writableNeedDrain && !this.failure) {
       await new Promise<void>((resolve) => {
         const done = (): void => {

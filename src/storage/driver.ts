@@ -13,6 +13,11 @@ export interface StorageFeatures {
   atomicCreate: boolean;
   /** The backend can keep an object undeletable until a date (S3 Object Lock). */
   objectLock: boolean;
+  /**
+   * create() may be given chunks lent from storage/lent-slabs.ts, and releases each (releaseLent) once it no longer
+   * needs it, keeping nothing of it after. Drivers without it get chunks of their own (copies).
+   */
+  lentChunks?: boolean;
 }
 
 export interface CreateOptions {

@@ -1,11 +1,12 @@
 // A file written around the page cache (O_DIRECT), from aligned slabs, and fsynced before it reports finished.
 import { close, constants, fstat, fsync, ftruncate, open, write } from 'node:fs';
 import { Writable } from 'node:stream';
+import { isLent, LENT_SLAB_BYTES, releaseLent, SLAB_ALIGN } from '../lent-slabs.ts';
 
 /** O_DIRECT wants buffers, offsets and lengths aligned to the device's logical block (512 B or 4 KiB). */
-const ALIGN = 4096;
+const ALIGN = SLAB_ALIGN;
 /** Bytes per write(2): the device takes 1 MiB writes ~30% faster than 256 KiB ones here (dd, 1.7 GB). */
-export const SLAB_BYTES = 1024 * 1024;
+export const SLAB_BYTES = LENT_SLAB_BYTES;
 /** Slabs per file: one being written while the next fills. */
 const SLABS_PER_FILE = 2;
 /** Slabs come from WebAssembly memories of this many (a 64 KiB wasm page each). */
@@ -38,7 +39,9 @@ function takeSlab(): Buffer {
  * and 0.1-0.5 s of CPU (dd, 1.7 GB). A backup does not read back what it wrote, so the cache gained nothing.
  *
  * Creates `path` (failing if it exists) and writes what it is given through SLAB_BYTES slabs, one in flight while
- * the next fills. The last slab is padded to the alignment and the file truncated to its size. Where the filesystem
+ * the next fills. A whole lent slab (storage/lent-slabs.ts) that starts a slab of the file is written as it is, not
+ * copied, and released once written; any other chunk is copied into slabs of its own, taken at the first copy. The
+ * last slab is padded to the alignment and the file truncated to its size. Where the filesystem
  * refuses O_DIRECT (EINVAL at open or at the first write), the same slabs go through the page cache instead. On end
  * the file is fsynced and `size` is what it holds. The descriptor is closed however the stream ends.
  */
@@ -50,7 +53,9 @@ export class DirectWriter extends Writable {
   private readonly path: string;
   private readonly mode: number;
   private fd: number | null = null;
+  /** Slabs of its own, taken when a chunk is first copied, and the write of each still in flight. */
   private slabs: Buffer[] = [];
+  private writing: (Promise<Error | null> | null)[] = [];
   /** The slab being filled, and how full it is. */
   private slab = 0;
   private fill = 0;
@@ -84,16 +89,29 @@ export class DirectWriter extends Writable {
   private opened(err: Error | null, fd: number, callback: (err?: Error | null) => void): void {
     if (err) return callback(err);
     this.fd = fd;
-    for (let i = 0; i < SLABS_PER_FILE; i++) this.slabs.push(takeSlab());
     callback();
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
-    void this.take(chunk).then(() => callback(), callback);
+    const taking = this.fill === 0 && chunk.length === SLAB_BYTES && chunk.byteOffset % ALIGN === 0 && isLent(chunk)
+      ? this.writeLent(chunk)
+      : this.take(chunk).finally(() => releaseLent(chunk));
+    void taking.then(() => callback(), callback);
+  }
+
+  /** Writes a whole lent slab where the next slab of the file goes, as it is; it is released once written. */
+  private async writeLent(chunk: Buffer): Promise<void> {
+    this.inFlight.push(this.writeSlab(chunk, SLAB_BYTES, this.offset).then((err) => {
+      releaseLent(chunk);
+      return err;
+    }));
+    this.offset += SLAB_BYTES;
+    await this.throttle();
   }
 
   private async take(chunk: Buffer): Promise<void> {
     for (let at = 0; at < chunk.length;) {
+      if (this.fill === 0) await this.slabFree();
       const n = chunk.copy(this.slabs[this.slab]!, this.fill, at);
       this.fill += n;
       at += n;
@@ -101,15 +119,35 @@ export class DirectWriter extends Writable {
     }
   }
 
-  /** Sends the current slab's first `length` bytes (aligned) and moves to the next slab once it is free. */
+  /** Makes the current slab ready to fill: taken if it is not yet, its last write finished. */
+  private async slabFree(): Promise<void> {
+    while (this.slabs.length <= this.slab) {
+      this.slabs.push(takeSlab());
+      this.writing.push(null);
+    }
+    const last = this.writing[this.slab];
+    // Its error, if any, is raised where the write is awaited in order (throttle, finish).
+    if (last) await last;
+    this.writing[this.slab] = null;
+  }
+
+  /** Sends the current slab's first `length` bytes (aligned) and moves to the next slab. */
   private async flush(length: number): Promise<void> {
-    this.inFlight.push(this.writeSlab(this.slabs[this.slab]!, length, this.offset));
+    const write = this.writeSlab(this.slabs[this.slab]!, length, this.offset);
+    this.writing[this.slab] = write;
+    this.inFlight.push(write);
     this.offset += length;
     this.slab = (this.slab + 1) % SLABS_PER_FILE;
     this.fill = 0;
-    // The next slab is the one the oldest write in flight uses. The first write goes alone: it tells whether the
-    // file takes O_DIRECT at all (see reopenBuffered).
-    if (this.inFlight.length < SLABS_PER_FILE && this.offset !== length) return;
+    await this.throttle();
+  }
+
+  /**
+   * Waits while SLABS_PER_FILE writes are in flight, so one is written while the next fills. The first write goes
+   * alone: it tells whether the file takes O_DIRECT at all (see reopenBuffered).
+   */
+  private async throttle(): Promise<void> {
+    if (this.inFlight.length < SLABS_PER_FILE && this.offset > SLAB_BYTES) return;
     const err = await this.inFlight.shift()!;
     if (err) throw err;
   }
@@ -151,7 +189,8 @@ export class DirectWriter extends Writable {
   private async finish(): Promise<void> {
     const size = this.offset + this.fill;
     if (this.fill > 0) {
-      // The tail, padded with zeros to the alignment under O_DIRECT, then cut back to the file's size.
+      // The tail, padded with zeros to the alignment under O_DIRECT, then cut back to the file's size. (The slab it
+      // is in is free: filling it waited for its last write.)
       const length = this.direct ? Math.ceil(this.fill / ALIGN) * ALIGN : this.fill;
       this.slabs[this.slab]!.fill(0, this.fill, length);
       await this.flush(length);
@@ -195,6 +234,7 @@ export class DirectWriter extends Writable {
   private releaseSlabs(): void {
     freeSlabs.push(...this.slabs);
     this.slabs = [];
+    this.writing = [];
   }
 
   /** Ends an operation; true when the stream was destroyed meanwhile and this was the last one in flight. */

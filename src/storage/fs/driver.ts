@@ -13,7 +13,8 @@ const TEMP_MARK = '.cofre-tmp-';
 export class FsDriver implements StorageDriver {
   readonly region: string;
   readonly root: string;
-  readonly features = { atomicCreate: true, objectLock: false };
+  /** Lent chunks: DirectWriter writes them as they are or copies them, and releases each. */
+  readonly features = { atomicCreate: true, objectLock: false, lentChunks: true };
 
   constructor(region: string, root: string) {
     this.region = region;
