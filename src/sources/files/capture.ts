@@ -2,7 +2,7 @@
 import { setImmediate } from 'node:timers/promises';
 import type { OwnState } from '../../config/index.ts';
 import { CofreError } from '../../errors/index.ts';
-import { algorithmOf, digestFields, digestOf } from '../../pipeline/content-hash.ts';
+import { algorithmOf, digestFields, digestOf, type ContentDigest } from '../../pipeline/content-hash.ts';
 import { compareWalkOrder, type ManifestEntry } from '../../repository/index.ts';
 import { hashFile, readSmallFile, SMALL_FILE_BYTES, type SmallFile } from './read-file.ts';
 import type { PackBuilder } from './pack-builder.ts';
@@ -106,8 +106,8 @@ class ParentCursor {
 }
 
 /** The walk's entries, each with the parent's entry for its path. */
-async function* withParent(walk: AsyncIterable<WalkEntry>, cursor: ParentCursor | null): AsyncGenerator<{ entry: WalkEntry; old: ManifestEntry | undefined }> {
-  for await (const entry of walk) yield { entry, old: cursor ? await cursor.find(entry.path) : undefined };
+async function* withParent(walk: Iterable<WalkEntry>, cursor: ParentCursor | null): AsyncGenerator<{ entry: WalkEntry; old: ManifestEntry | undefined }> {
+  for (const entry of walk) yield { entry, old: cursor ? await cursor.find(entry.path) : undefined };
 }
 
 async function plan(entry: WalkEntry, old: ManifestEntry | undefined, parentStartedAtMs: number, pages?: PageLevel): Promise<Planned> {
@@ -204,8 +204,8 @@ class InOrder {
   }
 }
 
-async function* allChanged(walk: AsyncIterable<WalkEntry>): AsyncGenerator<Planned> {
-  for await (const entry of walk) yield { entry, verdict: 'changed' };
+function* allChanged(walk: Iterable<WalkEntry>): Generator<Planned> {
+  for (const entry of walk) yield { entry, verdict: 'changed' };
 }
 
 /** What the manifest keeps of where an unchanged file's bytes already are. */
@@ -222,6 +222,21 @@ function sameMetadata(old: ManifestEntry, e: WalkEntry): boolean {
 
 function baseEntry(e: WalkEntry): ManifestEntry {
   return { path: e.path, type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, mtimeNs: String(e.mtimeNs), ctimeNs: String(e.ctimeNs), ino: String(e.ino) };
+}
+
+/**
+ * The entry of a file just packed, in one object (spread from baseEntry and digestFields, it was four per file).
+ * A file that changed while read must not look unchanged to the next backup: its ctime is recorded as 0.
+ */
+function packedEntry(e: WalkEntry, digest: ContentDigest, changed: boolean, loc: { backup: string; pack: string }): ManifestEntry {
+  const { path, type, mode, uid, gid, size } = e;
+  const mtimeNs = String(e.mtimeNs);
+  const ctimeNs = changed ? '0' : String(e.ctimeNs);
+  const ino = String(e.ino);
+  const hex = digest.slice(digest.indexOf(':') + 1);
+  return digest.startsWith('xxh128:')
+    ? { path, type, mode, uid, gid, mtimeNs, ctimeNs, ino, size, xxh128: hex, loc }
+    : { path, type, mode, uid, gid, mtimeNs, ctimeNs, ino, size, sha256: hex, loc };
 }
 
 export async function captureTree(input: CaptureInput): Promise<{ stats: CaptureStats }> {
@@ -299,12 +314,7 @@ export async function captureTree(input: CaptureInput): Promise<{ stats: Capture
     const pack = stored.pack;
     await entries.add(stored.read.then(({ digest, changed }) => {
       if (changed) input.onSkip(e.path, 'changed while being read; stored as read (the next backup takes it again)');
-      return {
-        ...baseEntry(e),
-        // A file that changed while read must not look unchanged to the next backup.
-        ...(changed ? { ctimeNs: '0' } : {}),
-        size: e.size, ...digestFields(digest), loc: { backup: input.backupId, pack },
-      };
+      return packedEntry(e, digest, changed, { backup: input.backupId, pack });
     }));
   }
   await entries.done();

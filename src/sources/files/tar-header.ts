@@ -22,20 +22,28 @@ interface Fields {
   type: keyof typeof TYPE_FLAG;
 }
 
-/** Octal in `digits` digits and a space, as tar writes it; all sevens when it does not fit. */
-function octal(value: number, digits: number): string {
-  const text = Math.max(0, value).toString(8);
-  return text.length > digits ? `${'7'.repeat(digits)} ` : `${text.padStart(digits, '0')} `;
+/**
+ * Writes `value` in octal as `digits` digits and a space at `at`, as tar writes it; all sevens when it does not fit.
+ * Digit by digit into the block: as padded strings, these were ~4% of a tree of small files' allocations.
+ */
+function octal(block: Buffer, at: number, value: number, digits: number): void {
+  let v = Math.max(0, value);
+  const fits = v < 8 ** digits;
+  for (let i = digits - 1; i >= 0; i--) {
+    block[at + i] = fits ? 0x30 + (v % 8) : 0x37;
+    v = Math.floor(v / 8);
+  }
+  block[at + digits] = 0x20;
 }
 
 function ustar(f: Fields): Buffer {
   // From Node's shared pool: a Buffer.alloc per header was an ArrayBuffer of its own per file.
   const block = Buffer.allocUnsafe(TAR_BLOCK).fill(0);
   block.write(f.name, 0, 100, 'latin1');
-  block.write(octal(f.mode & 0o7777, 6), 100, 'latin1');
-  block.write(octal(f.uid, 6), 108, 'latin1');
-  block.write(octal(f.gid, 6), 116, 'latin1');
-  if (f.size.toString(8).length > 11) {
+  octal(block, 100, f.mode & 0o7777, 6);
+  octal(block, 108, f.uid, 6);
+  octal(block, 116, f.gid, 6);
+  if (f.size >= 8 ** 11) {
     // Base-256 (GNU, read by every modern tar) for 8 GiB and more.
     block[124] = 0x80;
     let n = f.size;
@@ -44,18 +52,18 @@ function ustar(f: Fields): Buffer {
       n = Math.floor(n / 256);
     }
   } else {
-    block.write(octal(f.size, 11), 124, 'latin1');
+    octal(block, 124, f.size, 11);
   }
-  block.write(octal(f.mtimeSeconds, 11), 136, 'latin1');
-  block.write(TYPE_FLAG[f.type], 156, 'latin1');
-  block.write(f.linkname, 157, 100, 'latin1');
+  octal(block, 136, f.mtimeSeconds, 11);
+  block[156] = TYPE_FLAG[f.type].charCodeAt(0);
+  if (f.linkname) block.write(f.linkname, 157, 100, 'latin1');
   block.write('ustar\u000000', 257, 'latin1');
-  block.write(octal(0, 6), 329, 'latin1');
-  block.write(octal(0, 6), 337, 'latin1');
-  block.write(f.prefix, 345, 155, 'latin1');
+  octal(block, 329, 0, 6);
+  octal(block, 337, 0, 6);
+  if (f.prefix) block.write(f.prefix, 345, 155, 'latin1');
   let sum = 8 * 32;
   for (let i = 0; i < TAR_BLOCK; i++) if (i < 148 || i >= 156) sum += block[i]!;
-  block.write(octal(sum, 6), 148, 'latin1');
+  octal(block, 148, sum, 6);
   return block;
 }
 
