@@ -155,6 +155,8 @@ class CiphertextHash {
 export interface PlainSink {
   /** Free room in the current block (at least one byte), to fill and then report with filled(). */
   space(): Promise<Buffer>;
+  /** Bytes free in the current block without waiting for one: 0 when none is open (space() then waits for one). */
+  roomBytes(): number;
   /** Marks the first n bytes of the last space() as plaintext. */
   filled(n: number): void;
   /** Marks the first fill.length bytes of the last space() as plaintext that fill.filler puts there before compression. */
@@ -340,6 +342,10 @@ export class ObjectWriter implements PlainSink {
     return this.blockView!.subarray(this.fill);
   }
 
+  roomBytes(): number {
+    return this.block && !this.upload.failure ? BLOCK_BYTES - this.fill : 0;
+  }
+
   filled(n: number): void {
     this.fill += n;
     this.plainBytes += n;
@@ -449,6 +455,7 @@ function fillAll(block: SharedArrayBuffer, fills: LateFill[]): Promise<unknown> 
 export function openObject<T>(writer: ObjectWriter, done: (written: WrittenObject) => T): PlainSink & { end(): Promise<T>; abort(err: Error): void } {
   return {
     space: () => writer.space(),
+    roomBytes: () => writer.roomBytes(),
     filled: (n) => writer.filled(n),
     fillLater: (fill) => writer.fillLater(fill),
     flush: () => writer.flush(),

@@ -254,8 +254,14 @@ export async function captureTree(input: CaptureInput): Promise<{ stats: Capture
   const planned = cursor || pages
     ? mapOrdered(withParent(walk, cursor), LOOKAHEAD_ENTRIES, ({ entry, old }) => plan(entry, old, parentStartedAtMs, pages))
     : allChanged(walk);
+  // Read without a promise per entry where the planning is synchronous (a full backup).
+  const syncPlanned = Symbol.iterator in planned ? planned[Symbol.iterator]() : null;
+  const asyncPlanned = syncPlanned ? null : (planned as AsyncIterable<Planned>)[Symbol.asyncIterator]();
   let sinceTurn = 0;
-  for await (const p of planned) {
+  for (;;) {
+    const next = syncPlanned ? syncPlanned.next() : await asyncPlanned!.next();
+    if (next.done) break;
+    const p = next.value;
     if (++sinceTurn === ENTRIES_PER_TURN) {
       sinceTurn = 0;
       await setImmediate();
@@ -270,8 +276,10 @@ export async function captureTree(input: CaptureInput): Promise<{ stats: Capture
       if (e.type === 'dir') stats.dirs++;
       else stats.symlinks++;
       const old = p.old;
-      await entries.add(old && sameMetadata(old, e) && old.target === e.target ? old : e.type === 'symlink' ? { ...baseEntry(e), target: e.target } : baseEntry(e));
-      await input.packs.addMeta(e);
+      const adding = entries.add(old && sameMetadata(old, e) && old.target === e.target ? old : e.type === 'symlink' ? { ...baseEntry(e), target: e.target } : baseEntry(e));
+      if (adding) await adding;
+      const writing = input.packs.addMeta(e);
+      if (writing) await writing;
       continue;
     }
     if (p.error) {
@@ -284,7 +292,8 @@ export async function captureTree(input: CaptureInput): Promise<{ stats: Capture
     if (p.verdict === 'same') {
       const old = p.old!;
       // Nothing about the file changed: the parent's entry is this one.
-      await entries.add(sameMetadata(old, e) && old.size === e.size ? old : { ...baseEntry(e), size: e.size, ...storedAt(old) });
+      const adding = entries.add(sameMetadata(old, e) && old.size === e.size ? old : { ...baseEntry(e), size: e.size, ...storedAt(old) });
+      if (adding) await adding;
       continue;
     }
     const delta = pages?.applies(e, p.old) ? await pages.store(e, p.old!, baseEntry(e)) : null;
@@ -297,7 +306,7 @@ export async function captureTree(input: CaptureInput): Promise<{ stats: Capture
     // No delta (the file vanished): stored whole or skipped below like any other.
     let stored;
     try {
-      stored = p.small ? await input.packs.addBuffer(e, p.small) : await input.packs.addFile(e);
+      stored = p.small ? await input.packs.addBuffer(e, p.small) : (input.packs.addFileNow(e) ?? await input.packs.addFile(e));
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       // Refused before a byte of it was packed (see PackBuilder.addFile): skipped, as tar does.
@@ -312,10 +321,11 @@ export async function captureTree(input: CaptureInput): Promise<{ stats: Capture
     stats.newFiles++;
     stats.newBytes += e.size;
     const pack = stored.pack;
-    await entries.add(stored.read.then(({ digest, changed }) => {
+    const adding = entries.add(stored.read.then(({ digest, changed }) => {
       if (changed) input.onSkip(e.path, 'changed while being read; stored as read (the next backup takes it again)');
       return packedEntry(e, digest, changed, { backup: input.backupId, pack });
     }));
+    if (adding) await adding;
   }
   await entries.done();
   return { stats };

@@ -59,13 +59,7 @@ export class FileReader implements LateFiller {
    * comes once the block holding the file's end is filled.
    */
   async readInto(fd: number, size: number, sink: Pick<PlainSink, 'space' | 'fillLater'>, algorithm: ContentAlgorithm): Promise<{ read: Promise<FileRead> }> {
-    let rec!: FileRecord;
-    const read = new Promise<FileRead>((resolve, reject) => {
-      rec = { id: nextFile++, fd, size, algorithm, resolve, reject };
-    });
-    // Awaited by the caller later, or never when the backup failed first.
-    read.catch(() => undefined);
-    this.open.set(rec.id, rec);
+    const { rec, read } = this.take(fd, size, algorithm);
     try {
       // At least one fill, so an empty file is checked and closed like any other.
       for (let pos = 0; ;) {
@@ -81,6 +75,29 @@ export class FileReader implements LateFiller {
       throw err;
     }
     return { read };
+  }
+
+  /**
+   * readInto without waiting, for a file that fits the room left in the sink's block (roomBytes): one fill. Small
+   * files are most of a tree, and each wait was a few promises per file.
+   */
+  readIntoNow(fd: number, size: number, sink: Pick<PlainSink, 'fillLater'>, algorithm: ContentAlgorithm): Promise<FileRead> {
+    const { rec, read } = this.take(fd, size, algorithm);
+    const fill: FileFill = { length: size, filler: this, rec, pos: 0, last: true };
+    sink.fillLater(fill);
+    return read;
+  }
+
+  /** Takes the descriptor of a file to read: its record, and the read's outcome to come. */
+  private take(fd: number, size: number, algorithm: ContentAlgorithm): { rec: FileRecord; read: Promise<FileRead> } {
+    let rec!: FileRecord;
+    const read = new Promise<FileRead>((resolve, reject) => {
+      rec = { id: nextFile++, fd, size, algorithm, resolve, reject };
+    });
+    // Awaited by the caller later, or never when the backup failed first.
+    read.catch(() => undefined);
+    this.open.set(rec.id, rec);
+    return { rec, read };
   }
 
   async fill(block: SharedArrayBuffer, fills: LateFill[]): Promise<void> {

@@ -67,9 +67,12 @@ export class PackBuilder {
     return this.current;
   }
 
-  /** Adds a directory or symlink record (metadata only), so packs extract by hand with plain tar. */
-  async addMeta(entry: WalkEntry): Promise<void> {
-    await this.open().out.write(tarHeader(entry, 0));
+  /**
+   * Adds a directory or symlink record (metadata only), so packs extract by hand with plain tar; a returned promise
+   * is awaited before more (a block had to be waited for).
+   */
+  addMeta(entry: WalkEntry): Promise<void> | undefined {
+    return this.open().out.write(tarHeader(entry, 0));
   }
 
   /** Adds a small file already read into memory. */
@@ -100,6 +103,28 @@ export class PackBuilder {
       // From readInto on, the descriptor is the reader's.
       if (!taken) closeSync(fd);
     }
+  }
+
+  /**
+   * addFile without waiting: when the open pack's block has room for the whole member and the pack does not fill
+   * up with it, the file is opened, its header and padding copied in and its bytes reserved at once. Null when it
+   * must wait (addFile then). A file that cannot be opened throws here too, before a byte of it is packed.
+   */
+  addFileNow(entry: WalkEntry): { pack: string; read: Promise<FileRead> } | null {
+    const pack = this.current;
+    const size = entry.size;
+    if (!pack || pack.plainBytes + size >= this.packSizeBytes || pack.files + 1 >= PACK_MAX_FILES) return null;
+    const header = tarHeader(entry, size);
+    const padding = tarPadding(size);
+    // More room than the member needs, so the block stays open (and every write below is a copy) to its end.
+    if (pack.out.roomBytes() <= header.length + size + padding.length) return null;
+    const fd = openSync(fsPath(entry.abs), 'r');
+    pack.out.write(header);
+    const read = this.reader.readIntoNow(fd, size, pack.out, this.algorithm);
+    pack.out.write(padding);
+    pack.plainBytes += size;
+    pack.files++;
+    return { pack: pack.name, read };
   }
 
   /** Stores `size` bytes under the entry's path that are not the file's own (a physical backup's changed pages). */
