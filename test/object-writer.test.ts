@@ -196,6 +196,49 @@ describe('PackBuilder', () => {
   });
 });
 
+describe('PackBuilder.addFileNow', () => {
+  it('packs a file at once where the open block has room for it, else leaves it to addFile, the pack in walk order', async () => {
+    const packs = packBuilder('now', 'n');
+    mkdirSync(join(dir, 'now'), { recursive: true });
+    const file = (name: string, size: number): WalkEntry => ({
+      path: `now/${name}`, abs: join(dir, 'now', name), type: 'file', mode: 0o644, uid: 0, gid: 0, mtimeNs: 0n, ctimeNs: 0n, ino: 0n, size,
+    });
+    // No block is open before the first member: the first file waits.
+    writeFileSync(join(dir, 'now', 'first'), 'first');
+    expect(packs.addFileNow(file('first', 5))).toBeNull();
+    const reads: [Promise<unknown>, string][] = [];
+    const want: { name: string; body: Buffer }[] = [];
+    const first = await packs.addFile(file('first', 5));
+    reads.push([first.read, await xxh128Of(Buffer.from('first'))]);
+    want.push({ name: 'now/first', body: Buffer.from('first') });
+    // Sizes that fill 2 MiB blocks to their last bytes: some fit the room left, some do not.
+    let now = 0;
+    let waited = 0;
+    for (let i = 0; i < 60; i++) {
+      const body = randomBytes([0, 1, 511, 512, 513, 170_000, 400_000][i % 7]! + (i % 3) * 4096);
+      writeFileSync(join(dir, 'now', `f${i}`), body);
+      const e = file(`f${i}`, body.length);
+      let got = packs.addFileNow(e);
+      if (got) now++;
+      else {
+        waited++;
+        got = await packs.addFile(e);
+      }
+      reads.push([got.read, await xxh128Of(body)]);
+      want.push({ name: `now/f${i}`, body });
+    }
+    // A file that cannot be opened is refused before a byte of it is packed.
+    expect(() => packs.addFileNow(file('gone', 10))).toThrow(expect.objectContaining({ code: 'ENOENT' }) as Error);
+    await packs.close();
+    expect(now).toBeGreaterThan(40);
+    expect(waited).toBeGreaterThan(0);
+    for (const [read, digest] of reads) expect(await read).toEqual({ digest, changed: false });
+    const members = await readMembers('now/n0', 'n0');
+    expect(members.map((m) => m.name)).toEqual(want.map((w) => w.name));
+    for (const [i, m] of members.entries()) expect(m.body.equals(want[i]!.body), m.name).toBe(true);
+  });
+});
+
 describe('pageLevel', () => {
   it('stores the changed pages of a relation file too large to hold, read back from the file into the pack', async () => {
     const packs = packBuilder('pages', 'q');
