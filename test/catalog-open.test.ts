@@ -16,8 +16,11 @@ beforeAll(async () => {
 });
 afterAll(() => removeDir(dir));
 
-/** Opens the catalog at path in another process, as `cofre` does; resolves once that process is about to open it. */
-async function openInChild(path: string): Promise<{ exited: Promise<{ code: number | null; out: string; err: string }> }> {
+/**
+ * Opens the catalog at path in another process, as `cofre` does; resolves once that process is about to open it,
+ * to `opened()`, which waits for it to have opened the catalog and exited.
+ */
+async function openInChild(path: string): Promise<{ opened: () => Promise<void> }> {
   const catalogTs = resolve(import.meta.dirname, '../src/catalog/catalog.ts');
   const clockTs = resolve(import.meta.dirname, '../src/clock.ts');
   const child = spawn(process.execPath, ['--input-type=module', '-e', `
@@ -35,7 +38,13 @@ async function openInChild(path: string): Promise<{ exited: Promise<{ code: numb
     out += d.toString();
     if (out.includes('opening')) r();
   }));
-  return { exited };
+  return {
+    opened: async () => {
+      const { code, out: said, err: failed } = await exited;
+      expect(code, failed).toBe(0);
+      expect(said).toContain('opened');
+    },
+  };
 }
 
 describe('opening a new catalog', () => {
@@ -46,16 +55,14 @@ describe('opening a new catalog', () => {
     const first = new DatabaseSync(path);
     first.exec('PRAGMA journal_mode = WAL');
     first.exec('BEGIN IMMEDIATE');
-    const { exited } = await openInChild(path);
+    const { opened } = await openInChild(path);
     // Time for the other process to read the version and block on BEGIN IMMEDIATE (busy_timeout: 10 s).
     await new Promise((r) => setTimeout(r, 500));
     first.exec(MIGRATIONS[0]!);
     first.exec('PRAGMA user_version = 1');
     first.exec('COMMIT');
     first.close();
-    const { code, out, err } = await exited;
-    expect(code, err).toBe(0);
-    expect(out).toContain('opened');
+    await opened();
     const catalog = new Catalog(path, new TestClock());
     expect((catalog.db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version).toBe(MIGRATIONS.length);
     catalog.db.close();
@@ -68,13 +75,11 @@ describe('opening a new catalog', () => {
     const path = join(dir, 'switching.db');
     const first = new DatabaseSync(path);
     first.exec('BEGIN IMMEDIATE');
-    const { exited } = await openInChild(path);
+    const { opened } = await openInChild(path);
     await new Promise((r) => setTimeout(r, 500));
     first.exec('COMMIT');
     first.close();
-    const { code, out, err } = await exited;
-    expect(code, err).toBe(0);
-    expect(out).toContain('opened');
+    await opened();
     const catalog = new Catalog(path, new TestClock());
     expect((catalog.db.prepare('PRAGMA journal_mode').get() as { journal_mode: string }).journal_mode).toBe('wal');
     catalog.close();
