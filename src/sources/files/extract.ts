@@ -117,6 +117,13 @@ export const RESTORE_PACK_CONCURRENCY = 2;
  */
 const ALONE_AVERAGE_BYTES = 1024 * 1024;
 
+/** Whether a pack's wanted files are large enough for it to be restored alone (see ALONE_AVERAGE_BYTES). */
+function restoredAlone({ wanted }: { wanted: Map<string, Wanted> }): boolean {
+  let bytes = 0;
+  for (const w of wanted.values()) bytes += w.size;
+  return bytes >= ALONE_AVERAGE_BYTES * wanted.size;
+}
+
 /**
  * A large restored file is made to start going to disk every EARLY_SYNC_STEP_BYTES while it is written (an fsync
  * of what it holds so far, on libuv's pool, at most one at a time per file), so the disk writes while the
@@ -184,7 +191,6 @@ function asTargetFailure(err: unknown, staging: string): unknown {
   });
 }
 
-/** Runs fn over items with at most `limit` in flight; the first failure is thrown once the others have settled. */
 /**
  * Runs fn over the items in order, up to `limit` at once, except that an item `alone` says so runs by itself (those
  * before it done first, those after it waiting for it). The first failure stops new items and is thrown once the
@@ -433,12 +439,7 @@ async function restoreFiles(
   for (let i = 0; i < plan.length;) {
     let j = i;
     while (j < plan.length && plan[j]!.loc.backup === plan[i]!.loc.backup) j++;
-    const alone = ({ wanted }: { wanted: Map<string, Wanted> }): boolean => {
-      let bytes = 0;
-      for (const w of wanted.values()) bytes += w.size;
-      return bytes >= ALONE_AVERAGE_BYTES * wanted.size;
-    };
-    await forEachLimited(plan.slice(i, j), RESTORE_PACK_CONCURRENCY, alone, ({ loc, wanted }) =>
+    await forEachLimited(plan.slice(i, j), RESTORE_PACK_CONCURRENCY, restoredAlone, ({ loc, wanted }) =>
       readPack(loc, (plaintext) => extractPack(plaintext, staging, new Map(wanted), `${loc.backup}/${loc.pack}`, written)));
     i = j;
   }
