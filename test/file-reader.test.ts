@@ -4,27 +4,19 @@ import { createHash } from 'node:crypto';
 import { openSync, readdirSync, writeFileSync } from 'node:fs';
 import { mkdir, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { runBackup } from '../src/jobs/backup.ts';
 import { runRestore } from '../src/jobs/restore.ts';
 import type { LateFill } from '../src/pipeline/index.ts';
 import { FileReader } from '../src/sources/files/file-reader.ts';
-import { testConfig } from './helpers/config.ts';
-import { openTestContext, type TestContext } from './helpers/context.ts';
+import { contextForFile, type TestContext } from './helpers/context.ts';
 import { snapshotTree } from './helpers/tree.ts';
-import { removeDir, tempDir } from './helpers/tmp.ts';
 
 let dir: string;
 let ctx: TestContext;
-
-beforeAll(async () => {
-  dir = await tempDir();
-  ctx = await openTestContext(testConfig(dir));
-});
-
-afterAll(async () => {
-  await ctx.close();
-  await removeDir(dir);
+contextForFile((d, c) => {
+  dir = d;
+  ctx = c;
 });
 
 const openFds = (): number => readdirSync('/proc/self/fd').length;

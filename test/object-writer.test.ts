@@ -6,7 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { xxhash128 } from 'hash-wasm';
 import tar from 'tar-stream';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { PackBuilder } from '../src/sources/files/pack-builder.ts';
 import { hashFile } from '../src/sources/files/read-file.ts';
 import { DELTA_BUFFER_BYTES, PAGE_BYTES, pageLevel } from '../src/sources/postgres/pages.ts';
@@ -15,19 +15,13 @@ import { ObjectWriter, openObject, readObjectFrom, sha256Hex, writeObjectStream 
 import { writeSettings } from '../src/jobs/context.ts';
 import { MemoryDriver, readAll } from '../src/storage/index.ts';
 import { lentSlabsOut } from '../src/storage/lent-slabs.ts';
-import { testConfig } from './helpers/config.ts';
-import { openTestContext, type TestContext } from './helpers/context.ts';
-import { removeDir, tempDir } from './helpers/tmp.ts';
+import { contextForFile, type TestContext } from './helpers/context.ts';
 
 let dir: string;
 let ctx: TestContext;
-beforeAll(async () => {
-  dir = await tempDir();
-  ctx = await openTestContext(testConfig(dir));
-});
-afterAll(async () => {
-  await ctx.close();
-  await removeDir(dir);
+contextForFile((d, c) => {
+  dir = d;
+  ctx = c;
 });
 
 const identity = (name: string) => ({ repo: 'r', source: 's', backup: 'b', kind: 'pack' as const, name });

@@ -4,26 +4,19 @@
 import { spawn } from 'node:child_process';
 import { chmod, mkdir, readdir, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { runBackup } from '../src/jobs/backup.ts';
 import { runRestore } from '../src/jobs/restore.ts';
 import { COFRE_BIN } from './helpers/cli.ts';
-import { testConfig, writeTestConfig } from './helpers/config.ts';
-import { openTestContext, type TestContext } from './helpers/context.ts';
+import { writeTestConfig } from './helpers/config.ts';
+import { contextForFile, type TestContext } from './helpers/context.ts';
 import { snapshotTree } from './helpers/tree.ts';
-import { removeDir, tempDir } from './helpers/tmp.ts';
 
 let dir: string;
 let ctx: TestContext;
-
-beforeAll(async () => {
-  dir = await tempDir();
-  ctx = await openTestContext(testConfig(dir));
-});
-
-afterAll(async () => {
-  await ctx.close();
-  await removeDir(dir);
+contextForFile((d, c) => {
+  dir = d;
+  ctx = c;
 });
 
 describe('restoring a large file', () => {
