@@ -29,6 +29,11 @@ function rawAes(keyName: string, material: Buffer): RawAesKeyringNode {
     keyName,
     unencryptedMasterKey: new Uint8Array(material),
     wrappingSuite: RawAesWrappingSuiteIdentifier.AES256_GCM_IV12_TAG16_NO_PADDING,
+    // The encryption context bound to the wrapped key is ordered by its keys' UTF-8 bytes, not by localeCompare
+    // (whose first call loads ICU's collator: ~6 ms of every backup's and restore's start). The two orders agree on
+    // cofre's context keys (backup, kind, name, repo, source: lowercase ASCII), so the bytes and every key wrapped
+    // before are the same.
+    utf8Sorting: true,
   });
 }
 
