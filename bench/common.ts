@@ -14,6 +14,8 @@ export const COFRE = join(ROOT, 'bin', 'cofre');
 export interface Timed {
   seconds: number;
   rssMb: number;
+  /** User plus system CPU time of the timed processes (summed over them). */
+  cpuSeconds: number;
   stdout: string;
 }
 
@@ -35,12 +37,14 @@ export function timed(command: string, cwd: string): Timed {
   const rssFile = join(WORK, `rss-${process.pid}.txt`);
   execFileSync('sync');
   const start = performance.now();
-  const res = spawnSync('bash', ['-o', 'pipefail', '-c', command.replaceAll('@TIME', `${TIME} -a -o ${rssFile} -f %M`)], { cwd, stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 26 });
+  const res = spawnSync('bash', ['-o', 'pipefail', '-c', command.replaceAll('@TIME', `${TIME} -a -o ${rssFile} -f '%M %U %S'`)], { cwd, stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 26 });
   const seconds = (performance.now() - start) / 1000;
   if (res.status !== 0) throw new Error(`failed: ${command}\n${res.stderr.toString()}`);
-  const rssKb = existsSync(rssFile) ? execFileSync('cat', [rssFile]).toString().trim().split('\n').map(Number).reduce((a, b) => a + b, 0) : NaN;
+  // One line per timed process: peak RSS in KB, user and system seconds.
+  const lines = existsSync(rssFile) ? execFileSync('cat', [rssFile]).toString().trim().split('\n').map((l) => l.trim().split(/\s+/).map(Number)) : [];
   rmSync(rssFile, { force: true });
-  return { seconds, rssMb: rssKb / 1024, stdout: res.stdout.toString() };
+  const sum = (i: number): number => (lines.length > 0 ? lines.reduce((a, l) => a + l[i]!, 0) : NaN);
+  return { seconds, rssMb: sum(0) / 1024, cpuSeconds: sum(1) + sum(2), stdout: res.stdout.toString() };
 }
 
 export function median(values: number[]): number {

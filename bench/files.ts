@@ -4,6 +4,7 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { SLAB_BYTES } from '../src/storage/fs/direct-writer.ts';
 import { COFRE, median, need, peakRss, printRates, rateOf, RSS_LIMIT_MB, RUNS, TIME, timed, WORK, writeFilesConfig, type Timed } from './common.ts';
@@ -124,6 +125,8 @@ export function benchFiles(): void {
   console.log(`restore: cofre / baseline = ${restoreRatio.toFixed(2)}x (cofre makes the restored tree durable before it reports it done; tar -x leaves it in the page cache)`);
   const syncs = disk.map((d) => d.syncSeconds);
   console.log(`storage alone: three plain copies of what cofre stored (${(storedBytes / 1e6).toFixed(0)} MB each) took ${median(disk.map((d) => d.writeSeconds)).toFixed(2)} s to write into the page cache (which cofre's fs regions write around) and ${median(syncs).toFixed(2)} s to fsync (medians; fsync ${syncs.map((d) => d.toFixed(2)).join('/')} s); the baseline took ${median(base.backup.map((t) => t.seconds)).toFixed(2)} s for its whole run`);
+  const cpu = (t: Timed[]): string => median(t.map((x) => x.cpuSeconds)).toFixed(2);
+  console.log(`CPU (user + system, medians; the machine has ${availableParallelism()} cores): cofre backup ${cpu(cofre.backup)} s, baseline backup ${cpu(base.backup)} s (its three processes); cofre restore ${cpu(cofre.restore)} s, baseline restore ${cpu(base.restore)} s`);
   console.log(`peak RSS: cofre backup ${peakRss(cofre.backup).toFixed(0)} MB, restore ${peakRss(cofre.restore).toFixed(0)} MB  target < ${RSS_LIMIT_MB}  ${Math.max(peakRss(cofre.backup), peakRss(cofre.restore)) < RSS_LIMIT_MB ? 'MET' : 'NOT MET'}`);
 }
 
