@@ -4,8 +4,11 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { RawAesKeyringNode, RawAesWrappingSuiteIdentifier } from '@aws-crypto/raw-aes-keyring-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Envelope, FRAME_LENGTH_BYTES, localKeyrings, type ObjectIdentity } from '../src/crypto/index.ts';
+import {
+  encryptionContextOf, Envelope, FRAME_LENGTH_BYTES, loadKeyFile, LOCAL_KEY_NAMESPACE, localKeyrings, MessageEncryptor, SUITE_ID, type ObjectIdentity,
+} from '../src/crypto/index.ts';
 import { removeDir, tempDir } from './helpers/tmp.ts';
 
 const F = FRAME_LENGTH_BYTES;
@@ -71,6 +74,22 @@ describe('MessageEncryptor', () => {
     parts.push(...encryptor.final());
     expect(reused).toBeGreaterThan(0);
     expect((await decrypt(Buffer.concat(parts))).equals(Buffer.concat(want))).toBe(true);
+  });
+
+  it('reads what the local keyring wrapped before it ordered the context by UTF-8 bytes (the SDK\'s localeCompare order)', async () => {
+    // cofre's keyring sets utf8Sorting; backups written before it were wrapped with the SDK's default. The two orders
+    // agree on cofre's context keys, which is what keeps those backups readable.
+    const keys = Object.keys(encryptionContextOf(id));
+    expect([...keys].sort((a, b) => a.localeCompare(b))).toEqual([...keys].sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b))));
+    const key = loadKeyFile(join(dir, 'cofre.key'), { create: false });
+    const before = new RawAesKeyringNode({
+      keyNamespace: LOCAL_KEY_NAMESPACE, keyName: key.id, unencryptedMasterKey: new Uint8Array(key.material),
+      wrappingSuite: RawAesWrappingSuiteIdentifier.AES256_GCM_IV12_TAG16_NO_PADDING,
+    });
+    const plain = randomBytes(F + 17);
+    const encryptor = await MessageEncryptor.start(before, SUITE_ID, encryptionContextOf(id), F);
+    const message = Buffer.concat([...encryptor.header, ...encryptor.update(plain), ...encryptor.final()]);
+    expect((await decrypt(message)).equals(plain)).toBe(true);
   });
 
   it('is refused by the SDK when a byte is changed, a frame cut off, or the identity differs', async () => {
