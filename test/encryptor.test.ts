@@ -1,6 +1,7 @@
 // MessageEncryptor writes the AWS Encryption SDK's message format itself (with the SDK's header and frame builders):
 // what it writes must open with the SDK's decrypt stream, whatever the size and the chunking, and it must let go of
-// its input exactly when that input's frame is encrypted (callers reuse the buffers from there on).
+// its input exactly when that input's frame is encrypted (callers reuse the buffers from there on). Backups whose
+// data keys were wrapped before the local keyring's context order changed must still open.
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
