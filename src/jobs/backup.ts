@@ -197,7 +197,7 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
     const input: SourceCaptureInput = {
       backupId: id, packSizeBytes: ctx.config.pipeline.packSizeBytes, contentHash: ctx.config.pipeline.contentHash, signal: args.signal, clock: ctx.clock,
       walArchived: (wal, signal) => waitWalArchived(ctx, args.source, wal, signal),
-      open: (name: string): OpenObject => openObject(new ObjectWriter(settings, targetOf(name)), (written) => recordObject(name, written)),
+      open: (name: string, blocksInFlight?: number): OpenObject => openObject(new ObjectWriter(settings, targetOf(name), blocksInFlight), (written) => recordObject(name, written)),
       write,
       onSkip: (path, reason) => {
         skipped.push({ path, reason });

@@ -326,8 +326,11 @@ export class ObjectWriter implements PlainSink {
   private lateFills: LateFill[] = [];
   private plainBytes = 0;
   private readonly compressing: Promise<Compressed<SharedArrayBuffer, SharedArrayBuffer>>[] = [];
+  private readonly blocksInFlight: number;
 
-  constructor(settings: WriteSettings, target: ObjectTarget) {
+  /** `blocksInFlight`: blocks being compressed at once (a writer whose blocks wait for the disk needs fewer). */
+  constructor(settings: WriteSettings, target: ObjectTarget, blocksInFlight = BLOCKS_IN_FLIGHT) {
+    this.blocksInFlight = blocksInFlight;
     this.level = settings.compressionLevel;
     this.upload = new EncryptedUpload(settings, target);
   }
@@ -335,7 +338,7 @@ export class ObjectWriter implements PlainSink {
   async space(): Promise<Buffer> {
     if (this.upload.failure) throw this.upload.failure;
     if (!this.block) {
-      while (this.compressing.length >= BLOCKS_IN_FLIGHT) await this.emitOldest();
+      while (this.compressing.length >= this.blocksInFlight) await this.emitOldest();
       this.block = spareBlocks.pop() ?? new SharedArrayBuffer(BLOCK_BYTES);
       this.blockView = Buffer.from(this.block);
     }

@@ -209,7 +209,8 @@ export function runFiles(chunkBytes: number): number {
 /**
  * A backup's file entries in runs of at least `size` cut where the pack changes, so that a reader holds one run at
  * a time and reads a pack again only where a run ends inside it (an incr's new files interleave with its parents'
- * packs; a full's packs follow the walk, each of at most 16384 files: PackBuilder). A run is cut inside a pack at
+ * packs; a full's packs follow the walk, each of at most 16384 files: PackBuilder, but for the media lane's, which
+ * hold large files found ahead of it: sources/files/media-lane.ts). A run is cut inside a pack at
  * 4 x `size` (packs of older backups may hold any number of files). `each` sees every entry, in order, as it is read.
  */
 export async function* fileRuns(entries: AsyncIterable<ManifestEntry>, size: number, each?: (entry: ManifestEntry) => void): AsyncGenerator<ManifestEntry[]> {

@@ -22,8 +22,8 @@ export interface SourceCaptureInput {
   packSizeBytes: number;
   /** The hash manifests keep of new content (pipeline.contentHash). */
   contentHash: ContentAlgorithm;
-  /** Opens one object to fill (packs, written in place). */
-  open: (name: string) => OpenObject;
+  /** Opens one object to fill (packs, written in place), with fewer blocks in flight than the pipeline's default if given. */
+  open: (name: string, blocksInFlight?: number) => OpenObject;
   /** Stores one object from a stream (in every live region) and returns what the manifest records for it. */
   write: (name: string, plaintext: Readable) => Promise<ManifestObject>;
   signal?: AbortSignal;

@@ -5,6 +5,7 @@ import { CofreError, messageOf } from '../../errors/index.ts';
 import { packName, type Manifest } from '../../repository/index.ts';
 import type { SourceCapture, SourceCaptureInput } from '../capture.ts';
 import { captureTree } from './capture.ts';
+import { MEDIA_BLOCKS_IN_FLIGHT, MediaLane } from './media-lane.ts';
 import { PackBuilder } from './pack-builder.ts';
 
 async function ensureSourceDir(path: string, create: boolean): Promise<void> {
@@ -31,16 +32,21 @@ export async function prepareFiles(src: FilesSourceConfig): Promise<void> {
 }
 
 export async function captureFiles(src: FilesSourceConfig, input: SourceCaptureInput, parent: Manifest | null): Promise<SourceCapture> {
-  const packs = new PackBuilder(input.packSizeBytes, { open: input.open }, packName, input.contentHash);
+  // The two lanes number their packs from one sequence.
+  let packs = 0;
+  const nextPack = (): string => packName(packs++);
+  const main = new PackBuilder(input.packSizeBytes, { open: input.open }, nextPack, input.contentHash);
+  const media = new MediaLane(new PackBuilder(input.packSizeBytes, { open: (name) => input.open(name, MEDIA_BLOCKS_IN_FLIGHT) }, nextPack, input.contentHash));
   try {
     const captured = await captureTree({
-      root: src.path, exclude: src.exclude, ownState: input.ownState, backupId: input.backupId, packs, signal: input.signal, onSkip: input.onSkip,
+      root: src.path, exclude: src.exclude, ownState: input.ownState, backupId: input.backupId, packs: main, media, signal: input.signal, onSkip: input.onSkip,
       parent: parent && input.parentEntries ? { entries: input.parentEntries, startedAtMs: Date.parse(parent.startedAt) } : null, entries: input.entries,
     });
-    await packs.close();
-    return { method: 'files', objects: packs.objects, stats: captured.stats };
+    await Promise.all([main.close(), media.close()]);
+    const objects = [...main.objects, ...media.packs.objects].sort((a, b) => (a.name < b.name ? -1 : 1));
+    return { method: 'files', objects, stats: captured.stats };
   } catch (err) {
-    await packs.abort(err as Error);
+    await Promise.all([main.abort(err as Error), media.abort(err as Error)]);
     throw err;
   }
 }

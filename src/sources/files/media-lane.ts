@@ -1,0 +1,193 @@
+// Large files that do not compress (photos, videos, archives) packed on a lane of their own, ahead of the walk.
+//
+// What such a file costs a backup is the disk (three copies of every byte), hardly the CPU (zstd takes ~0.3 ms per
+// MiB of random data); compressible files and small ones cost the CPU. Packed in walk order, the two never overlap:
+// in the bench tree the logs and documents kept both cores busy and the disk idle, then the photos (1.2 GB of
+// copies) kept the disk busy and the cores half idle. The capture's look-ahead (capture.ts) offers each large
+// changed file it reads ahead to this lane; a sample of its first bytes decides, and a media file is packed here,
+// into packs of its own, while the main lane packs everything else. Its manifest entry still takes its place in
+// walk order (capture.ts InOrder); a restore reads each pack once per run of entries either way.
+import { open } from 'node:fs/promises';
+import { fsPath } from './names.ts';
+import { zstdCompressWhole } from '../../pipeline/zstd-workers.ts';
+import type { FileRead } from './file-reader.ts';
+import type { PackBuilder } from './pack-builder.ts';
+import type { WalkEntry } from './walk.ts';
+
+/** Files smaller than this are packed in walk order whatever they hold: per file, they cost the CPU. */
+export const MEDIA_MIN_BYTES = 1024 * 1024;
+/**
+ * Blocks the lane's packs have being compressed at once: its blocks wait for the disk, not for zstd (~0.6 ms per
+ * 2 MiB block of random data), and two instead of the pipeline's three kept the bench's backups ~5-10 MB smaller.
+ */
+export const MEDIA_BLOCKS_IN_FLIGHT = 2;
+/** Bytes read from the start of a candidate to decide. */
+const SAMPLE_BYTES = 64 * 1024;
+/** A sample that zstd level 1 shrinks by less than this fraction marks the file as media. */
+const MEDIA_MAX_SAVING = 0.03;
+
+/** A media file packed on the lane: its pack, and its read's outcome to come (as PackBuilder.addFile says). */
+export interface MediaStored {
+  pack: string;
+  read: Promise<FileRead>;
+}
+
+interface Candidate {
+  entry: WalkEntry;
+  decide: (media: boolean) => void;
+  store: { resolve: (stored: MediaStored) => void; reject: (err: Error) => void };
+}
+
+/** What the lane says of a file offered: whether it took it, and when it did, where it was stored. */
+export interface Offer {
+  /** True when the lane packs the file; false when the main lane must. */
+  media: Promise<boolean>;
+  /** The packed member, once the lane added it (rejects as addFile does: a vanished file is ENOENT). */
+  stored: Promise<MediaStored>;
+}
+
+/** Whether zstd level 1 saves less than MEDIA_MAX_SAVING on the file's first SAMPLE_BYTES (on a zstd worker). */
+async function looksIncompressible(entry: WalkEntry): Promise<boolean> {
+  const file = await open(fsPath(entry.abs), 'r');
+  let sample: ArrayBuffer;
+  let length: number;
+  try {
+    sample = new ArrayBuffer(SAMPLE_BYTES);
+    ({ bytesRead: length } = await file.read(new Uint8Array(sample), 0, SAMPLE_BYTES, 0));
+  } finally {
+    await file.close();
+  }
+  if (length < SAMPLE_BYTES) return false;
+  const { outputLength } = await zstdCompressWhole(sample, length, 1);
+  return outputLength > length * (1 - MEDIA_MAX_SAVING);
+}
+
+/**
+ * Decides on the files offered, in order, and packs the media ones into its own PackBuilder, one after another.
+ * Two loops, so that a decision never waits for an earlier media file's bytes to be taken into blocks (the main
+ * lane waits for decisions, not for the media lane's packing).
+ */
+export class MediaLane {
+  readonly packs: PackBuilder;
+  private readonly deciding: Candidate[] = [];
+  private readonly adding: Candidate[] = [];
+  private wakeDecider: (() => void) | null = null;
+  private wakeAdder: (() => void) | null = null;
+  /** No more offers come (finish). */
+  private finished = false;
+  private deciderDone = false;
+  private failure: Error | null = null;
+  private readonly loops: Promise<void>;
+
+  constructor(packs: PackBuilder) {
+    this.packs = packs;
+    this.loops = Promise.all([this.decideLoop(), this.addLoop()]).then(() => undefined);
+  }
+
+  /** Offers a changed file of at least MEDIA_MIN_BYTES, found ahead of the main lane. */
+  offer(entry: WalkEntry): Offer {
+    let decide!: (media: boolean) => void;
+    const media = new Promise<boolean>((resolve) => {
+      decide = resolve;
+    });
+    let store!: Candidate['store'];
+    const stored = new Promise<MediaStored>((resolve, reject) => {
+      store = { resolve, reject };
+    });
+    // Awaited by the main lane only for files the lane took, and never once the backup failed.
+    stored.catch(() => undefined);
+    if (this.failure || this.finished) {
+      decide(false);
+    } else {
+      this.deciding.push({ entry, decide, store });
+      this.wakeDecider?.();
+    }
+    return { media, stored };
+  }
+
+  /**
+   * No more offers: the lane packs what it took and sends its last block on, so every media file's read ends
+   * (the capture waits for those before it returns).
+   */
+  finish(): void {
+    this.finished = true;
+    this.wakeDecider?.();
+  }
+
+  /** Waits until every media file taken is packed and every pack of the lane is stored. */
+  async close(): Promise<void> {
+    this.finish();
+    await this.loops;
+    if (this.failure) throw this.failure;
+    await this.packs.close();
+  }
+
+  /** Stops both loops (the backup failed) and tears down the lane's packs. */
+  async abort(err: Error): Promise<void> {
+    this.failure ??= err;
+    for (const c of [...this.deciding.splice(0), ...this.adding.splice(0)]) {
+      c.decide(false);
+      c.store.reject(err);
+    }
+    this.wakeDecider?.();
+    this.wakeAdder?.();
+    await this.loops;
+    await this.packs.abort(err);
+  }
+
+  private async decideLoop(): Promise<void> {
+    try {
+      for (;;) {
+        const c = this.deciding.shift();
+        if (!c) {
+          if (this.finished || this.failure) return;
+          await new Promise<void>((resolve) => (this.wakeDecider = resolve));
+          this.wakeDecider = null;
+          continue;
+        }
+        // A file that cannot be sampled (vanished, unreadable) is left to the main lane, which reports it.
+        const media = !this.failure && (await looksIncompressible(c.entry).catch(() => false));
+        if (media && !this.failure) {
+          this.adding.push(c);
+          this.wakeAdder?.();
+        }
+        c.decide(media && !this.failure);
+      }
+    } finally {
+      this.deciderDone = true;
+      this.wakeAdder?.();
+    }
+  }
+
+  private async addLoop(): Promise<void> {
+    for (;;) {
+      const c = this.adding.shift();
+      if (!c) {
+        if (this.failure) return;
+        if (this.deciderDone) {
+          this.packs.flushReads();
+          return;
+        }
+        await new Promise<void>((resolve) => (this.wakeAdder = resolve));
+        this.wakeAdder = null;
+        continue;
+      }
+      try {
+        c.store.resolve(await this.packs.addFile(c.entry));
+      } catch (err) {
+        c.store.reject(err as Error);
+        const code = (err as NodeJS.ErrnoException).code;
+        // A file refused before a byte of it was packed (PackBuilder.addFile) leaves the lane whole; anything else
+        // ends it, and the backup with it (the main lane sees this failure where it waits for the file).
+        if (code !== 'ENOENT' && code !== 'EACCES' && code !== 'EPERM') {
+          this.failure ??= err as Error;
+          for (const rest of this.adding.splice(0)) rest.store.reject(err as Error);
+          return;
+        }
+      }
+      // Nothing more to add for now: the open block goes on, so the reads of the files in it end without waiting
+      // for a later media file to fill it (see PackBuilder.flushReads).
+      if (this.adding.length === 0) this.packs.flushReads();
+    }
+  }
+}
