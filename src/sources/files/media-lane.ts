@@ -8,9 +8,9 @@
 // into packs of its own, while the main lane packs everything else. Its manifest entry still takes its place in
 // walk order (capture.ts InOrder); a restore reads each pack once per run of entries either way.
 import { open } from 'node:fs/promises';
-import { fsPath } from './names.ts';
 import { zstdCompressWhole } from '../../pipeline/zstd-workers.ts';
 import type { FileRead } from './file-reader.ts';
+import { fsPath } from './names.ts';
 import type { PackBuilder } from './pack-builder.ts';
 import type { WalkEntry } from './walk.ts';
 
@@ -48,11 +48,10 @@ export interface Offer {
 
 /** Whether zstd level 1 saves less than MEDIA_MAX_SAVING on the file's first SAMPLE_BYTES (on a zstd worker). */
 async function looksIncompressible(entry: WalkEntry): Promise<boolean> {
+  const sample = new ArrayBuffer(SAMPLE_BYTES);
   const file = await open(fsPath(entry.abs), 'r');
-  let sample: ArrayBuffer;
   let length: number;
   try {
-    sample = new ArrayBuffer(SAMPLE_BYTES);
     ({ bytesRead: length } = await file.read(new Uint8Array(sample), 0, SAMPLE_BYTES, 0));
   } finally {
     await file.close();
@@ -122,7 +121,10 @@ export class MediaLane {
     await this.packs.close();
   }
 
-  /** Stops both loops (the backup failed) and tears down the lane's packs. */
+  /**
+   * Stops both loops (the backup failed) and tears down the lane's packs, at once: a file being added may be waiting
+   * for a region to take more, which only the teardown ends.
+   */
   async abort(err: Error): Promise<void> {
     this.failure ??= err;
     for (const c of [...this.deciding.splice(0), ...this.adding.splice(0)]) {
@@ -131,8 +133,7 @@ export class MediaLane {
     }
     this.wakeDecider?.();
     this.wakeAdder?.();
-    await this.loops;
-    await this.packs.abort(err);
+    await Promise.all([this.loops, this.packs.abort(err)]);
   }
 
   private async decideLoop(): Promise<void> {
