@@ -12,7 +12,7 @@ import { runVerify } from '../src/jobs/verify.ts';
 import { compareWalkOrder, readManifest, type ManifestEntry } from '../src/repository/index.ts';
 import { captureTree } from '../src/sources/files/capture.ts';
 import type { FileRead } from '../src/sources/files/file-reader.ts';
-import { MEDIA_MIN_BYTES, MediaLane } from '../src/sources/files/media-lane.ts';
+import { MEDIA_MIN_BYTES, MEDIA_PACK_SPAN_ENTRIES, MediaLane } from '../src/sources/files/media-lane.ts';
 import type { PackBuilder } from '../src/sources/files/pack-builder.ts';
 import type { WalkEntry } from '../src/sources/files/walk.ts';
 import { testConfig } from './helpers/config.ts';
@@ -111,6 +111,34 @@ describe('the media lane', () => {
     const report = await runVerify(ctx, { deep: true });
     expect(report.problems).toEqual([]);
     expect(report.ok).toBe(true);
+  });
+});
+
+describe('a media pack', () => {
+  it('ends before a file further along the walk than MEDIA_PACK_SPAN_ENTRIES, so restores read it in one run', async () => {
+    const far = join(dir, 'far');
+    const farCtx = await openTestContext(testConfig(far, { packSizeBytes: 64 * 1024 * 1024 }));
+    try {
+      const root = join(far, 'data', 'uploads');
+      await mkdir(join(root, 'b'), { recursive: true });
+      await writeFile(join(root, 'a1.jpg'), randomBytes(MEDIA_MIN_BYTES));
+      await writeFile(join(root, 'a2.jpg'), randomBytes(MEDIA_MIN_BYTES));
+      for (let i = 0; i < MEDIA_PACK_SPAN_ENTRIES + 10; i++) await writeFile(join(root, 'b', `d${i}.txt`), String(i));
+      await writeFile(join(root, 'c.jpg'), randomBytes(MEDIA_MIN_BYTES));
+      const result = await runBackup(farCtx, { source: 'uploads', type: 'full' });
+      const { repoId } = await repositoryOf(farCtx, false);
+      const manifest = (await readManifest(farCtx.envelope, farCtx.regions, repoId, 'uploads', result.backupId)).value;
+      const packs = packsByPath(manifest.entries!, result.backupId);
+      // Neighbours share a pack; a file past the span starts another, though 64 MiB would hold all three.
+      expect(packs.get('a1.jpg')).toBe(packs.get('a2.jpg'));
+      expect(packs.get('c.jpg')).not.toBe(packs.get('a1.jpg'));
+      expect(packs.get('c.jpg')).not.toBe(packs.get('b/d0.txt'));
+      const target = join(far, 'restored');
+      expect((await runRestore(farCtx, { source: 'uploads', to: target })).problems).toEqual([]);
+      expect(await snapshotTree(target)).toEqual(await snapshotTree(root));
+    } finally {
+      await farCtx.close();
+    }
   });
 });
 

@@ -159,7 +159,8 @@ async function* mapOrdered<T, R>(source: AsyncIterable<T>, limit: number, fn: (i
 
 /**
  * The planned entries, read up to AHEAD_ENTRIES ahead of the packer by a loop of their own, which lets the event
- * loop turn every AHEAD_PER_TURN entries; `found` sees each entry as it is read (the media lane's offers).
+ * loop turn every AHEAD_PER_TURN entries; `found` sees each entry as it is read, with its place in the walk (the
+ * media lane's offers).
  */
 class Ahead {
   private readonly items: (Planned | undefined)[] = [];
@@ -171,7 +172,7 @@ class Ahead {
   private wakeTaker: (() => void) | null = null;
   private wakeReader: (() => void) | null = null;
 
-  constructor(source: Iterable<Planned> | AsyncIterable<Planned>, found: (p: Planned) => void) {
+  constructor(source: Iterable<Planned> | AsyncIterable<Planned>, found: (p: Planned, at: number) => void) {
     this.read(source, found).catch((err: unknown) => {
       this.failure = err;
       this.ended = true;
@@ -211,10 +212,11 @@ class Ahead {
     this.wakeReader?.();
   }
 
-  private async read(source: Iterable<Planned> | AsyncIterable<Planned>, found: (p: Planned) => void): Promise<void> {
+  private async read(source: Iterable<Planned> | AsyncIterable<Planned>, found: (p: Planned, at: number) => void): Promise<void> {
     const sync = Symbol.iterator in source ? source[Symbol.iterator]() : null;
     const async = sync ? null : (source as AsyncIterable<Planned>)[Symbol.asyncIterator]();
     let sinceTurn = 0;
+    let at = 0;
     while (!this.stopped) {
       if (this.items.length - this.head >= AHEAD_ENTRIES || this.smallBytes >= AHEAD_SMALL_BYTES) {
         await new Promise<void>((resolve) => (this.wakeReader = resolve));
@@ -224,7 +226,7 @@ class Ahead {
       const next = sync ? sync.next() : await async!.next();
       if (next.done) break;
       const p = next.value;
-      found(p);
+      found(p, at++);
       this.items.push(p);
       if (p.small) this.smallBytes += p.small.body.length;
       this.wakeTaker?.();
@@ -339,10 +341,10 @@ function packedEntry(e: WalkEntry, digest: ContentDigest, changed: boolean, loc:
 }
 
 /** Offers a large file the packer will store whole to the media lane (see media-lane.ts). */
-function offerMedia(p: Planned, media: MediaLane, pages: PageLevel | undefined): void {
+function offerMedia(p: Planned, at: number, media: MediaLane, pages: PageLevel | undefined): void {
   const e = p.entry;
   if (e.type !== 'file' || e.size < MEDIA_MIN_BYTES || p.verdict === 'same' || p.error || p.small || pages?.applies(e, p.old)) return;
-  const offer = media.offer(e);
+  const offer = media.offer(e, at);
   p.media = { taken: offer.media, stored: offer.stored };
 }
 
@@ -364,7 +366,7 @@ export async function captureTree(input: CaptureInput): Promise<{ stats: Capture
   // Read without a promise per entry where the planning is synchronous (a full backup). With a media lane, read
   // ahead (Ahead), each large changed file offered to the lane as it is found.
   const media = input.media;
-  const ahead = media ? new Ahead(planned, (p) => offerMedia(p, media, pages)) : null;
+  const ahead = media ? new Ahead(planned, (p, at) => offerMedia(p, at, media, pages)) : null;
   const syncPlanned = ahead ? null : Symbol.iterator in planned ? planned[Symbol.iterator]() : null;
   const asyncPlanned = ahead || syncPlanned ? null : (planned as AsyncIterable<Planned>)[Symbol.asyncIterator]();
   const refused = (e: WalkEntry, err: unknown): boolean => {

@@ -21,6 +21,14 @@ export const MEDIA_MIN_BYTES = 1024 * 1024;
  * 2 MiB block of random data), and two instead of the pipeline's three kept the bench's backups ~5-10 MB smaller.
  */
 export const MEDIA_BLOCKS_IN_FLIGHT = 2;
+/**
+ * Walk entries one media pack spans at most: a pack whose first and last files lie further apart is ended before the
+ * later file. A restore reads a backup's entries in runs of ~16k (repository/entries.ts fileRuns) and each run's
+ * packs once, so a pack straddling two runs is read twice; where media files are sparse among small ones (a photo
+ * every few hundred documents), an unbounded 64 MiB pack would span several thousand entries and straddle a run
+ * boundary often. At 2048 entries, at most one media pack in eight does.
+ */
+export const MEDIA_PACK_SPAN_ENTRIES = 2048;
 /** Bytes read from the start of a candidate to decide. */
 const SAMPLE_BYTES = 64 * 1024;
 /** A sample that zstd level 1 shrinks by less than this fraction marks the file as media. */
@@ -34,6 +42,8 @@ export interface MediaStored {
 
 interface Candidate {
   entry: WalkEntry;
+  /** The entry's place in the walk (0 for the first). */
+  at: number;
   decide: (media: boolean) => void;
   store: { resolve: (stored: MediaStored) => void; reject: (err: Error) => void };
 }
@@ -83,8 +93,8 @@ export class MediaLane {
     this.loops = Promise.all([this.decideLoop(), this.addLoop()]).then(() => undefined);
   }
 
-  /** Offers a changed file of at least MEDIA_MIN_BYTES, found ahead of the main lane. */
-  offer(entry: WalkEntry): Offer {
+  /** Offers a changed file of at least MEDIA_MIN_BYTES, found ahead of the main lane, `at` its place in the walk. */
+  offer(entry: WalkEntry, at: number): Offer {
     let decide!: (media: boolean) => void;
     const media = new Promise<boolean>((resolve) => {
       decide = resolve;
@@ -98,7 +108,7 @@ export class MediaLane {
     if (this.failure || this.finished) {
       decide(false);
     } else {
-      this.deciding.push({ entry, decide, store });
+      this.deciding.push({ entry, at, decide, store });
       this.wakeDecider?.();
     }
     return { media, stored };
@@ -161,6 +171,8 @@ export class MediaLane {
   }
 
   private async addLoop(): Promise<void> {
+    // The open pack's name and the walk place of its first file.
+    let pack = null as { name: string; from: number } | null;
     for (;;) {
       const c = this.adding.shift();
       if (!c) {
@@ -174,7 +186,10 @@ export class MediaLane {
         continue;
       }
       try {
-        c.store.resolve(await this.packs.addFile(c.entry));
+        if (pack && c.at - pack.from > MEDIA_PACK_SPAN_ENTRIES) await this.packs.cut();
+        const stored = await this.packs.addFile(c.entry);
+        if (stored.pack !== pack?.name) pack = { name: stored.pack, from: c.at };
+        c.store.resolve(stored);
       } catch (err) {
         c.store.reject(err as Error);
         const code = (err as NodeJS.ErrnoException).code;

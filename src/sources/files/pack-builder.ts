@@ -181,6 +181,11 @@ export class PackBuilder {
     while (this.storing.length > PACKS_STORING) this.objects.push(await this.storing.shift()!.stored);
   }
 
+  /** Ends the open pack (if any) now: the next file opens another. Waits as a full pack's end does. */
+  async cut(): Promise<void> {
+    await this.seal();
+  }
+
   /** Ends the open pack (if any) and waits until every pack is stored. */
   async close(): Promise<void> {
     await this.seal();
