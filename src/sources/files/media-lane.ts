@@ -91,6 +91,8 @@ export class MediaLane {
   constructor(packs: PackBuilder) {
     this.packs = packs;
     this.loops = Promise.all([this.decideLoop(), this.addLoop()]).then(() => undefined);
+    // Observed here; a failure is raised by close() or abort().
+    this.loops.catch(() => undefined);
   }
 
   /** Offers a changed file of at least MEDIA_MIN_BYTES, found ahead of the main lane, `at` its place in the walk. */
@@ -143,7 +145,7 @@ export class MediaLane {
     }
     this.wakeDecider?.();
     this.wakeAdder?.();
-    await Promise.all([this.loops, this.packs.abort(err)]);
+    await Promise.all([this.loops.catch(() => undefined), this.packs.abort(err)]);
   }
 
   private async decideLoop(): Promise<void> {
