@@ -7,7 +7,7 @@ import { compareWalkOrder, type ManifestEntry } from '../../repository/index.ts'
 import type { FileRead } from './file-reader.ts';
 import { MEDIA_MIN_BYTES, type MediaLane, type MediaStored } from './media-lane.ts';
 import { hashFile, readSmallFile, SMALL_FILE_BYTES, type SmallFile } from './read-file.ts';
-import type { PackBuilder } from './pack-builder.ts';
+import { refusedBeforePacking, type PackBuilder } from './pack-builder.ts';
 import { walkTree, type WalkEntry } from './walk.ts';
 
 /**
@@ -370,10 +370,9 @@ export async function captureTree(input: CaptureInput): Promise<{ stats: Capture
   const syncPlanned = ahead ? null : Symbol.iterator in planned ? planned[Symbol.iterator]() : null;
   const asyncPlanned = ahead || syncPlanned ? null : (planned as AsyncIterable<Planned>)[Symbol.asyncIterator]();
   const refused = (e: WalkEntry, err: unknown): boolean => {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code !== 'ENOENT' && code !== 'EACCES' && code !== 'EPERM') return false;
-    // Refused before a byte of it was packed (see PackBuilder.addFile): skipped, as tar does.
-    input.onSkip(e.path, code === 'ENOENT' ? 'vanished before it could be read' : (err as Error).message);
+    if (!refusedBeforePacking(err)) return false;
+    // Skipped, as tar does.
+    input.onSkip(e.path, (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'vanished before it could be read' : (err as Error).message);
     stats.files--;
     stats.bytes -= e.size;
     return true;

@@ -11,7 +11,7 @@ import { open } from 'node:fs/promises';
 import { zstdCompressWhole } from '../../pipeline/zstd-workers.ts';
 import type { FileRead } from './file-reader.ts';
 import { fsPath } from './names.ts';
-import type { PackBuilder } from './pack-builder.ts';
+import { refusedBeforePacking, type PackBuilder } from './pack-builder.ts';
 import type { WalkEntry } from './walk.ts';
 
 /** Files smaller than this are packed in walk order whatever they hold: per file, they cost the CPU. */
@@ -159,12 +159,13 @@ export class MediaLane {
           continue;
         }
         // A file that cannot be sampled (vanished, unreadable) is left to the main lane, which reports it.
-        const media = !this.failure && (await looksIncompressible(c.entry).catch(() => false));
-        if (media && !this.failure) {
+        // Taken only while the lane still runs, before the sample and after it.
+        const media = !this.failure && (await looksIncompressible(c.entry).catch(() => false)) && !this.failure;
+        if (media) {
           this.adding.push(c);
           this.wakeAdder?.();
         }
-        c.decide(media && !this.failure);
+        c.decide(media);
       }
     } finally {
       this.deciderDone = true;
@@ -188,16 +189,15 @@ export class MediaLane {
         continue;
       }
       try {
-        if (pack && c.at - pack.from > MEDIA_PACK_SPAN_ENTRIES) await this.packs.cut();
+        if (pack && c.at - pack.from > MEDIA_PACK_SPAN_ENTRIES) await this.packs.seal();
         const stored = await this.packs.addFile(c.entry);
         if (stored.pack !== pack?.name) pack = { name: stored.pack, from: c.at };
         c.store.resolve(stored);
       } catch (err) {
         c.store.reject(err as Error);
-        const code = (err as NodeJS.ErrnoException).code;
-        // A file refused before a byte of it was packed (PackBuilder.addFile) leaves the lane whole; anything else
-        // ends it, and the backup with it (the main lane sees this failure where it waits for the file).
-        if (code !== 'ENOENT' && code !== 'EACCES' && code !== 'EPERM') {
+        // A file refused before a byte of it was packed leaves the lane whole; anything else ends it, and the backup
+        // with it (the main lane sees this failure where it waits for the file).
+        if (!refusedBeforePacking(err)) {
           this.failure ??= err as Error;
           for (const rest of this.adding.splice(0)) rest.store.reject(err as Error);
           return;

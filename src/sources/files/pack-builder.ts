@@ -23,6 +23,15 @@ interface OpenPack {
 }
 
 /**
+ * Whether addFile (or addFileNow) refused the file before a byte of it was packed: it vanished or cannot be opened
+ * (the pack is still whole, and the file is skipped as tar does).
+ */
+export function refusedBeforePacking(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' || code === 'EACCES' || code === 'EPERM';
+}
+
+/**
  * Files a pack holds at most, however small: a restore or deep verify takes the entries of about this many files at
  * once (repository/entries.ts fileRuns, cut where the pack changes), so a pack of 200k empty files would make them
  * hold 200k entries, or read the pack once per run.
@@ -167,8 +176,11 @@ export class PackBuilder {
     this.current?.out.flush();
   }
 
-  /** Ends the open pack (if any); waits only while more than PACKS_STORING packs are still being stored. */
-  private async seal(): Promise<void> {
+  /**
+   * Ends the open pack (if any), so the next file opens another; waits only while more than PACKS_STORING packs are
+   * still being stored.
+   */
+  async seal(): Promise<void> {
     const pack = this.current;
     if (pack) {
       this.current = null;
@@ -179,11 +191,6 @@ export class PackBuilder {
       this.storing.push({ out: pack.out, stored });
     }
     while (this.storing.length > PACKS_STORING) this.objects.push(await this.storing.shift()!.stored);
-  }
-
-  /** Ends the open pack (if any) now: the next file opens another. Waits as a full pack's end does. */
-  async cut(): Promise<void> {
-    await this.seal();
   }
 
   /** Ends the open pack (if any) and waits until every pack is stored. */
