@@ -1,7 +1,8 @@
-// Key rotation keeps old backups readable, a lost key file is not replaced by a new key; the storage wrappers retry
-// transient failures and cap concurrency.
-import { existsSync } from 'node:fs';
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+// Key rotation keeps old backups readable, a lost key file is not replaced by a new key, processes starting together
+// on a new repository share one whole key; the storage wrappers retry transient failures and cap concurrency.
+import { spawn } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { mkdir, readdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TestClock } from '../src/clock.ts';
@@ -91,6 +92,39 @@ describe('a lost key file', () => {
     } finally {
       await back.close();
     }
+  });
+});
+
+describe('a new key file', () => {
+  it('is created whole once when processes start together: each of them reads that one key', async () => {
+    // PostgreSQL's archive_command (cofre wal-push) can start beside the first backup of a repository. Each process
+    // here waits for a go file, then loads the key, creating it if missing.
+    const own = join(dir, 'together');
+    const keyFile = join(own, 'keys', 'cofre.key');
+    const go = join(own, 'go');
+    await mkdir(own, { recursive: true });
+    const script = [
+      `import { existsSync } from 'node:fs';`,
+      `import { loadKeyFile } from ${JSON.stringify(new URL('../src/crypto/key-file.ts', import.meta.url).href)};`,
+      `while (!existsSync(${JSON.stringify(go)}));`,
+      `process.stdout.write(loadKeyFile(${JSON.stringify(keyFile)}, { create: true }).id);`,
+    ].join('\n');
+    const runs = Array.from({ length: 8 }, () => new Promise<{ code: number | null; out: string; err: string }>((resolve, reject) => {
+      const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+      child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ code, out, err }));
+    }));
+    await new Promise((r) => setTimeout(r, 500));
+    await writeFile(go, '');
+    const results = await Promise.all(runs);
+    for (const r of results) expect(r.code, r.err).toBe(0);
+    expect(new Set(results.map((r) => r.out)).size).toBe(1);
+    expect(statSync(keyFile).mode & 0o777).toBe(0o600);
+    expect(await readdir(join(own, 'keys'))).toEqual(['cofre.key']);
   });
 });
 

@@ -1,6 +1,6 @@
 // The local key file: 32 random bytes, base64, created 0600 on first use and refused if others can read it.
 import { createHmac, randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { CofreError } from '../errors/index.ts';
 
@@ -18,16 +18,38 @@ export function keyIdOf(material: Buffer): string {
   return 'local-' + createHmac('sha256', material).update('cofre key id v1').digest('hex').slice(0, 16);
 }
 
+/**
+ * Writes a new key under `file`, whole or not at all: the key goes to a private temporary file first, which is then
+ * hard-linked to its name. link() never replaces a file, so a key that already exists is kept (EEXIST), and a process
+ * starting at the same moment (PostgreSQL's archive_command beside a backup) never reads a key half written.
+ */
 export function createKeyFile(file: string): void {
-  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-  // O_EXCL: never replace a key that already exists; that would make every backup unreadable.
-  const fd = openSync(file, 'wx', 0o600);
+  const dir = dirname(file);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const temporary = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.new`;
+  const fd = openSync(temporary, 'wx', 0o600);
   try {
-    writeSync(fd, randomBytes(KEY_BYTES).toString('base64') + '\n');
+    try {
+      writeSync(fd, randomBytes(KEY_BYTES).toString('base64') + '\n');
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    chmodSync(temporary, 0o600);
+    linkSync(temporary, file);
+  } finally {
+    rmSync(temporary, { force: true });
+  }
+  syncDirectory(dir);
+}
+
+function syncDirectory(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
   } finally {
     closeSync(fd);
   }
-  chmodSync(file, 0o600);
 }
 
 export function loadKeyFile(file: string, opts: { create: boolean }): LocalKey {
@@ -38,7 +60,12 @@ export function loadKeyFile(file: string, opts: { create: boolean }): LocalKey {
         hint: 'restore the key file from your key escrow; without it the backups it wrote cannot be decrypted (cofre makes a new key only for a new repository)',
       });
     }
-    createKeyFile(file);
+    try {
+      createKeyFile(file);
+    } catch (err) {
+      // Another process created it first, whole: use that one.
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
   }
   const mode = statSync(file).mode & 0o777;
   if (mode & 0o077) {
