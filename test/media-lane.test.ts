@@ -9,7 +9,7 @@ import { runBackup } from '../src/jobs/backup.ts';
 import { repositoryOf } from '../src/jobs/context.ts';
 import { runRestore } from '../src/jobs/restore.ts';
 import { runVerify } from '../src/jobs/verify.ts';
-import { compareWalkOrder, readManifest, type ManifestEntry } from '../src/repository/index.ts';
+import { compareWalkOrder, MANIFEST_NAME, manifestIdentity, objectKey, packIdentity, readManifest, type ManifestEntry } from '../src/repository/index.ts';
 import { captureTree } from '../src/sources/files/capture.ts';
 import type { FileRead } from '../src/sources/files/file-reader.ts';
 import { MEDIA_MIN_BYTES, MEDIA_PACK_SPAN_ENTRIES, MediaLane } from '../src/sources/files/media-lane.ts';
@@ -17,6 +17,7 @@ import type { PackBuilder } from '../src/sources/files/pack-builder.ts';
 import type { WalkEntry } from '../src/sources/files/walk.ts';
 import { testConfig } from './helpers/config.ts';
 import { openTestContext, type TestContext } from './helpers/context.ts';
+import { firstFrameHasChecksum, storedFrames } from './helpers/frames.ts';
 import { snapshotTree, type TreeEntry } from './helpers/tree.ts';
 import { removeDir, tempDir } from './helpers/tmp.ts';
 
@@ -87,6 +88,14 @@ describe('the media lane', () => {
     expect(otherPacks.has(packs.get('b-photos/thumb.jpg')!)).toBe(true);
     expect(otherPacks.has(packs.get('c-logs/app.log')!)).toBe(true);
     expect(ctx.catalog.getBackup(result.backupId)?.files).toBe(505);
+    // A pack's zstd frames carry no checksum (each member's content hash is in the manifest and checked on every
+    // read); the manifest's do.
+    const { repoId } = await repositoryOf(ctx, false);
+    for (const name of [packs.get('c-logs/app.log')!, packs.get('b-photos/p1.jpg')!, MANIFEST_NAME]) {
+      const identity = name === MANIFEST_NAME ? manifestIdentity(repoId, 'uploads', result.backupId) : packIdentity(repoId, 'uploads', result.backupId, name);
+      const frames = await storedFrames(ctx.envelope, ctx.regions[0]!, objectKey('uploads', result.backupId, name), identity);
+      expect(firstFrameHasChecksum(frames), name).toBe(name === MANIFEST_NAME);
+    }
   });
 
   it('takes changed media files in an incremental and restores every backup exactly', async () => {

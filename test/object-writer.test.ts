@@ -11,11 +11,12 @@ import { PackBuilder } from '../src/sources/files/pack-builder.ts';
 import { hashFile } from '../src/sources/files/read-file.ts';
 import { DELTA_BUFFER_BYTES, PAGE_BYTES, pageLevel } from '../src/sources/postgres/pages.ts';
 import type { WalkEntry } from '../src/sources/files/walk.ts';
-import { ObjectWriter, openObject, readObjectFrom, sha256Hex, writeObjectStream } from '../src/pipeline/index.ts';
+import { BLOCK_BYTES, ObjectWriter, openObject, readObjectFrom, sha256Hex, writeObjectStream } from '../src/pipeline/index.ts';
 import { writeSettings } from '../src/jobs/context.ts';
 import { MemoryDriver, readAll } from '../src/storage/index.ts';
 import { lentSlabsOut } from '../src/storage/lent-slabs.ts';
 import { contextForFile, type TestContext } from './helpers/context.ts';
+import { firstFrameHasChecksum, storedFrames } from './helpers/frames.ts';
 
 let dir: string;
 let ctx: TestContext;
@@ -35,6 +36,25 @@ async function readBack(key: string, name: string): Promise<Buffer> {
 }
 
 describe('ObjectWriter', () => {
+  it('ends each zstd frame with its checksum unless told every byte is hashed elsewhere (packs)', async () => {
+    const body = Buffer.from(Array.from({ length: 400_000 }, (_, i) => `litres ${i % 977}\n`).join(''));
+    const frames = Math.ceil(body.length / BLOCK_BYTES);
+    expect(frames).toBeGreaterThan(1);
+    const stored: Buffer[] = [];
+    for (const frameChecksums of [true, false]) {
+      const name = `checksums-${frameChecksums}`;
+      const writer = new ObjectWriter(writeSettings(ctx), { key: `objects/${name}`, identity: identity(name), regions: ctx.regions }, { frameChecksums });
+      await writer.write(body);
+      await writer.end();
+      expect((await readBack(`objects/${name}`, name)).equals(body)).toBe(true);
+      const compressed = await storedFrames(ctx.envelope, ctx.regions[0]!, `objects/${name}`, identity(name));
+      expect(firstFrameHasChecksum(compressed)).toBe(frameChecksums);
+      stored.push(compressed);
+    }
+    // Every frame, not only the first: 4 bytes of checksum each.
+    expect(stored[0]!.length - stored[1]!.length).toBe(4 * frames);
+  });
+
   it('stores empty, small, compressible and incompressible objects that read back byte for byte', async () => {
     const text = Buffer.from(Array.from({ length: 300_000 }, (_, i) => `order ${i} delivered\n`).join(''));
     const shapes: [string, Buffer][] = [

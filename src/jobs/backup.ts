@@ -197,7 +197,9 @@ export async function runBackup(ctx: JobContext, args: BackupArgs): Promise<Back
     const input: SourceCaptureInput = {
       backupId: id, packSizeBytes: ctx.config.pipeline.packSizeBytes, contentHash: ctx.config.pipeline.contentHash, signal: args.signal, clock: ctx.clock,
       walArchived: (wal, signal) => waitWalArchived(ctx, args.source, wal, signal),
-      open: (name: string, blocksInFlight?: number): OpenObject => openObject(new ObjectWriter(settings, targetOf(name), blocksInFlight), (written) => recordObject(name, written)),
+      // Packs: each member's content hash is in the manifest and checked on every read, so no zstd frame checksum.
+      open: (name: string, blocksInFlight?: number): OpenObject =>
+        openObject(new ObjectWriter(settings, targetOf(name), { ...(blocksInFlight ? { blocksInFlight } : {}), frameChecksums: false }), (written) => recordObject(name, written)),
       write,
       onSkip: (path, reason) => {
         skipped.push({ path, reason });

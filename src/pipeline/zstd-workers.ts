@@ -24,37 +24,38 @@ const zlib = require('node:zlib');
 const { constants } = zlib;
 const engines = new Map();
 let scratch = new ArrayBuffer(0);
-const params = (level) => ({ [constants.ZSTD_c_compressionLevel]: level, [constants.ZSTD_c_checksumFlag]: 1 });
+const params = (level, checksum) => ({ [constants.ZSTD_c_compressionLevel]: level, [constants.ZSTD_c_checksumFlag]: checksum ? 1 : 0 });
 const bound = (length) => length + (length >> 7) + 65536;
-function engineFor(level) {
-  let e = engines.get(level);
+function engineFor(level, checksum) {
+  const key = level * 2 + (checksum ? 1 : 0);
+  let e = engines.get(key);
   if (!e) {
-    const stream = zlib.createZstdCompress({ params: params(level), chunkSize: 64 });
+    const stream = zlib.createZstdCompress({ params: params(level, checksum), chunkSize: 64 });
     // A failing handle destroys its stream at once and emits the error later: listen so it is not thrown.
     stream.on('error', () => {});
-    e = { stream };
+    e = { stream, key };
     if (!stream._handle || typeof stream._handle.writeSync !== 'function' || !stream._writeState) e = null;
-    else engines.set(level, e);
+    else engines.set(key, e);
   }
   return e;
 }
 /** Compresses plain into out (at least bound(plain.length) bytes); returns the output length. */
-function compressInto(plain, level, out) {
-  const e = engineFor(level);
+function compressInto(plain, level, checksum, out) {
+  const e = engineFor(level, checksum);
   if (!e) {
-    const whole = zlib.zstdCompressSync(plain, { params: params(level), chunkSize: bound(plain.length) });
+    const whole = zlib.zstdCompressSync(plain, { params: params(level, checksum), chunkSize: bound(plain.length) });
     out.set(whole);
     return whole.length;
   }
   e.stream._handle.writeSync(constants.ZSTD_e_end, plain, 0, plain.length, out, 0, out.length);
   const [availOut, availIn] = e.stream._writeState;
   if (e.stream.destroyed || availIn !== 0) {
-    engines.delete(level);
+    engines.delete(e.key);
     throw new Error(e.stream.destroyed ? 'zstd compression failed' : 'zstd left input unconsumed');
   }
   return out.length - availOut;
 }
-parentPort.on('message', ({ id, input: inBuf, length, level, output: outBuf }) => {
+parentPort.on('message', ({ id, input: inBuf, length, level, checksum, output: outBuf }) => {
   // SharedArrayBuffers stay the caller's: read or written in place, never sent back. ArrayBuffers were moved here
   // and go back.
   const movedIn = inBuf instanceof ArrayBuffer ? inBuf : undefined;
@@ -63,12 +64,12 @@ parentPort.on('message', ({ id, input: inBuf, length, level, output: outBuf }) =
   try {
     const plain = Buffer.from(inBuf, 0, length);
     if (outBuf && outBuf.byteLength >= bound(length)) {
-      const outputLength = compressInto(plain, level, Buffer.from(outBuf));
+      const outputLength = compressInto(plain, level, checksum, Buffer.from(outBuf));
       parentPort.postMessage({ id, input: movedIn, output: movedOut, outputLength }, back);
       return;
     }
     if (scratch.byteLength < bound(length)) scratch = new ArrayBuffer(bound(length));
-    const outputLength = compressInto(plain, level, Buffer.from(scratch, 0, bound(length)));
+    const outputLength = compressInto(plain, level, checksum, Buffer.from(scratch, 0, bound(length)));
     const owned = scratch.slice(0, outputLength);
     parentPort.postMessage({ id, input: movedIn, output: owned, outputLength }, movedIn ? [movedIn, owned] : [owned]);
   } catch (err) {
@@ -157,9 +158,10 @@ function startWorker(): Slot {
  * are moved to the worker and back (never copied): until this resolves the caller must not touch them, and
  * afterwards it uses the ones returned. SharedArrayBuffers are only shared, and stay the caller's: V8 counts every
  * buffer that arrives in a message as newly allocated memory, so blocks moved to and fro set off a full GC
- * every ~64 MB of data.
+ * every ~64 MB of data. `checksum`: the frame carries zstd's checksum of its content (XXH64); off only where
+ * every byte is covered by a hash checked on the way back anyway (see ObjectWriter's `frameChecksums`).
  */
-export function zstdCompressWhole<In extends Bytes, Out extends Bytes = ArrayBuffer>(input: In, length: number, level: number, output?: Out): Promise<Compressed<In, Out>> {
+export function zstdCompressWhole<In extends Bytes, Out extends Bytes = ArrayBuffer>(input: In, length: number, level: number, output?: Out, checksum = true): Promise<Compressed<In, Out>> {
   return new Promise((resolve, reject) => {
     const s = slot();
     const id = nextId++;
@@ -169,6 +171,6 @@ export function zstdCompressWhole<In extends Bytes, Out extends Bytes = ArrayBuf
     if (s.busy === 0) s.worker.ref();
     s.busy++;
     const moved = ([input, output] as (Bytes | undefined)[]).filter((b): b is ArrayBuffer => b instanceof ArrayBuffer);
-    s.worker.postMessage({ id, input, length, level, output }, moved);
+    s.worker.postMessage({ id, input, length, level, checksum, output }, moved);
   });
 }

@@ -22,7 +22,10 @@ export interface SourceCaptureInput {
   packSizeBytes: number;
   /** The hash manifests keep of new content (pipeline.contentHash). */
   contentHash: ContentAlgorithm;
-  /** Opens one object to fill (packs, written in place), with fewer blocks in flight than the pipeline's default if given. */
+  /**
+   * Opens one pack to fill (written in place), with fewer blocks in flight than the pipeline's default if given. Its
+   * zstd frames carry no checksum: the manifest must hold the content hash of everything written to it.
+   */
   open: (name: string, blocksInFlight?: number) => OpenObject;
   /** Stores one object from a stream (in every live region) and returns what the manifest records for it. */
   write: (name: string, plaintext: Readable) => Promise<ManifestObject>;
