@@ -271,7 +271,7 @@ class EncryptedUpload {
     this.wake?.();
   }
 
-  /** Copies ciphertext into slabs, handing each on once full. */
+  /** Copies ciphertext into slabs, handing each on once full; the cipher's output is freed once copied. */
   private async send(ciphertext: Buffer[]): Promise<void> {
     for (const chunk of ciphertext) {
       for (let at = 0; at < chunk.length;) {
@@ -281,6 +281,7 @@ class EncryptedUpload {
         at += n;
         if (this.fill === LENT_SLAB_BYTES) await this.handOn();
       }
+      freeNow(chunk);
     }
   }
 
@@ -320,6 +321,22 @@ export interface ObjectWriterOptions {
    * checksum would only repeat that check); the ciphertext is authenticated either way.
    */
   frameChecksums?: boolean;
+}
+
+/** Below this, a buffer is left to the GC (headers, tags: small, and possibly slices of Node's shared pool). */
+const FREE_NOW_MIN_BYTES = 64 * 1024;
+
+/**
+ * Frees the memory of a buffer nobody reads any more at once, by detaching its ArrayBuffer, rather than when V8
+ * next collects it: only a buffer that is the whole of an ArrayBuffer of its own, as the cipher's output is (~1 MiB
+ * per ESDK frame, in one or two pieces). Left to the GC, those outputs piled up: the main thread's malloc heap grew
+ * by ~100 MB through a 1 GiB backup, against ~66 MB now (the rest: the pools' blocks). 10 interleaved backups of
+ * the bench tree: peak RSS median 232 MB against 252 MB, time and CPU unchanged within noise.
+ */
+function freeNow(chunk: Buffer): void {
+  const buffer = chunk.buffer;
+  if (chunk.length < FREE_NOW_MIN_BYTES || chunk.byteOffset !== 0 || buffer.byteLength !== chunk.length || !(buffer instanceof ArrayBuffer)) return;
+  buffer.transfer(0);
 }
 
 /**
