@@ -3,7 +3,7 @@
 import { chmod, mkdir, rm, symlink, utimes, writeFile, appendFile, rename } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { runBackup } from '../src/jobs/backup.ts';
 import { repositoryOf } from '../src/jobs/context.ts';
 import { runRestore } from '../src/jobs/restore.ts';
@@ -11,25 +11,19 @@ import { runVerify } from '../src/jobs/verify.ts';
 import { objectKey, readManifest, type Manifest } from '../src/repository/index.ts';
 import { runCli } from './helpers/cli.ts';
 import { testConfig, writeTestConfig } from './helpers/config.ts';
-import { openTestContext, type TestContext } from './helpers/context.ts';
+import { contextForFile, openTestContext, type TestContext } from './helpers/context.ts';
 import { snapshotTree, type TreeEntry } from './helpers/tree.ts';
-import { removeDir, tempDir } from './helpers/tmp.ts';
 
 let dir: string;
 let src: string;
 let ctx: TestContext;
 
-beforeAll(async () => {
-  dir = await tempDir();
-  src = join(dir, 'data', 'uploads');
-  // Small packs so the chain spans several packs per backup.
-  ctx = await openTestContext(testConfig(dir, { packSizeBytes: 256 * 1024 }));
-});
-
-afterAll(async () => {
-  await ctx.close();
-  await removeDir(dir);
-});
+// Small packs so the chain spans several packs per backup.
+contextForFile((d, c) => {
+  dir = d;
+  src = join(d, 'data', 'uploads');
+  ctx = c;
+}, { packSizeBytes: 256 * 1024 });
 
 function bytes(n: number, seed: number): Buffer {
   const b = Buffer.alloc(n);

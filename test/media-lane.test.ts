@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { runBackup } from '../src/jobs/backup.ts';
 import { repositoryOf } from '../src/jobs/context.ts';
 import { runRestore } from '../src/jobs/restore.ts';
@@ -16,25 +16,19 @@ import { MEDIA_MIN_BYTES, MEDIA_PACK_SPAN_ENTRIES, MediaLane } from '../src/sour
 import type { PackBuilder } from '../src/sources/files/pack-builder.ts';
 import type { WalkEntry } from '../src/sources/files/walk.ts';
 import { testConfig } from './helpers/config.ts';
-import { openTestContext, type TestContext } from './helpers/context.ts';
+import { contextForFile, openTestContext, type TestContext } from './helpers/context.ts';
 import { firstFrameHasChecksum, storedFrames } from './helpers/frames.ts';
 import { snapshotTree, type TreeEntry } from './helpers/tree.ts';
-import { removeDir, tempDir } from './helpers/tmp.ts';
 
 let dir: string;
 let src: string;
 let ctx: TestContext;
 
-beforeAll(async () => {
-  dir = await tempDir();
-  src = join(dir, 'data', 'uploads');
-  ctx = await openTestContext(testConfig(dir, { packSizeBytes: 4 * 1024 * 1024 }));
-});
-
-afterAll(async () => {
-  await ctx.close();
-  await removeDir(dir);
-});
+contextForFile((d, c) => {
+  dir = d;
+  src = join(d, 'data', 'uploads');
+  ctx = c;
+}, { packSizeBytes: 4 * 1024 * 1024 });
 
 function text(n: number, seed: number): Buffer {
   const line = `2026-12-06T20:00:00Z INFO order=${seed} driver=7 litres=12.5 status=delivered\n`;

@@ -4,7 +4,7 @@ import { systemClock, type Clock } from '../../src/clock.ts';
 import type { Config } from '../../src/config/index.ts';
 import { closeContext, openContext, type JobContext } from '../../src/jobs/context.ts';
 import { EventBus, type CofreEvents, type EventName } from '../../src/observability/events.ts';
-import { testConfig } from './config.ts';
+import { testConfig, type TestConfigOptions } from './config.ts';
 import { removeDir, tempDir } from './tmp.ts';
 
 export interface TestContext extends JobContext {
@@ -21,15 +21,15 @@ export async function openTestContext(config: Config, clock: Clock = systemClock
 }
 
 /**
- * A temporary directory and a context on its default test config for the whole test file: opened before its first
- * test and handed to `use`, closed and removed after its last.
+ * A temporary directory and a context on its test config (with `opts`) for the whole test file: opened before its
+ * first test and handed to `use`, closed and removed after its last.
  */
-export function contextForFile(use: (dir: string, ctx: TestContext) => void): void {
+export function contextForFile(use: (dir: string, ctx: TestContext) => void, opts: TestConfigOptions = {}): void {
   let dir: string;
   let ctx: TestContext | undefined;
   beforeAll(async () => {
     dir = await tempDir();
-    ctx = await openTestContext(testConfig(dir));
+    ctx = await openTestContext(testConfig(dir, opts));
     use(dir, ctx);
   });
   afterAll(async () => {
