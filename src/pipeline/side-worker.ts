@@ -5,6 +5,7 @@
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import { CofreError } from '../errors/index.ts';
+import { XXH3_BLOCK_BYTES, XXH3_INIT_ACC, XXH3_LAST_STRIPE_SECRET_AT, XXH3_SECRET, xxh3ModuleBytes } from './xxh3.ts';
 
 /**
  * A fill job's numbers per fill: file id, descriptor, position in the file, offset in the block, length, the file's
@@ -17,7 +18,9 @@ export const FILL_SHA256 = 2;
 /**
  * fill: for each fill of a job, reads the file's bytes at their position into the block (a file that shrank
  * leaves zeros, and is reported changed), hashes them while they are in cache and, at the file's last fill, checks
- * its size once more, closes it and reports its digest. A failing job still closes the files whose last fill it
+ * its size once more, closes it and reports its digest. XXH3-128 of a file over 240 bytes is hashed in the block,
+ * through the block's own WebAssembly memory (LongHash, pipeline/xxh3.ts); a smaller one (XXH3's other
+ * algorithms) by hash-wasm, which copies it. A failing job still closes the files whose last fill it
  * held; their hashes are dropped. Fills come as numbers (FILL_FIELDS per fill) and results go back as numbers and
  * one string of digests: as objects, a job of ~1600 small files left ~1 MB of them in the worker's heap, promoted
  * by its 1 MiB young generation, and its old generation grew to ~55 MB before a full GC (a 200k-file backup
@@ -33,13 +36,102 @@ const PIECE = 512 * 1024;
 const idle = [];
 const files = new Map();
 const FIELDS = ${FILL_FIELDS};
-async function fill({ id, block, fills }) {
+// XXH3-128 in the block (pipeline/xxh3.ts). The state memory holds the secret, the digest's 16 bytes and a slot per
+// file being hashed: its accumulators, then the 64 bytes hashed last and up to 1024 bytes not hashed yet (a
+// block of XXH3 is hashed only once a byte follows it, and the last stripe takes the input's last 64 bytes).
+const XXH3_MIDSIZE_MAX = 240;
+const XXH3_BLOCK = ${XXH3_BLOCK_BYTES};
+const { xxh3 } = workerData;
+const xxh3Module = new WebAssembly.Module(xxh3.module);
+const xxh3State = new WebAssembly.Memory({ initial: 1 });
+new Uint8Array(xxh3State.buffer).set(xxh3.secret, 0);
+const DIGEST_AT = 192, SLOTS_AT = 256, SLOT_BYTES = 64 + 64 + XXH3_BLOCK;
+const freeSlots = [];
+let slots = 0;
+// An instance per block (its memory 0 is the block), made at the block's first fill; blocks are reused.
+const instances = new Map();
+const INSTANCES_KEPT = 32;
+function blockHasher(memory, blockId) {
+  let hasher = instances.get(blockId);
+  if (!hasher) {
+    hasher = new WebAssembly.Instance(xxh3Module, { env: { block: memory, state: xxh3State } }).exports;
+    if (instances.size >= INSTANCES_KEPT) instances.delete(instances.keys().next().value);
+    instances.set(blockId, hasher);
+  }
+  return hasher;
+}
+const hex32 = (v, at) => v.getUint32(at, true).toString(16).padStart(8, '0');
+class LongHash {
+  constructor() {
+    if (freeSlots.length === 0) {
+      if (SLOTS_AT + (slots + 1) * SLOT_BYTES > xxh3State.buffer.byteLength) xxh3State.grow(1);
+      freeSlots.push(slots++);
+    }
+    this.slot = freeSlots.pop();
+    this.acc = SLOTS_AT + this.slot * SLOT_BYTES;
+    this.held = this.acc + 128;
+    this.heldBytes = 0;
+    this.total = 0;
+    new Uint8Array(xxh3State.buffer).set(xxh3.initAcc, this.acc);
+  }
+  /** Adds length bytes of the block at ptr. */
+  update(hasher, ptr, length) {
+    this.total += length;
+    if (this.heldBytes + length <= XXH3_BLOCK) {
+      hasher.copyIn(this.held + this.heldBytes, ptr, length);
+      this.heldBytes += length;
+      return;
+    }
+    if (this.heldBytes > 0) {
+      const head = XXH3_BLOCK - this.heldBytes;
+      hasher.copyIn(this.held + this.heldBytes, ptr, head);
+      ptr += head;
+      length -= head;
+      hasher.blocksInState(this.held, 1, this.acc);
+      new Uint8Array(xxh3State.buffer).copyWithin(this.held - 64, this.held + XXH3_BLOCK - 64, this.held + XXH3_BLOCK);
+      this.heldBytes = 0;
+      if (length <= XXH3_BLOCK) {
+        hasher.copyIn(this.held, ptr, length);
+        this.heldBytes = length;
+        return;
+      }
+    }
+    const blocks = Math.floor((length - 1) / XXH3_BLOCK);
+    hasher.blocksInBlock(ptr, blocks, this.acc);
+    ptr += blocks * XXH3_BLOCK;
+    length -= blocks * XXH3_BLOCK;
+    // The 64 bytes just hashed and the rest, contiguous in the block as in the slot.
+    hasher.copyIn(this.held - 64, ptr - 64, 64 + length);
+    this.heldBytes = length;
+  }
+  digest(hasher) {
+    hasher.stripesInState(this.held, Math.floor((this.heldBytes - 1) / 64), 0, this.acc);
+    hasher.stripesInState(this.held + this.heldBytes - 64, 1, ${XXH3_LAST_STRIPE_SECRET_AT}, this.acc);
+    hasher.digest(this.acc, BigInt(this.total), DIGEST_AT);
+    this.release();
+    const v = new DataView(xxh3State.buffer, DIGEST_AT, 16);
+    return hex32(v, 12) + hex32(v, 8) + hex32(v, 4) + hex32(v, 0);
+  }
+  release() {
+    if (this.slot >= 0) freeSlots.push(this.slot);
+    this.slot = -1;
+  }
+}
+function dropFile(fileId) {
+  const file = files.get(fileId);
+  if (file && file.long) file.hash.release();
+  files.delete(fileId);
+}
+async function fill({ id, block, memory, blockId, fills }) {
   const view = Buffer.from(block);
+  const hasher = blockHasher(memory, blockId);
   const count = fills.length / FIELDS;
   const ended = [];
   let digests = '';
   let at = 0;
   let closedAt = -1;
+  // The file being closed and digested: its slot goes back if that fails.
+  let closing = null;
   try {
     for (; at < count; at++) {
       const o = at * FIELDS;
@@ -47,9 +139,9 @@ async function fill({ id, block, fills }) {
       let file = files.get(fileId);
       if (!file) {
         const sha = (flags & ${FILL_SHA256}) !== 0;
-        const hash = sha ? createHash('sha256') : (idle.pop() ?? (await createXXHash128()));
-        if (!sha) hash.init();
-        file = { sha, hash, changed: false };
+        const long = !sha && size > XXH3_MIDSIZE_MAX;
+        const hash = sha ? createHash('sha256') : long ? new LongHash() : (idle.pop() ?? (await createXXHash128())).init();
+        file = { sha, long, hash, changed: false };
         files.set(fileId, file);
       }
       for (let done = 0; done < length; done += PIECE) {
@@ -64,25 +156,29 @@ async function fill({ id, block, fills }) {
           piece.fill(0, got);
           file.changed = true;
         }
-        file.hash.update(piece);
+        if (file.long) file.hash.update(hasher, offset + done, piece.length);
+        else file.hash.update(piece);
       }
       if (flags & ${FILL_LAST}) {
         if (fstatSync(fd).size !== size) file.changed = true;
         files.delete(fileId);
         // Closed once only, even if close fails: the number may be another file's at once.
         closedAt = at;
+        closing = file;
         closeSync(fd);
-        digests += file.hash.digest('hex');
-        if (!file.sha && idle.length < 4) idle.push(file.hash);
+        digests += file.long ? file.hash.digest(hasher) : file.hash.digest('hex');
+        closing = null;
+        if (!file.sha && !file.long && idle.length < 4) idle.push(file.hash);
         ended.push(fileId, file.changed ? 1 : 0);
       }
     }
     parentPort.postMessage({ id, ended: new Float64Array(ended), digests });
   } catch (err) {
+    if (closing && closing.long) closing.hash.release();
     for (let i = at; i < count; i++) {
       const o = i * FIELDS;
       if (!(fills[o + 6] & ${FILL_LAST}) || i === closedAt) continue;
-      files.delete(fills[o]);
+      dropFile(fills[o]);
       try { closeSync(fills[o + 1]); } catch {}
     }
     parentPort.postMessage({ id, ended: new Float64Array(ended), digests, error: String((err && err.message) || err), code: err && err.code });
@@ -121,7 +217,10 @@ function workerFor(): Worker {
   if (worker) return worker;
   const w = new Worker(WORKER_SOURCE, {
     eval: true,
-    workerData: { xxhashPath: createRequire(import.meta.url).resolve('hash-wasm/dist/xxhash128.umd.min.js') },
+    workerData: {
+      xxhashPath: createRequire(import.meta.url).resolve('hash-wasm/dist/xxhash128.umd.min.js'),
+      xxh3: { module: xxh3ModuleBytes(), secret: XXH3_SECRET, initAcc: XXH3_INIT_ACC },
+    },
     // File descriptors are the main thread's (opened there): the worker closes them without owning them, which Node
     // would otherwise warn about once per file, and would close on the worker's exit.
     trackUnmanagedFds: false,

@@ -71,6 +71,34 @@ const BLOCKS_IN_FLIGHT = 3;
 const SPARE_BLOCKS = 7;
 const spareBlocks: SharedArrayBuffer[] = [];
 
+const WASM_PAGE_BYTES = 64 * 1024;
+// Node's types leave WebAssembly out (it is the DOM library's); this is the one part used here.
+interface SharedMemory {
+  readonly buffer: SharedArrayBuffer;
+}
+declare const WebAssembly: { Memory: new (descriptor: { initial: number; maximum: number; shared: true }) => SharedMemory };
+/** Each block's WebAssembly memory (its buffer is the block), and the number that names it to the side worker. */
+const blockMemories = new WeakMap<SharedArrayBuffer, { memory: SharedMemory; id: number }>();
+let nextBlockId = 0;
+
+/**
+ * A new block of `bytes` rounded up to 64 KiB: the buffer of a shared WebAssembly memory, so the side worker hashes
+ * the files read into it where they are (pipeline/xxh3.ts); to everything else it is a SharedArrayBuffer like any
+ * other.
+ */
+export function newBlock(bytes = BLOCK_BYTES): SharedArrayBuffer {
+  const pages = Math.ceil(bytes / WASM_PAGE_BYTES);
+  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+  const block = memory.buffer;
+  blockMemories.set(block, { memory, id: nextBlockId++ });
+  return block;
+}
+
+/** The WebAssembly memory behind a block, and its number (see newBlock). */
+export function blockMemory(block: SharedArrayBuffer): { memory: SharedMemory; id: number } | undefined {
+  return blockMemories.get(block);
+}
+
 /** Room for zstd's worst case on a block: the workers compress straight into it. */
 const OUTPUT_BYTES = BLOCK_BYTES + (BLOCK_BYTES >> 7) + 65536;
 /**
@@ -371,7 +399,7 @@ export class ObjectWriter implements PlainSink {
     if (this.upload.failure) throw this.upload.failure;
     if (!this.block) {
       while (this.compressing.length >= this.blocksInFlight) await this.emitOldest();
-      this.block = spareBlocks.pop() ?? new SharedArrayBuffer(BLOCK_BYTES);
+      this.block = spareBlocks.pop() ?? newBlock();
       this.blockView = Buffer.from(this.block);
     }
     return this.blockView!.subarray(this.fill);
@@ -421,7 +449,7 @@ export class ObjectWriter implements PlainSink {
   async end(): Promise<WrittenObject> {
     // An empty object is one empty frame, so it still decompresses.
     if (this.fill > 0 || this.plainBytes === 0 || this.lateFills.length > 0) {
-      this.block ??= spareBlocks.pop() ?? new SharedArrayBuffer(BLOCK_BYTES);
+      this.block ??= spareBlocks.pop() ?? newBlock();
       this.submit();
     }
     while (this.compressing.length > 0) await this.emitOldest();
