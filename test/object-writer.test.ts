@@ -78,6 +78,32 @@ describe('ObjectWriter', () => {
     }
   });
 
+  it('checks what it reads back against the recorded size and sha256 of the ciphertext, a failed read leaving the next one sound', async () => {
+    const collect = async (plain: Readable): Promise<Buffer> => {
+      const parts: Buffer[] = [];
+      for await (const part of plain) parts.push(part as Buffer);
+      return Buffer.concat(parts);
+    };
+    for (const [name, body] of [['empty', Buffer.alloc(0)], ['small', Buffer.from('hello')], ['large', randomBytes(5 * 1024 * 1024 + 3)]] as const) {
+      const key = `objects/checked-${name}`;
+      const written = await writeObjectStream(writeSettings(ctx), { key, identity: identity(`checked-${name}`), regions: ctx.regions }, Readable.from([body]));
+      const stored = (await readAll(await ctx.regions[0]!.read(key))).length;
+      const read = (size: number, sha256: string): Promise<Buffer> =>
+        readObjectFrom(ctx.envelope, ctx.regions[0]!, { key, identity: identity(`checked-${name}`), size, sha256 }, collect);
+      expect(sha256Hex(await read(stored, written.sha256))).toBe(sha256Hex(body));
+      await expect(read(stored, '0'.repeat(64))).rejects.toMatchObject({ code: 'HASH_MISMATCH', message: expect.stringContaining('sha256 differs') });
+      await expect(read(stored + 1, written.sha256)).rejects.toMatchObject({ code: 'HASH_MISMATCH' });
+    }
+    // A consumer failing halfway: its own error, and the next read of the object is whole and checked.
+    const key = 'objects/checked-large';
+    const expected = { key, identity: identity('checked-large') };
+    await expect(readObjectFrom(ctx.envelope, ctx.regions[0]!, expected, async (plain) => {
+      for await (const _ of plain) throw new Error('consumer gave up');
+    })).rejects.toThrow('consumer gave up');
+    const stored = await readAll(await ctx.regions[0]!.read(key));
+    expect((await readObjectFrom(ctx.envelope, ctx.regions[0]!, { ...expected, size: stored.length, sha256: sha256Hex(stored) }, collect)).length).toBe(5 * 1024 * 1024 + 3);
+  });
+
   it('shares one copy of the ciphertext among the fs regions and the hash, a copy of its own for a memory region, and takes every slab back', async () => {
     const out0 = lentSlabsOut();
     const memory = new MemoryDriver('memory');
