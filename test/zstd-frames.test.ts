@@ -35,6 +35,14 @@ describe('zstdDecompressFrames', () => {
     expect((await decode([...bytewise, whole.subarray(3000)])).equals(want)).toBe(true);
   });
 
+  it('gathers frames split across chunks into one buffer it reuses, grown for a larger frame', async () => {
+    const pieces = [text(50_000), randomBytes(6 * 1024 * 1024), text(70_000), randomBytes(1_000_000), text(3)];
+    const whole = Buffer.concat(pieces.map((p) => zstdCompressSync(p)));
+    const chunks = [];
+    for (let at = 0; at < whole.length; at += 100_000) chunks.push(whole.subarray(at, at + 100_000));
+    expect((await decode(chunks)).equals(Buffer.concat(pieces))).toBe(true);
+  });
+
   it('decodes one frame written by a zstd stream (objects stored before frames per block), small or large', async () => {
     const small = text(100_000);
     expect((await decode([await streamed(small)])).equals(small)).toBe(true);
