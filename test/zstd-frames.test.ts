@@ -43,6 +43,23 @@ describe('zstdDecompressFrames', () => {
     expect((await decode(chunks)).equals(Buffer.concat(pieces))).toBe(true);
   });
 
+  it('frees input chunks of their own once every frame in them is decoded, when told they are its own', async () => {
+    const pieces = [text(50_000), randomBytes(3 * 1024 * 1024), text(70_000), randomBytes(1_000_000), text(3)];
+    const whole = Buffer.concat(pieces.map((p) => zstdCompressSync(p)));
+    const own = (b: Buffer): Buffer => {
+      const copy = Buffer.from(new ArrayBuffer(b.length));
+      b.copy(copy);
+      return copy;
+    };
+    // Chunk ends fall inside frames, so frames are gathered and chunks hold the start of the next one.
+    const chunks: Buffer[] = [];
+    for (let at = 0; at < whole.length; at += 300_000) chunks.push(own(whole.subarray(at, at + 300_000)));
+    const parts: Buffer[] = [];
+    for await (const part of Readable.from(chunks, { objectMode: false }).pipe(zstdDecompressFrames({ freeInput: true }))) parts.push(part as Buffer);
+    expect(Buffer.concat(parts).equals(Buffer.concat(pieces))).toBe(true);
+    expect(chunks.filter((c) => c.buffer.byteLength > 0)).toEqual([]);
+  });
+
   it('decodes one frame written by a zstd stream (objects stored before frames per block), small or large', async () => {
     const small = text(100_000);
     expect((await decode([await streamed(small)])).equals(small)).toBe(true);

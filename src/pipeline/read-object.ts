@@ -36,7 +36,8 @@ export async function readObjectFrom<T>(
   const source = await driver.read(expected.key);
   const tap = new HashTap();
   const decrypt = envelope.decryptStream(expected.identity, driver.region);
-  const plain = zstdDecompressFrames();
+  // The decrypted chunks are the pipeline's own: freed as soon as decoded.
+  const plain = zstdDecompressFrames({ freeInput: true });
   const consumed = consume(plain);
   // If the consumer fails first, tear the pipeline down so it does not wait forever.
   consumed.catch((err: unknown) => plain.destroy(err as Error));

@@ -139,12 +139,15 @@ const GATHER_BYTES = 2 * 1024 * 1024 + 16 * 1024 + 65536;
  * gathered and decoded in one call on the libuv pool; any other goes through a streaming decoder of its own, so
  * memory stays bounded whatever the frame size. A stream that ends inside a frame fails.
  */
-export function zstdDecompressFrames(): Duplex {
+export function zstdDecompressFrames(options: { freeInput?: boolean } = {}): Duplex {
   return Duplex.from(async function* (source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
     const input = source[Symbol.asyncIterator]();
     const parser = new FrameParser();
     let rest: Buffer | null = null;
     let gathered: Buffer | null = null;
+    // With freeInput, input chunks that are whole ArrayBuffers of their own are freed as soon as every frame in them
+    // is decoded (see freeDecoded); none once a frame goes through the streaming decoder (older packs).
+    let unfreed: Buffer[] | null = options.freeInput ? [] : null;
     const nextChunk = async (): Promise<Buffer | null> => {
       if (rest) {
         const chunk = rest;
@@ -154,8 +157,29 @@ export function zstdDecompressFrames(): Duplex {
       for (;;) {
         const r = await input.next();
         if (r.done) return null;
-        if ((r.value as Buffer).length > 0) return r.value as Buffer;
+        const chunk = r.value as Buffer;
+        if (chunk.length === 0) continue;
+        if (unfreed && chunk.byteOffset === 0 && chunk.buffer.byteLength === chunk.length && chunk.buffer instanceof ArrayBuffer) unfreed.push(chunk);
+        return chunk;
       }
+    };
+    /**
+     * Frees the input chunks read so far but the one the next frame starts in: their frames are decoded (the one-call
+     * decoding has resolved) and nothing else holds them. The decrypted chunks of a restore were ~575 MB of garbage
+     * per GiB, which V8 answers with full GCs.
+     */
+    const freeDecoded = (): void => {
+      if (!unfreed) return;
+      const kept = unfreed.filter((chunk) => rest !== null && rest.buffer === chunk.buffer);
+      for (const chunk of unfreed) {
+        if (kept.includes(chunk)) continue;
+        try {
+          (chunk.buffer as ArrayBuffer).transfer(0);
+        } catch {
+          // Not detachable (Node marks some of its buffers so): left to the GC.
+        }
+      }
+      unfreed = kept;
     };
     /** The next piece of the current frame, and whether it is the frame's last. */
     const nextPiece = async (): Promise<{ piece: Buffer; end: boolean }> => {
@@ -184,18 +208,22 @@ export function zstdDecompressFrames(): Duplex {
       }
       if (ended) plainBytes = parser.lastContentSize;
       if (ended && plainBytes !== null && plainBytes !== undefined && plainBytes <= ONE_CALL_PLAIN_BYTES) {
-        if (held.length === 1) {
-          yield await decodeWhole(held[0]!, plainBytes);
-          continue;
+        let whole = held[0]!;
+        if (held.length > 1) {
+          // A frame split across chunks is gathered into one buffer kept for the object's next such frame (the
+          // decoding is done with it once it resolves): a fresh one per frame was ~575 MB of garbage per GiB restored.
+          if (!gathered || gathered.length < heldBytes) gathered = Buffer.allocUnsafeSlow(Math.max(heldBytes, GATHER_BYTES));
+          let at = 0;
+          for (const piece of held) at += piece.copy(gathered, at);
+          whole = gathered.subarray(0, heldBytes);
         }
-        // A frame split across chunks is gathered into one buffer kept for the object's next such frame (the
-        // decoding is done with it once it resolves): a fresh one per frame was ~575 MB of garbage per GiB restored.
-        if (!gathered || gathered.length < heldBytes) gathered = Buffer.allocUnsafeSlow(Math.max(heldBytes, GATHER_BYTES));
-        let at = 0;
-        for (const piece of held) at += piece.copy(gathered, at);
-        yield await decodeWhole(gathered.subarray(0, heldBytes), plainBytes);
+        held.length = 0;
+        const plain = await decodeWhole(whole, plainBytes);
+        freeDecoded();
+        yield plain;
         continue;
       }
+      unfreed = null;
       async function* frame(): AsyncGenerator<Buffer> {
         yield* held.splice(0);
         for (let end = ended; !end;) {
