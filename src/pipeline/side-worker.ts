@@ -26,6 +26,7 @@ export const FILL_SHA256 = 2;
  * by its 1 MiB young generation, and its old generation grew to ~55 MB before a full GC (a 200k-file backup
  * peaked at 403 MB RSS).
  * sha256: adds `length` bytes of `slab` from `offset` to the sha256 of `stream`; with `end`, replies with its digest.
+ * forget: drops the hashing instance of block `blockId`, which the main thread has let go.
  */
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -48,9 +49,11 @@ new Uint8Array(xxh3State.buffer).set(xxh3.secret, 0);
 const DIGEST_AT = 192, SLOTS_AT = 256, SLOT_BYTES = 64 + 64 + XXH3_BLOCK;
 const freeSlots = [];
 let slots = 0;
-// An instance per block (its memory 0 is the block), made at the block's first fill; blocks are reused.
+// An instance per block (its memory 0 is the block), made at the block's first fill; blocks are reused. An
+// instance keeps its block's memory alive: the main thread says when it lets a block go ('forget'), and at most
+// INSTANCES_KEPT are kept in any case (a block dropped without a word: a failed object's).
 const instances = new Map();
-const INSTANCES_KEPT = 32;
+const INSTANCES_KEPT = 16;
 function blockHasher(memory, blockId) {
   let hasher = instances.get(blockId);
   if (!hasher) {
@@ -184,6 +187,10 @@ async function fill({ id, block, memory, blockId, fills }) {
     parentPort.postMessage({ id, ended: new Float64Array(ended), digests, error: String((err && err.message) || err), code: err && err.code });
   }
 }
+function forget({ id, blockId }) {
+  instances.delete(blockId);
+  parentPort.postMessage({ id });
+}
 const streams = new Map();
 function sha256({ id, stream, slab, offset, length, end }) {
   let h = streams.get(stream);
@@ -198,7 +205,7 @@ function sha256({ id, stream, slab, offset, length, end }) {
 }
 let queue = Promise.resolve();
 parentPort.on('message', (job) => {
-  queue = queue.then(() => (job.op === 'fill' ? fill(job) : sha256(job))).catch((err) => parentPort.postMessage({ id: job.id, error: String((err && err.message) || err) }));
+  queue = queue.then(() => (job.op === 'fill' ? fill(job) : job.op === 'forget' ? forget(job) : sha256(job))).catch((err) => parentPort.postMessage({ id: job.id, error: String((err && err.message) || err) }));
 });
 `;
 
@@ -253,10 +260,10 @@ export function startSideWorker(): void {
 }
 
 /**
- * Sends a job (`op` 'fill' or 'sha256', see WORKER_SOURCE); resolves to the worker's reply, errors included, and
+ * Sends a job (`op` 'fill', 'sha256' or 'forget', see WORKER_SOURCE); resolves to the worker's reply, errors included, and
  * rejects only when the worker died. SharedArrayBuffers in it are shared, not copied.
  */
-export function sideJob<R extends SideReply>(job: { op: 'fill' | 'sha256' } & Record<string, unknown>): Promise<R> {
+export function sideJob<R extends SideReply>(job: { op: 'fill' | 'sha256' | 'forget' } & Record<string, unknown>): Promise<R> {
   const w = workerFor();
   const id = nextJob++;
   return new Promise<R>((resolve, reject) => {

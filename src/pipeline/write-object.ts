@@ -78,7 +78,7 @@ interface SharedMemory {
 }
 declare const WebAssembly: { Memory: new (descriptor: { initial: number; maximum: number; shared: true }) => SharedMemory };
 /** Each block's WebAssembly memory (its buffer is the block), and the number that names it to the side worker. */
-const blockMemories = new WeakMap<SharedArrayBuffer, { memory: SharedMemory; id: number }>();
+const blockMemories = new WeakMap<SharedArrayBuffer, { memory: SharedMemory; id: number; toWorker: boolean }>();
 let nextBlockId = 0;
 
 /**
@@ -90,13 +90,24 @@ export function newBlock(bytes = BLOCK_BYTES): SharedArrayBuffer {
   const pages = Math.ceil(bytes / WASM_PAGE_BYTES);
   const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
   const block = memory.buffer;
-  blockMemories.set(block, { memory, id: nextBlockId++ });
+  blockMemories.set(block, { memory, id: nextBlockId++, toWorker: false });
   return block;
 }
 
-/** The WebAssembly memory behind a block, and its number (see newBlock). */
-export function blockMemory(block: SharedArrayBuffer): { memory: SharedMemory; id: number } | undefined {
-  return blockMemories.get(block);
+/**
+ * Lets a block go: the side worker drops the hashing instance that keeps its memory alive (it may have read files
+ * into it), so the GC can free it.
+ */
+function forgetBlock(block: SharedArrayBuffer): void {
+  const memory = blockMemories.get(block);
+  if (memory?.toWorker) void sideJob({ op: 'forget', blockId: memory.id }).catch(() => undefined);
+}
+
+/** The WebAssembly memory behind a block and its number (see newBlock), for a job of the side worker's. */
+export function blockMemoryForWorker(block: SharedArrayBuffer): { memory: SharedMemory; id: number } | undefined {
+  const memory = blockMemories.get(block);
+  if (memory) memory.toWorker = true;
+  return memory;
 }
 
 /** Room for zstd's worst case on a block: the workers compress straight into it. */
@@ -487,6 +498,7 @@ export class ObjectWriter implements PlainSink {
   private async emitOldest(): Promise<void> {
     const done = await this.compressing.shift()!;
     if (spareBlocks.length < SPARE_BLOCKS) spareBlocks.push(done.input);
+    else forgetBlock(done.input);
     if (this.upload.failure) throw this.upload.failure;
     this.compressedBytes += done.outputLength;
     let frame = Buffer.from(done.output, 0, done.outputLength);

@@ -11,7 +11,7 @@
 import { closeSync } from 'node:fs';
 import { CofreError } from '../../errors/index.ts';
 import type { ContentAlgorithm, ContentDigest } from '../../pipeline/content-hash.ts';
-import { blockMemory, type LateFill, type LateFiller, type PlainSink } from '../../pipeline/index.ts';
+import { blockMemoryForWorker, type LateFill, type LateFiller, type PlainSink } from '../../pipeline/index.ts';
 import { FILL_FIELDS, FILL_LAST, FILL_SHA256, sideJob, type SideReply } from '../../pipeline/side-worker.ts';
 
 export interface FileRead {
@@ -122,7 +122,7 @@ export class FileReader implements LateFiller {
     let reply: FillReply;
     try {
       // The block's memory, for hashing it in place (a block always has one: pipeline/write-object.ts).
-      const memory = blockMemory(block);
+      const memory = blockMemoryForWorker(block);
       if (!memory) throw new CofreError('INTERNAL', 'a block without its WebAssembly memory was handed to the file reader', { op: 'backup' });
       reply = await sideJob<FillReply>({ op: 'fill', block, memory: memory.memory, blockId: memory.id, fills: numbers });
     } catch (err) {
