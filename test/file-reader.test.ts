@@ -45,7 +45,7 @@ function oneBlock(bytes: number): { block: SharedArrayBuffer; fills: LateFill[];
 
 /**
  * Reads `paths` through one reader into blocks of `blockBytes` each (files span them wherever they fall), as a
- * backup does; `fillInOrder` receives each block's fill, to run it now or interleaved with another reader's.
+ * backup does; returns each block's fill, for the caller to run in order, alone or in turn with another reader's.
  */
 async function readThrough(paths: string[], blockBytes: number): Promise<{ reads: Promise<FileRead>[]; fills: (() => Promise<void>)[] }> {
   const reader = new FileReader();
@@ -81,7 +81,7 @@ async function referenceDigest(path: string): Promise<string> {
 }
 
 describe('FileReader', () => {
-  it("hashes files of every XXH3 size class as hash-wasm does, wherever the blocks split them", async () => {
+  it('hashes files of every XXH3 size class as hash-wasm does, wherever the blocks split them', async () => {
     // Sizes around XXH3's algorithm boundaries (16, 128, 240), its 64-byte stripes and 1024-byte blocks, and
     // files larger than a block of the pipeline.
     const sizes = [0, 1, 16, 17, 128, 129, 240, 241, 255, 256, 1023, 1024, 1025, 1087, 1088, 1089, 2048, 2049, 65_537, 300_001, 1_048_576];
@@ -103,7 +103,6 @@ describe('FileReader', () => {
     expect((await Promise.all(a.reads)).map((r) => r.digest)).toEqual(want);
     expect((await Promise.all(b.reads)).map((r) => r.digest)).toEqual([...want].reverse());
   });
-
 
   it('reads and hashes on its worker, and closes each file once read', async () => {
     const path = join(dir, 'plain.bin');
