@@ -4,6 +4,7 @@
 // Objects written as one streamed frame (before multi-frame packs, and manifests and WAL today) read the same way.
 import { Duplex, Readable } from 'node:stream';
 import { createZstdDecompress, zstdDecompress, type ZstdOptions } from 'node:zlib';
+import { detachWhole } from './free-buffer.ts';
 import { PIPELINE_CHUNK_BYTES } from './transforms.ts';
 
 const FRAME_MAGIC = 0xfd2fb528;
@@ -145,8 +146,9 @@ export function zstdDecompressFrames(options: { freeInput?: boolean } = {}): Dup
     const parser = new FrameParser();
     let rest: Buffer | null = null;
     let gathered: Buffer | null = null;
-    // With freeInput, input chunks that are whole ArrayBuffers of their own are freed as soon as every frame in them
-    // is decoded (see freeDecoded); none once a frame goes through the streaming decoder (older packs).
+    // With freeInput, input chunks are freed (detachWhole: those that are whole ArrayBuffers of their own) as soon as
+    // every frame in them is decoded (see freeDecoded); none once a frame goes through the streaming decoder (older
+    // packs).
     let unfreed: Buffer[] | null = options.freeInput ? [] : null;
     const nextChunk = async (): Promise<Buffer | null> => {
       if (rest) {
@@ -159,7 +161,7 @@ export function zstdDecompressFrames(options: { freeInput?: boolean } = {}): Dup
         if (r.done) return null;
         const chunk = r.value as Buffer;
         if (chunk.length === 0) continue;
-        if (unfreed && chunk.byteOffset === 0 && chunk.buffer.byteLength === chunk.length && chunk.buffer instanceof ArrayBuffer) unfreed.push(chunk);
+        unfreed?.push(chunk);
         return chunk;
       }
     };
@@ -170,14 +172,10 @@ export function zstdDecompressFrames(options: { freeInput?: boolean } = {}): Dup
      */
     const freeDecoded = (): void => {
       if (!unfreed) return;
-      const kept = unfreed.filter((chunk) => rest !== null && rest.buffer === chunk.buffer);
+      const kept: Buffer[] = [];
       for (const chunk of unfreed) {
-        if (kept.includes(chunk)) continue;
-        try {
-          (chunk.buffer as ArrayBuffer).transfer(0);
-        } catch {
-          // Not detachable (Node marks some of its buffers so): left to the GC.
-        }
+        if (rest?.buffer === chunk.buffer) kept.push(chunk);
+        else detachWhole(chunk);
       }
       unfreed = kept;
     };
