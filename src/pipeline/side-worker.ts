@@ -133,8 +133,6 @@ async function fill({ id, block, memory, blockId, fills }) {
   let digests = '';
   let at = 0;
   let closedAt = -1;
-  // The file being closed and digested: its slot goes back if that fails.
-  let closing = null;
   try {
     for (; at < count; at++) {
       const o = at * FIELDS;
@@ -164,25 +162,23 @@ async function fill({ id, block, memory, blockId, fills }) {
       }
       if (flags & ${FILL_LAST}) {
         if (fstatSync(fd).size !== size) file.changed = true;
-        files.delete(fileId);
         // Closed once only, even if close fails: the number may be another file's at once.
         closedAt = at;
-        closing = file;
         closeSync(fd);
         digests += file.long ? file.hash.digest(hasher) : file.hash.digest('hex');
-        closing = null;
+        // Dropped only once digested: if closing or digesting fails, dropFile below gives its hash state back.
+        files.delete(fileId);
         if (!file.sha && !file.long && idle.length < 4) idle.push(file.hash);
         ended.push(fileId, file.changed ? 1 : 0);
       }
     }
     parentPort.postMessage({ id, ended: new Float64Array(ended), digests });
   } catch (err) {
-    if (closing && closing.long) closing.hash.release();
     for (let i = at; i < count; i++) {
       const o = i * FIELDS;
-      if (!(fills[o + 6] & ${FILL_LAST}) || i === closedAt) continue;
+      if (!(fills[o + 6] & ${FILL_LAST})) continue;
       dropFile(fills[o]);
-      try { closeSync(fills[o + 1]); } catch {}
+      if (i !== closedAt) try { closeSync(fills[o + 1]); } catch {}
     }
     parentPort.postMessage({ id, ended: new Float64Array(ended), digests, error: String((err && err.message) || err), code: err && err.code });
   }
